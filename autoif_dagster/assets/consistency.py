@@ -1,0 +1,110 @@
+"""Stage 5-6: back-translate verifiers into instructions and keep instructions whose
+verifiers mean what they say (no back-translation contradicts the original)."""
+
+from collections import Counter
+
+import dagster as dg
+import polars as pl
+
+from ..config import AutoIFConfig
+from ..method import prompts
+from ..method.parsing import ParseError, parse_back_translation
+from ..method.selection import is_consistent
+from ..resources.llm import ChatRequest, LLMResource
+from ..resources.nli import NLIResource
+from ..schemas import content_id, frame
+from .reporting import funnel
+
+GROUP = "consistency"
+
+
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version="1", pool="llm")
+def back_translations(
+    context: dg.AssetExecutionContext,
+    autoif: AutoIFConfig,
+    supervisor_llm: LLMResource,
+    verifiers: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """The supervisor rewrites each instruction's most accurate functions (up to N) back into
+    instructions."""
+    cfg = autoif.back_translation
+    chosen = (
+        verifiers.sort(["accuracy", "verifier_id"], descending=[True, False])
+        .group_by("instruction_id", maintain_order=True)
+        .head(cfg.per_instruction)
+        .to_dicts()
+    )
+    requests = [
+        ChatRequest(prompts.back_translation_prompt(v["func"]), max_tokens=cfg.sampling.max_tokens,
+                    temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p, seed=autoif.seed)
+        for v in chosen
+    ]
+    dropped: Counter = Counter()
+    rows = []
+    for v, completion in zip(chosen, supervisor_llm.chat(requests, log=context.log)):
+        try:
+            text = parse_back_translation(completion.text)
+        except ParseError as exc:
+            dropped[exc.reason] += 1
+            continue
+        rows.append(
+            {"back_translation_id": content_id("back_translation", v["verifier_id"], text),
+             "instruction_id": v["instruction_id"], "verifier_id": v["verifier_id"], "back_translation": text}
+        )
+    df = frame("back_translations", rows)
+    return dg.Output(df, metadata=funnel(len(chosen), df, dropped, **supervisor_llm.take_stats()))
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1", pool="llm")
+def nli_verdicts(
+    context: dg.AssetExecutionContext,
+    autoif: AutoIFConfig,
+    nli: NLIResource,
+    augmented_instructions: pl.DataFrame,
+    back_translations: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """NLI label of each (original instruction, back-translation) pair."""
+    pairs = back_translations.join(augmented_instructions.select("instruction_id", "instruction"), on="instruction_id")
+    judgements = nli.judge(
+        list(zip(pairs["instruction"].to_list(), pairs["back_translation"].to_list())), seed=autoif.seed, log=context.log
+    )
+    dropped: Counter = Counter()
+    rows = []
+    for row, (label, reason) in zip(pairs.iter_rows(named=True), judgements):
+        if label is None:
+            dropped[reason] += 1
+            continue
+        rows.append({"back_translation_id": row["back_translation_id"], "instruction_id": row["instruction_id"], "label": label})
+    df = frame("nli_verdicts", rows)
+    labels = dict(Counter(df["label"].to_list()))
+    stats = nli.llm.take_stats() if nli.backend == "llm" else {}
+    return dg.Output(
+        df, metadata=funnel(pairs.height, df, dropped, labels=dg.MetadataValue.json(labels), **nli.describe(), **stats)
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1")
+def consistent_instructions(
+    augmented_instructions: pl.DataFrame,
+    verifiers: pl.DataFrame,
+    nli_verdicts: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """Instructions with cross-validated verifiers and no contradicting back-translation."""
+    labels: dict[str, list[str]] = {}
+    for row in nli_verdicts.iter_rows(named=True):
+        labels.setdefault(row["instruction_id"], []).append(row["label"])
+    n_verifiers = dict(verifiers.group_by("instruction_id").len().iter_rows())
+    dropped: Counter = Counter()
+    rows = []
+    for row in augmented_instructions.iter_rows(named=True):
+        iid = row["instruction_id"]
+        if iid not in n_verifiers:
+            dropped["no_verifier"] += 1
+        elif iid not in labels:
+            dropped["no_judged_back_translation"] += 1
+        elif not is_consistent(labels[iid]):
+            dropped["contradiction"] += 1
+        else:
+            rows.append({"instruction_id": iid, "instruction": row["instruction"], "n_verifiers": n_verifiers[iid]})
+    df = frame("consistent_instructions", rows)
+    return dg.Output(df, metadata=funnel(augmented_instructions.height, df, dropped))

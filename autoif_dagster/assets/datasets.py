@@ -1,0 +1,90 @@
+"""Stage 11-12: the training data: SFT samples and DPO preference pairs."""
+
+from collections import Counter, defaultdict
+
+import dagster as dg
+import polars as pl
+
+from ..config import AutoIFConfig
+from ..method.selection import dpo_pairs as make_pairs
+from ..schemas import content_id, frame
+from .reporting import funnel
+
+GROUP = "datasets"
+
+
+def _scored(responses: pl.DataFrame, response_verdicts: pl.DataFrame, quality_scores: pl.DataFrame) -> pl.DataFrame:
+    """Every response with its pass rate and (if it was scored) its quality score."""
+    return (
+        responses.select("response_id", "prompt_id", "response")
+        .join(response_verdicts.select("response_id", "pass_rate"), on="response_id")
+        .join(quality_scores.select("response_id", "score"), on="response_id", how="left")
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1")
+def sft_dataset(
+    autoif: AutoIFConfig,
+    instruction_prompts: pl.DataFrame,
+    responses: pl.DataFrame,
+    response_verdicts: pl.DataFrame,
+    quality_scores: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """(query + instruction) -> response chat samples that pass the verifiers and the quality bar."""
+    scored = _scored(responses, response_verdicts, quality_scores).join(instruction_prompts, on="prompt_id")
+    dropped: Counter = Counter()
+    rows = []
+    for r in scored.iter_rows(named=True):
+        if r["pass_rate"] <= autoif.responses.pass_rate_above:
+            dropped["below_pass_rate"] += 1
+        elif r["score"] is None:
+            dropped["unscored"] += 1
+        elif r["score"] < autoif.scoring.min_score:
+            dropped["below_quality_score"] += 1
+        else:
+            rows.append(
+                {"sample_id": content_id("sft", r["response_id"]), "prompt_id": r["prompt_id"],
+                 "response_id": r["response_id"], "instruction_id": r["instruction_id"], "query_id": r["query_id"],
+                 "messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["response"]}],
+                 "pass_rate": r["pass_rate"], "score": r["score"]}
+            )
+    df = frame("sft_dataset", rows)
+    return dg.Output(df, metadata=funnel(scored.height, df, dropped))
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1")
+def dpo_pairs(
+    autoif: AutoIFConfig,
+    instruction_prompts: pl.DataFrame,
+    responses: pl.DataFrame,
+    response_verdicts: pl.DataFrame,
+    quality_scores: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """Per prompt: chosen responses pass most verifiers (and the quality bar), rejected ones none."""
+    cfg = autoif.dpo
+    scored = _scored(responses, response_verdicts, quality_scores)
+    text = dict(zip(scored["response_id"].to_list(), scored["response"].to_list()))
+    rate = dict(zip(scored["response_id"].to_list(), scored["pass_rate"].to_list()))
+    candidates: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for r in scored.iter_rows(named=True):
+        # a chosen response must also have passed the quality check; a rejected one need not
+        chosen_ok = r["score"] is not None and r["score"] >= autoif.scoring.min_score
+        if chosen_ok or r["pass_rate"] <= cfg.rejected_max_pass_rate:
+            candidates[r["prompt_id"]].append((r["response_id"], r["pass_rate"]))
+    prompt_text = dict(zip(instruction_prompts["prompt_id"].to_list(), instruction_prompts["prompt"].to_list()))
+    rows = []
+    dropped: Counter = Counter()
+    for prompt_id in scored["prompt_id"].unique(maintain_order=True).to_list():
+        pairs = make_pairs(candidates[prompt_id], chosen_min=cfg.chosen_min_pass_rate,
+                           rejected_max=cfg.rejected_max_pass_rate, max_pairs=cfg.max_pairs_per_prompt)
+        if not pairs:
+            dropped["no_chosen_and_rejected"] += 1
+        for chosen, rejected in pairs:
+            rows.append(
+                {"pair_id": content_id("pair", chosen, rejected), "prompt_id": prompt_id,
+                 "chosen_response_id": chosen, "rejected_response_id": rejected, "prompt": prompt_text[prompt_id],
+                 "chosen": text[chosen], "rejected": text[rejected],
+                 "chosen_pass_rate": rate[chosen], "rejected_pass_rate": rate[rejected]}
+            )
+    df = frame("dpo_pairs", rows)
+    return dg.Output(df, metadata=funnel(scored["prompt_id"].n_unique(), df, dropped, unit="prompts in, pairs out"))

@@ -1,0 +1,128 @@
+"""Stage 8-10: responses, their verification in the sandbox, and their quality scores."""
+
+from collections import Counter, defaultdict
+
+import dagster as dg
+import polars as pl
+
+from ..config import AutoIFConfig
+from ..method import prompts
+from ..method.parsing import ParseError, parse_score
+from ..method.selection import pass_rate
+from ..resources.llm import ChatRequest, LLMResource
+from ..resources.sandbox import SandboxResource, VerifierJob
+from ..schemas import content_id, frame
+from .reporting import funnel, histogram
+
+GROUP = "responses"
+
+
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version="1", pool="llm")
+def responses(
+    context: dg.AssetExecutionContext,
+    autoif: AutoIFConfig,
+    supervisor_llm: LLMResource,
+    instruction_prompts: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """K sampled responses per instruction-query prompt."""
+    cfg = autoif.responses
+    jobs = [(p, k) for p in instruction_prompts.iter_rows(named=True) for k in range(cfg.samples_per_prompt)]
+    requests = [
+        ChatRequest([{"role": "user", "content": p["prompt"]}], max_tokens=cfg.sampling.max_tokens,
+                    temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p, seed=autoif.seed + k)
+        for p, k in jobs
+    ]
+    dropped: Counter = Counter()
+    rows = []
+    for (p, k), c in zip(jobs, supervisor_llm.chat(requests, log=context.log)):
+        if c.finish_reason == "error":
+            dropped["llm_error"] += 1
+        elif not c.text.strip():
+            dropped["empty"] += 1
+        else:
+            rows.append(
+                {"response_id": content_id("response", p["prompt_id"], supervisor_llm.model, k, c.text),
+                 "prompt_id": p["prompt_id"], "sample_index": k, "model": supervisor_llm.model,
+                 "response": c.text, "finish_reason": c.finish_reason}
+            )
+    df = frame("responses", rows)
+    return dg.Output(df, metadata=funnel(len(jobs), df, dropped, **supervisor_llm.take_stats()))
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1")
+def response_verdicts(
+    autoif: AutoIFConfig,
+    sandbox: SandboxResource,
+    responses: pl.DataFrame,
+    instruction_prompts: pl.DataFrame,
+    verifiers: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """Every response judged by every verifier of its instruction; pass rate per response."""
+    instruction_of = dict(zip(instruction_prompts["prompt_id"].to_list(), instruction_prompts["instruction_id"].to_list()))
+    by_instruction: dict[str, list[dict]] = defaultdict(list)
+    for r in responses.iter_rows(named=True):
+        by_instruction[instruction_of[r["prompt_id"]]].append(r)
+    funcs: dict[str, list[str]] = defaultdict(list)
+    for v in verifiers.iter_rows(named=True):
+        funcs[v["instruction_id"]].append(v["func"])
+    # One sandbox job per verifier over all responses to its instruction: the unit the
+    # sandbox forks a worker for, so a verifier is compiled once per batch.
+    plan = [(iid, f) for iid in by_instruction for f in funcs[iid]]
+    results = sandbox.judge([VerifierJob(f, [r["response"] for r in by_instruction[iid]]) for iid, f in plan], progress=True)
+    per_response: dict[str, list] = defaultdict(list)
+    for (iid, _), verdicts in zip(plan, results):
+        for r, v in zip(by_instruction[iid], verdicts):
+            per_response[r["response_id"]].append(v)
+    rows = []
+    error_kinds: Counter = Counter()
+    for r in responses.iter_rows(named=True):
+        verdicts = per_response[r["response_id"]]
+        passed, errors, rate = pass_rate(verdicts)
+        error_kinds.update(v.kind for v in verdicts if v.is_error)
+        rows.append({"response_id": r["response_id"], "prompt_id": r["prompt_id"], "n_verifiers": len(verdicts),
+                     "n_passed": passed, "n_errors": errors, "pass_rate": rate})
+    df = frame("response_verdicts", rows)
+    above = int((df["pass_rate"] > autoif.responses.pass_rate_above).sum())
+    meta = funnel(responses.height, df, Counter(), passing=above, verifier_errors=dg.MetadataValue.json(dict(error_kinds)), **sandbox.describe())
+    if df.height:
+        meta["pass_rate_histogram"] = histogram(df["pass_rate"].to_list(), "pass rate per response", bins=[i / 10 for i in range(11)])
+    return dg.Output(df, metadata=meta)
+
+
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version="1", pool="llm")
+def quality_scores(
+    context: dg.AssetExecutionContext,
+    autoif: AutoIFConfig,
+    supervisor_llm: LLMResource,
+    responses: pl.DataFrame,
+    response_verdicts: pl.DataFrame,
+    instruction_prompts: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """The supervisor's 0-10 score of whether each passing response answers its query."""
+    cfg = autoif.scoring
+    passing = (
+        response_verdicts.filter(pl.col("pass_rate") > autoif.responses.pass_rate_above)
+        .join(responses.select("response_id", "response"), on="response_id")
+        .join(instruction_prompts.select("prompt_id", "instruction", "query"), on="prompt_id")
+    )
+    rows_in = passing.to_dicts()
+    requests = [
+        ChatRequest(prompts.quality_prompt(r["instruction"], r["query"], r["response"]),
+                    max_tokens=cfg.sampling.max_tokens, temperature=cfg.sampling.temperature,
+                    top_p=cfg.sampling.top_p, seed=autoif.seed, json_schema=prompts.SCORE_SCHEMA)
+        for r in rows_in
+    ]
+    dropped: Counter = Counter({"below_pass_rate": response_verdicts.height - len(rows_in)})
+    rows = []
+    for r, c in zip(rows_in, supervisor_llm.chat(requests, log=context.log)):
+        try:
+            score = parse_score(c.text)
+        except ParseError as exc:
+            dropped[exc.reason] += 1
+            continue
+        rows.append({"response_id": r["response_id"], "prompt_id": r["prompt_id"], "score": score, "raw": c.text})
+    df = frame("quality_scores", rows)
+    meta = funnel(response_verdicts.height, df, dropped, **supervisor_llm.take_stats())
+    if df.height:
+        meta["score_histogram"] = histogram(df["score"].to_list(), "quality score", bins=list(range(12)))
+    return dg.Output(df, metadata=meta)

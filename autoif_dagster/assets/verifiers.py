@@ -1,0 +1,155 @@
+"""Stage 3-4: verifier candidates, then cross-validation by execution in the sandbox."""
+
+from collections import Counter, defaultdict
+
+import dagster as dg
+import polars as pl
+
+from ..config import AutoIFConfig
+from ..method import prompts
+from ..method.crossval import cross_validate
+from ..method.parsing import ParseError, parse_verifier
+from ..resources.llm import ChatRequest, LLMResource
+from ..resources.sandbox import SandboxResource, VerifierJob
+from ..schemas import content_id, frame
+from .reporting import funnel
+
+GROUP = "verifiers"
+
+# The one-shot example in the verifier prompt: small models copy it verbatim, and a copy
+# checks the example's instruction, not the one asked for.
+_EXAMPLE_FUNC = " ".join(prompts.VERIFIER_EXAMPLE["func"].split())
+
+
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version="1", pool="llm")
+def verifier_candidates(
+    context: dg.AssetExecutionContext,
+    autoif: AutoIFConfig,
+    supervisor_llm: LLMResource,
+    augmented_instructions: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """K generations per instruction of `evaluate(response)` plus test cases, parsed from JSON
+    (the raw generation is kept beside the parsed function and cases)."""
+    cfg = autoif.verifiers
+    instructions = augmented_instructions.to_dicts()
+    jobs = [(row, k) for row in instructions for k in range(cfg.samples_per_instruction)]
+    requests = [
+        ChatRequest(
+            prompts.verifier_prompt(row["instruction"], cfg.cases_per_sample),
+            max_tokens=cfg.sampling.max_tokens,
+            temperature=cfg.sampling.temperature,
+            top_p=cfg.sampling.top_p,
+            seed=autoif.seed + k,
+            json_schema=prompts.verifier_schema(cfg.cases_per_sample),
+        )
+        for row, k in jobs
+    ]
+    completions = supervisor_llm.chat(requests, log=context.log)
+    dropped: Counter = Counter()
+    rows = []
+    bad_cases = 0
+    for (row, k), completion in zip(jobs, completions):
+        if completion.finish_reason == "length":
+            dropped["truncated"] += 1
+            continue
+        try:
+            sample = parse_verifier(completion.text)
+        except ParseError as exc:
+            dropped[exc.reason] += 1
+            continue
+        if " ".join(sample.func.split()) == _EXAMPLE_FUNC:
+            dropped["copied_prompt_example"] += 1
+            continue
+        bad_cases += sample.bad_cases
+        rows.append(
+            {
+                "candidate_id": content_id("candidate", row["instruction_id"], k, completion.text),
+                "instruction_id": row["instruction_id"],
+                "sample_index": k,
+                "raw": completion.text,
+                "func": sample.func,
+                "cases": [{"input": i, "output": o} for i, o in sample.cases],
+            }
+        )
+    df = frame("verifier_candidates", rows)
+    return dg.Output(
+        df, metadata=funnel(len(jobs), df, dropped, malformed_cases_dropped=bad_cases, **supervisor_llm.take_stats())
+    )
+
+
+@dg.multi_asset(
+    group_name=GROUP,
+    outs={
+        "verifiers": dg.AssetOut(kinds={"polars"}, code_version="1",
+                                 description="Cross-validated verifier functions with their accuracy."),
+        "test_cases": dg.AssetOut(kinds={"polars"}, code_version="1",
+                                  description="Test cases the instruction's functions agree on."),
+    },
+)
+def cross_validation(
+    context: dg.AssetExecutionContext,
+    autoif: AutoIFConfig,
+    sandbox: SandboxResource,
+    verifier_candidates: pl.DataFrame,
+):
+    """Pool each instruction's distinct functions and cases, run every function on every case
+    in the sandbox, keep the cases the functions agree on and the functions accurate on them."""
+    cfg = autoif.crossval
+    funcs: dict[str, dict[str, list[str]]] = defaultdict(dict)  # instruction -> source -> candidate ids
+    cases: dict[str, dict[tuple[str, bool], None]] = defaultdict(dict)  # ordered set per instruction
+    for row in verifier_candidates.iter_rows(named=True):
+        funcs[row["instruction_id"]].setdefault(row["func"], []).append(row["candidate_id"])
+        for case in row["cases"]:
+            cases[row["instruction_id"]][(case["input"], case["output"])] = None
+
+    order = list(funcs)
+    sandbox_jobs = [
+        VerifierJob(source, [inp for inp, _ in cases[iid]]) for iid in order for source in funcs[iid]
+    ]
+    verdicts = iter(sandbox.judge(sandbox_jobs, progress=True))
+
+    instruction_drops: Counter = Counter()
+    function_drops: Counter = Counter()
+    case_drops: Counter = Counter()
+    verifier_rows, case_rows = [], []
+    for iid in order:
+        sources, pooled = list(funcs[iid]), list(cases[iid])
+        matrix = [next(verdicts) for _ in sources]
+        result = cross_validate(
+            [label for _, label in pooled], matrix,
+            min_functions=cfg.min_functions, min_cases=cfg.min_cases,
+            case_agreement_above=cfg.case_agreement_above, function_min_accuracy=cfg.function_min_accuracy,
+        )
+        function_drops.update(result.function_drops)
+        if result.drop_reason:
+            instruction_drops[result.drop_reason] += 1
+            function_drops[f"instruction_{result.drop_reason}"] += len(sources) - sum(result.function_drops.values())
+            case_drops["instruction_dropped"] += len(pooled)
+            continue
+        case_drops["below_agreement"] += len(pooled) - len(result.kept_cases)
+        for f, accuracy in result.kept_functions:
+            verifier_rows.append(
+                {"verifier_id": content_id("verifier", iid, sources[f]), "instruction_id": iid,
+                 "candidate_ids": funcs[iid][sources[f]], "func": sources[f], "accuracy": accuracy}
+            )
+        for c, agreement in result.kept_cases:
+            inp, label = pooled[c]
+            case_rows.append(
+                {"case_id": content_id("case", iid, inp, label), "instruction_id": iid,
+                 "input": inp, "output": label, "agreement": agreement}
+            )
+    verifiers, test_cases = frame("verifiers", verifier_rows), frame("test_cases", case_rows)
+    n_funcs = sum(len(v) for v in funcs.values())
+    n_cases = sum(len(v) for v in cases.values())
+    yield dg.Output(
+        verifiers,
+        output_name="verifiers",
+        metadata=funnel(
+            n_funcs, verifiers, function_drops,
+            instructions_in=len(order),
+            instructions_kept=verifiers["instruction_id"].n_unique(),
+            instructions_dropped=dg.MetadataValue.json(dict(instruction_drops)),
+            **sandbox.describe(),
+        ),
+    )
+    yield dg.Output(test_cases, output_name="test_cases", metadata=funnel(n_cases, test_cases, case_drops))

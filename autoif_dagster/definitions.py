@@ -1,0 +1,57 @@
+"""The one Definitions object: every asset, resource and job of the project.
+
+Runs use the in-process executor: a run's steps share one process, so they share one LLM
+engine (an engine takes ~25 s to start on a CPU and minutes on a GPU; Dagster's multiprocess
+executor would start one per step).
+"""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from .assets import consistency, datasets, instructions, queries, responses, verifiers
+from .config import AutoIFConfig
+from .resources.io_manager import ParquetIOManager
+from .resources.llm import LLMResource
+from .resources.nli import NLIResource
+from .resources.sandbox import SandboxResource
+
+
+def autoif_home() -> Path:
+    """Where runs keep their artifacts (and, for the CLI, the Dagster instance)."""
+    return Path(os.environ.get("AUTOIF_HOME", Path.cwd() / ".autoif")).resolve()
+
+
+ASSET_MODULES = [instructions, verifiers, consistency, queries, responses, datasets]
+all_assets = dg.load_assets_from_modules(ASSET_MODULES)
+
+autoif_job = dg.define_asset_job(
+    "autoif",
+    selection=dg.AssetSelection.all(),
+    description="Materialize the whole AutoIF graph: seeds to SFT data and DPO pairs.",
+)
+
+
+def default_resources() -> dict:
+    supervisor = LLMResource(
+        model=os.environ.get("AUTOIF_SUPERVISOR_MODEL", LLMResource.model_fields["model"].default),
+    )
+    return {
+        "autoif": AutoIFConfig(),
+        "supervisor_llm": supervisor,
+        # The model being trained; online DPO samples from it. Same model as the supervisor
+        # by default (self-alignment), which then shares the supervisor's engine.
+        "policy_llm": LLMResource(model=os.environ.get("AUTOIF_POLICY_MODEL", supervisor.model)),
+        "nli": NLIResource(llm=supervisor),
+        "sandbox": SandboxResource(),
+        "io_manager": ParquetIOManager(base_dir=str(autoif_home() / "assets")),
+    }
+
+
+defs = dg.Definitions(
+    assets=all_assets,
+    jobs=[autoif_job],
+    resources=default_resources(),
+    executor=dg.in_process_executor,
+)

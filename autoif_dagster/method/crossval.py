@@ -1,0 +1,78 @@
+"""Cross-validation: execution feedback between an instruction's functions and test cases.
+
+The pooled functions judge the pooled cases; a case survives when enough functions agree with
+its label, and a function survives when it is accurate enough on the surviving cases.
+"""
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..sandbox.protocol import COMPILE_ERROR, NO_EVALUATE, Verdict
+
+
+@dataclass
+class CrossValResult:
+    kept_functions: list[tuple[int, float]] = field(default_factory=list)  # (index, accuracy)
+    kept_cases: list[tuple[int, float]] = field(default_factory=list)  # (index, agreement)
+    drop_reason: str | None = None  # why the whole instruction was dropped
+    function_drops: Counter = field(default_factory=Counter)  # reason -> count
+
+
+def _unusable(row: list[Verdict]) -> str | None:
+    """A function whose every verdict is a compile error or a missing evaluate never ran."""
+    kinds = {v.kind for v in row}
+    if kinds and kinds <= {COMPILE_ERROR}:
+        return "compile_error"
+    if kinds and kinds <= {NO_EVALUATE}:
+        return "no_evaluate"
+    return None
+
+
+def cross_validate(
+    labels: list[bool],
+    verdicts: list[list[Verdict]],
+    *,
+    min_functions: int,
+    min_cases: int,
+    case_agreement_above: float,
+    function_min_accuracy: float,
+) -> CrossValResult:
+    """`verdicts[f][c]` is function f's verdict on case c, whose expected output is labels[c].
+
+    A verdict agrees with a label when it is PASS for True or FAIL for False; errors never agree.
+    """
+    result = CrossValResult()
+    usable = []
+    for f, row in enumerate(verdicts):
+        reason = _unusable(row)
+        if reason:
+            result.function_drops[reason] += 1
+        else:
+            usable.append(f)
+    if len(usable) < min_functions:
+        result.drop_reason = "too_few_functions"
+        return result
+    if len(labels) < min_cases:
+        result.drop_reason = "too_few_cases"
+        return result
+
+    def agrees(f: int, c: int) -> bool:
+        v = verdicts[f][c]
+        return not v.is_error and v.passed == labels[c]
+
+    for c in range(len(labels)):
+        agreement = sum(agrees(f, c) for f in usable) / len(usable)
+        if agreement > case_agreement_above:
+            result.kept_cases.append((c, agreement))
+    if not result.kept_cases:
+        result.drop_reason = "no_agreed_cases"
+        return result
+    for f in usable:
+        accuracy = sum(agrees(f, c) for c, _ in result.kept_cases) / len(result.kept_cases)
+        if accuracy >= function_min_accuracy:
+            result.kept_functions.append((f, accuracy))
+        else:
+            result.function_drops["below_accuracy"] += 1
+    if not result.kept_functions:
+        result.drop_reason = "no_accurate_function"
+    return result

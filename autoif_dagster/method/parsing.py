@@ -1,0 +1,187 @@
+"""LLM text -> typed records. Malformed output is data: each parser either returns a record
+or raises ParseError with a short machine-readable reason, which the stages count and log.
+
+Real supervisor output is messy (see the AutoIF release's samples): JSON inside ``` fences
+or surrounded by prose, raw newlines inside JSON strings, code with escaped "\\n" instead of
+newlines, booleans written as "true"/"False", cases as [input, output] pairs.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+
+from .prompts import NLI_LABELS
+
+
+class ParseError(ValueError):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+# --- instructions ---------------------------------------------------------------------------
+
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d{1,3}[.)\]:]|[a-zA-Z][.)])\s*")
+MIN_INSTRUCTION_CHARS = 10
+MAX_INSTRUCTION_CHARS = 200
+
+
+def normalise_instruction(line: str) -> str:
+    """Strip list markers, wrapping quotes and redundant whitespace from one line."""
+    text = _BULLET.sub("", line.strip())
+    text = text.strip().strip("\"'`").strip()
+    return " ".join(text.split())
+
+
+def parse_instruction_line(line: str) -> str:
+    """One line of an augmentation reply -> an instruction, or ParseError."""
+    text = normalise_instruction(line)
+    if not text:
+        raise ParseError("empty")
+    if not MIN_INSTRUCTION_CHARS <= len(text) <= MAX_INSTRUCTION_CHARS:
+        raise ParseError("bad_length", text[:80])
+    if text.endswith((":", "?")) or not re.search(r"[A-Za-z]{3}", text):
+        raise ParseError("not_an_instruction", text[:80])
+    return text
+
+
+def split_lines(raw: str) -> list[str]:
+    return [line for line in raw.splitlines() if line.strip()]
+
+
+# --- JSON extraction ------------------------------------------------------------------------
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+
+
+def extract_json(raw: str) -> object:
+    """The first JSON value found in `raw`: the whole text, a fenced block, or the outermost
+    {...}. `strict=False` accepts raw control characters (newlines) inside strings."""
+    candidates = [raw.strip()]
+    candidates += [m.group(1).strip() for m in _FENCE.finditer(raw)]
+    start, end = raw.find("{"), raw.rfind("}")
+    if 0 <= start < end:
+        candidates.append(raw[start : end + 1])
+    for text in candidates:
+        try:
+            return json.loads(text, strict=False)
+        except json.JSONDecodeError:
+            continue
+    raise ParseError("not_json", raw[:80])
+
+
+# --- verifiers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifierSample:
+    func: str
+    cases: tuple[tuple[str, bool], ...]
+    bad_cases: int  # cases dropped for wrong types or missing keys
+
+
+_BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+
+
+def _as_bool(value: object) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        return _BOOL_WORDS.get(value.strip().lower())
+    return None
+
+
+def _as_case(item: object) -> tuple[str, bool] | None:
+    if isinstance(item, dict):
+        inp, out = item.get("input"), item.get("output")
+    elif isinstance(item, (list, tuple)) and len(item) == 2:
+        inp, out = item
+    else:
+        return None
+    label = _as_bool(out)
+    if not isinstance(inp, str) or label is None:
+        return None
+    return inp, label
+
+
+def unescape_code(func: str) -> str:
+    """Code written with literal '\\n' escapes (as prompts that say "use \\n" invite) and no
+    real newline is turned back into multi-line source."""
+    if "\n" not in func and "\\n" in func:
+        return func.replace("\\n", "\n").replace("\\t", "\t")
+    return func
+
+
+def parse_verifier(raw: str) -> VerifierSample:
+    obj = extract_json(raw)
+    if not isinstance(obj, dict):
+        raise ParseError("wrong_type", f"expected an object, got {type(obj).__name__}")
+    if "func" not in obj:
+        raise ParseError("missing_key", "func")
+    func = obj["func"]
+    if not isinstance(func, str):
+        raise ParseError("wrong_type", f"func is {type(func).__name__}")
+    func = unescape_code(func).strip()
+    if not func:
+        raise ParseError("empty", "func")
+    raw_cases = obj.get("cases", [])
+    if not isinstance(raw_cases, list):
+        raw_cases = []
+    cases = [c for c in map(_as_case, raw_cases) if c is not None]
+    return VerifierSample(func=func, cases=tuple(cases), bad_cases=len(raw_cases) - len(cases))
+
+
+# --- back-translation, NLI, quality score ---------------------------------------------------
+
+_LEADIN = re.compile(r"^(?:the\s+)?instruction\s*(?:is)?\s*[:\-]\s*", re.IGNORECASE)
+
+
+def parse_back_translation(raw: str) -> str:
+    for line in split_lines(raw):
+        text = normalise_instruction(_LEADIN.sub("", line.strip()))
+        if text.startswith("```"):
+            continue
+        if len(text) >= MIN_INSTRUCTION_CHARS:
+            return text[:MAX_INSTRUCTION_CHARS]
+    raise ParseError("empty", raw[:80])
+
+
+def parse_nli_label(raw: str) -> str:
+    try:
+        obj = extract_json(raw)
+        text = str(obj.get("label", "")) if isinstance(obj, dict) else str(obj)
+    except ParseError:
+        text = raw
+    found = [label for label in NLI_LABELS if label in text.lower()]
+    if len(found) != 1:
+        raise ParseError("no_label" if not found else "ambiguous_label", raw[:80])
+    return found[0]
+
+
+_SCORE_LINE = re.compile(r"score\s*[:=]?\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def parse_score(raw: str) -> int:
+    """A 0-10 score from {"score": n} or a 'Score: n' line (the release's plain format)."""
+    value: object = None
+    try:
+        obj = extract_json(raw)
+        if isinstance(obj, dict):
+            value = obj.get("score")
+    except ParseError:
+        pass
+    if value is None:
+        matches = _SCORE_LINE.findall(raw)
+        if not matches:
+            raise ParseError("no_score", raw[-80:])
+        value = matches[-1]
+    try:
+        score = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ParseError("wrong_type", repr(value)[:40]) from None
+    if not 0 <= score <= 10 or score != int(score):
+        raise ParseError("out_of_range", repr(value)[:40])
+    return int(score)

@@ -1,0 +1,50 @@
+"""Thresholds, deduplication, query sampling and DPO pairing."""
+
+from collections.abc import Iterable, Sequence
+from itertools import product
+
+from ..schemas import content_id
+from ..sandbox.protocol import Verdict
+
+
+def dedupe_key(text: str) -> str:
+    """Instructions equal up to case, spacing and final punctuation are one instruction."""
+    return " ".join(text.casefold().split()).rstrip(".!;")
+
+
+def pass_rate(verdicts: Sequence[Verdict]) -> tuple[int, int, float]:
+    """(passed, errors, rate) of one response under all of its instruction's verifiers.
+
+    An error (timeout, exception...) counts as not passing: a verifier that cannot judge a
+    response must not make it look compliant."""
+    passed = sum(v.passed for v in verdicts)
+    errors = sum(v.is_error for v in verdicts)
+    return passed, errors, passed / len(verdicts) if verdicts else 0.0
+
+
+def is_consistent(nli_labels: Iterable[str]) -> bool:
+    """The paper drops an instruction if any back-translation contradicts it."""
+    return "contradiction" not in set(nli_labels)
+
+
+def sample_for(key: str, pool: Sequence[str], k: int, seed: int) -> list[str]:
+    """k items of `pool` chosen for `key` by a seeded hash order: deterministic, independent
+    of the order of the pool, and stable when other keys are added or removed."""
+    return sorted(pool, key=lambda item: content_id("sample", seed, key, item))[:k]
+
+
+def dpo_pairs(
+    candidates: Sequence[tuple[str, float]],
+    *,
+    chosen_min: float,
+    rejected_max: float,
+    max_pairs: int,
+) -> list[tuple[str, str]]:
+    """(chosen, rejected) response ids for one prompt from (response_id, pass_rate) pairs.
+
+    Chosen responses pass at least `chosen_min` of the verifiers, rejected ones at most
+    `rejected_max`; pairs are spread over distinct responses first (2x2 before 1x4)."""
+    chosen = sorted((c for c in candidates if c[1] >= chosen_min), key=lambda c: (-c[1], c[0]))
+    rejected = sorted((c for c in candidates if c[1] <= rejected_max), key=lambda c: (c[1], c[0]))
+    grid = sorted(product(range(len(chosen)), range(len(rejected))), key=lambda ij: (max(ij), ij))
+    return [(chosen[i][0], rejected[j][0]) for i, j in grid[:max_pairs]]

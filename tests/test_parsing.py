@@ -1,0 +1,159 @@
+"""Parsers on output shaped like real supervisor generations: fenced JSON, prose around it,
+escaped newlines, booleans as strings, cases as pairs, truncation."""
+
+import json
+
+import pytest
+
+from autoif_dagster.method.parsing import (
+    ParseError,
+    extract_json,
+    parse_back_translation,
+    parse_instruction_line,
+    parse_nli_label,
+    parse_score,
+    parse_verifier,
+    split_lines,
+)
+
+FENCED = (
+    '```json\n{\n  "func": "def evaluate(response):\\n    words = response.split()\\n'
+    '    return all(w[0].lower() == \'b\' for w in words if w[0].isalpha())",\n'
+    '  "cases": [\n    {"input": "Bananas bring big benefits", "output": "true"},\n'
+    '    {"input": "Apples are great", "output": "false"},\n'
+    '    {"input": "Bold brave bears", "output": true}\n  ]\n}\n```'
+)
+
+
+def test_fenced_json_with_string_booleans():
+    v = parse_verifier(FENCED)
+    assert v.func.startswith("def evaluate(response):\n    words")
+    assert v.cases == (
+        ("Bananas bring big benefits", True),
+        ("Apples are great", False),
+        ("Bold brave bears", True),
+    )
+    assert v.bad_cases == 0
+
+
+def test_prose_around_json_and_raw_newlines_inside_strings():
+    raw = (
+        "Sure! Here is the function you asked for:\n"
+        '{"func": "def evaluate(response):\n    return response.isupper()", '
+        '"cases": [["HELLO WORLD", true], ["Hello", "False"]]}\n'
+        "Let me know if you need anything else."
+    )
+    v = parse_verifier(raw)
+    assert v.func == "def evaluate(response):\n    return response.isupper()"
+    assert v.cases == (("HELLO WORLD", True), ("Hello", False))
+
+
+def test_double_escaped_code_is_unescaped():
+    # the model followed "use \\n instead of newlines" once too often
+    raw = json.dumps({"func": "def evaluate(response):\\n    return ',' not in response", "cases": []})
+    v = parse_verifier(raw)
+    assert v.func.splitlines() == ["def evaluate(response):", "    return ',' not in response"]
+    assert v.cases == ()
+
+
+def test_bad_cases_are_counted_not_fatal():
+    raw = json.dumps(
+        {
+            "func": "def evaluate(response):\n    return True",
+            "cases": [
+                {"input": "ok", "output": True},
+                {"input": 42, "output": True},  # input must be a string
+                {"input": "x", "output": "maybe"},  # not a boolean
+                {"output": False},  # missing input
+                "not a case",
+            ],
+        }
+    )
+    v = parse_verifier(raw)
+    assert v.cases == (("ok", True),)
+    assert v.bad_cases == 4
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ("I cannot write that function.", "not_json"),
+        ('{"func": "def evaluate(r):\\n    return', "not_json"),  # truncated at max_tokens
+        ('["def evaluate(r): return True"]', "wrong_type"),
+        ('{"cases": [{"input": "a", "output": true}]}', "missing_key"),
+        ('{"func": 12, "cases": []}', "wrong_type"),
+        ('{"func": "   ", "cases": []}', "empty"),
+    ],
+)
+def test_malformed_verifier_output_names_the_reason(raw, reason):
+    with pytest.raises(ParseError) as exc:
+        parse_verifier(raw)
+    assert exc.value.reason == reason
+
+
+def test_extract_json_prefers_whole_text_then_fence():
+    assert extract_json('{"a": 1}') == {"a": 1}
+    assert extract_json('text ```\n{"a": 2}\n``` more') == {"a": 2}
+
+
+def test_instruction_lines_are_normalised_and_filtered():
+    raw = (
+        "Here are some new instructions:\n"
+        "1. Answer using only words of five letters or fewer.\n"
+        "- \"Respond with exactly two paragraphs\"\n"
+        "* Use no more than three commas\n"
+        "Why?\n"
+        "ok\n"
+    )
+    parsed, reasons = [], []
+    for line in split_lines(raw):
+        try:
+            parsed.append(parse_instruction_line(line))
+        except ParseError as exc:
+            reasons.append(exc.reason)
+    assert parsed == [
+        "Answer using only words of five letters or fewer.",
+        "Respond with exactly two paragraphs",
+        "Use no more than three commas",
+    ]
+    assert reasons == ["not_an_instruction", "bad_length", "bad_length"]
+
+
+def test_back_translation_skips_lead_in_and_fences():
+    assert parse_back_translation("Instruction: Write your answer in all capital letters.\n") == (
+        "Write your answer in all capital letters."
+    )
+    assert parse_back_translation('```\n"Do not use commas."') == "Do not use commas."
+    with pytest.raises(ParseError):
+        parse_back_translation("\n  \n")
+
+
+@pytest.mark.parametrize(
+    "raw, label",
+    [
+        ('{"label": "contradiction"}', "contradiction"),
+        ('{"label": "Entailment"}', "entailment"),
+        ("The answer is neutral.", "neutral"),
+    ],
+)
+def test_nli_labels(raw, label):
+    assert parse_nli_label(raw) == label
+
+
+def test_nli_label_ambiguous_or_missing():
+    with pytest.raises(ParseError, match="ambiguous_label"):
+        parse_nli_label("entailment or contradiction")
+    with pytest.raises(ParseError, match="no_label"):
+        parse_nli_label('{"label": "yes"}')
+
+
+def test_scores_json_and_release_format():
+    assert parse_score('{"analysis": "Follows the limit and answers.", "score": 9}') == 9
+    release_style = "The response answers the question but exceeds the limit.\nScore: 6"
+    assert parse_score(release_style) == 6
+    assert parse_score("Score: 3\nOn reflection...\nScore: 8") == 8  # the last line counts
+    for raw, reason in [('{"score": 11}', "out_of_range"), ("Score: 7.5", "out_of_range"),
+                        ('{"score": "high"}', "wrong_type"), ("great answer", "no_score")]:
+        with pytest.raises(ParseError) as exc:
+            parse_score(raw)
+        assert exc.value.reason == reason

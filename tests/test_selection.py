@@ -1,0 +1,40 @@
+from autoif_dagster.method.selection import dedupe_key, dpo_pairs, is_consistent, pass_rate, sample_for
+from autoif_dagster.sandbox.protocol import Verdict
+
+
+def test_dedupe_key_ignores_case_spacing_and_final_punctuation():
+    keys = {dedupe_key(t) for t in ["Use no commas.", "use  no commas", "Use no commas!"]}
+    assert keys == {"use no commas"}
+    assert dedupe_key("Use no commas") != dedupe_key("Use no colons")
+
+
+def test_pass_rate_counts_errors_as_not_passing():
+    verdicts = [Verdict("pass"), Verdict("fail"), Verdict("timeout"), Verdict("pass")]
+    assert pass_rate(verdicts) == (2, 1, 0.5)
+    assert pass_rate([]) == (0, 0, 0.0)
+
+
+def test_consistency_drops_any_contradiction():
+    assert is_consistent(["entailment", "neutral"])
+    assert not is_consistent(["entailment", "contradiction", "entailment"])
+
+
+def test_sample_for_is_deterministic_order_free_and_seeded():
+    pool = [f"q{i}" for i in range(50)]
+    a = sample_for("inst-1", pool, 5, seed=0)
+    assert a == sample_for("inst-1", list(reversed(pool)), 5, seed=0)
+    assert len(set(a)) == 5 and set(a) <= set(pool)
+    assert a != sample_for("inst-2", pool, 5, seed=0)
+    assert a != sample_for("inst-1", pool, 5, seed=1)
+    # adding items to the pool keeps earlier picks unless a new item ranks above them
+    grown = sample_for("inst-1", pool + ["q50"], 5, seed=0)
+    assert len(set(a) & set(grown)) >= 4
+
+
+def test_dpo_pairs_two_by_two_and_thresholds():
+    cands = [("a", 1.0), ("b", 0.5), ("c", 0.75), ("x", 0.0), ("y", 0.0), ("z", 0.25)]
+    pairs = dpo_pairs(cands, chosen_min=0.5, rejected_max=0.0, max_pairs=4)
+    # chosen ranked a, c, b; rejected x, y; z (0.25) is neither
+    assert pairs == [("a", "x"), ("a", "y"), ("c", "x"), ("c", "y")]
+    assert dpo_pairs(cands, chosen_min=0.5, rejected_max=0.0, max_pairs=1) == [("a", "x")]
+    assert dpo_pairs([("a", 1.0)], chosen_min=0.5, rejected_max=0.0, max_pairs=4) == []

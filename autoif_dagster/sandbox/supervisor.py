@@ -1,0 +1,316 @@
+"""The sandbox supervisor: runs LLM-written `evaluate(response)` functions on strings.
+
+    python -m autoif_dagster.sandbox.supervisor --in-fd N --out-fd M [--memory-mb 512]
+    python /path/to/supervisor.py --in-fd N --out-fd M            (same, as a plain script)
+
+Stdlib only, and imports nothing from the package but `protocol`: the same file must run in
+a container that holds only a Python interpreter.
+
+It reads requests from --in-fd and writes responses to --out-fd (see protocol.py), never to
+stdout. For each request it compiles the source once, then forks a child from this warm
+process. The child moves into its own process group, rlimits and a scratch directory, runs
+the module, and reports one verdict per input over a private pipe as soon as it has it.
+
+The wall-clock limit is enforced from outside: a signal handler inside the child could be
+disabled by the verifier (`signal.alarm(0)`) and cannot interrupt C code (a catastrophic
+regex, `10**10**10`). So when an input's deadline passes, the parent SIGKILLs the child's
+whole process group, records TIMEOUT, and forks a fresh child for the remaining inputs.
+A child that dies without answering gives CRASH for the input it was on.
+
+Known gap of this local backend: the child runs as the supervisor's user, so a verifier can
+kill the supervisor itself (`os.kill(os.getppid(), 9)`). The client then restarts the
+supervisor and re-sends the request; the Docker backend adds real isolation.
+"""
+
+import argparse
+import builtins
+import json
+import math
+import os
+import resource
+import select
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from types import CodeType
+
+if __package__:
+    from . import protocol
+else:  # run as a plain script: protocol.py sits next to this file
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import protocol
+
+Verdict = protocol.Verdict
+
+MIB = 1024 * 1024
+DETAIL_CHARS = 200  # verdict details are diagnostics, not payloads
+RESULT_FD = 3  # where the child keeps its end of the result pipe
+MAX_RECORD_BYTES = 64 * 1024  # a longer "record" means the verifier scribbled on the pipe
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+try:  # loaded once here so that each child only makes one call
+    import ctypes
+
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (ImportError, OSError, AttributeError):  # no ctypes or not Linux: rely on RLIMIT_CPU
+    _prctl = None
+
+
+# ---------------------------------------------------------------- the parent's side
+
+
+def judge(source: str, inputs: list[str], timeout_s: float, memory_mb: int) -> list[Verdict]:
+    """One verdict per input, in order."""
+    try:
+        code = compile(source, "<verifier>", "exec", dont_inherit=True)
+    except Exception as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError...
+        return [Verdict(protocol.COMPILE_ERROR, _describe_exception(exc))] * len(inputs)
+    verdicts: list[Verdict] = []
+    while len(verdicts) < len(inputs):
+        verdicts += _run_child(code, inputs, len(verdicts), timeout_s, memory_mb)
+    _reap_orphans()
+    return verdicts
+
+
+def _run_child(code: CodeType, inputs: list[str], start: int, timeout_s: float,
+               memory_mb: int) -> list[Verdict]:
+    """Verdicts for inputs[start:] from one child: all of them, or those it gave before it
+    timed out or died followed by a TIMEOUT/CRASH verdict for the input it was on."""
+    count = len(inputs) - start
+    scratch = tempfile.mkdtemp(prefix="verifier-")
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child never returns into the supervisor's loop
+        try:
+            os.close(read_fd)
+            _child(code, inputs[start:], write_fd, scratch, memory_mb, timeout_s)
+        except BaseException:
+            os._exit(70)
+        os._exit(0)
+
+    os.close(write_fd)
+    try:
+        # The child does this too; whichever runs first closes the race with killpg below.
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+    try:
+        verdicts, loaded, ending = _collect(read_fd, count, timeout_s)
+    finally:
+        os.close(read_fd)
+        status = _kill_and_reap(pid)
+        shutil.rmtree(scratch, ignore_errors=True)
+    if ending is None:
+        return verdicts
+    kind, note = ending
+    if kind == protocol.TIMEOUT:
+        detail = f"no answer within {timeout_s:g} s"
+    else:
+        detail = _describe_status(status) + (f" ({note})" if note else "")
+    if not loaded:  # the module's top level hung or died: every input would repeat that
+        return [Verdict(kind, f"top-level code: {detail}")] * count
+    return verdicts + [Verdict(kind, detail)]
+
+
+def _collect(fd: int, count: int, timeout_s: float) -> tuple[list[Verdict], bool, tuple[str, str] | None]:
+    """Read the child's records until `count` verdicts, a missed deadline, or its death.
+
+    Returns (verdicts, whether the module loaded, None or (TIMEOUT | CRASH, note)).
+    Records: ["loaded"] once the module ran; ["verdict", kind, detail] per input;
+    ["module", kind, detail] when the module cannot be evaluated at all.
+    """
+    records = _RecordReader(fd)
+    verdicts: list[Verdict] = []
+    loaded = False
+    while len(verdicts) < count:
+        try:
+            record = records.next(deadline=time.monotonic() + timeout_s)
+        except TimeoutError:
+            return verdicts, loaded, (protocol.TIMEOUT, "")
+        except EOFError as exc:
+            return verdicts, loaded, (protocol.CRASH, str(exc))
+        tag, *rest = record
+        if tag == "loaded":
+            loaded = True
+        elif tag == "verdict":
+            verdicts.append(Verdict.from_json(rest))
+        elif tag == "module":
+            return [Verdict.from_json(rest)] * count, True, None
+    return verdicts, loaded, None
+
+
+class _RecordReader:
+    """Newline-separated JSON records from the child, each awaited against a deadline."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+        self.poller = select.poll()
+        self.poller.register(fd, select.POLLIN)
+
+    def next(self, deadline: float) -> list:
+        """The next record; TimeoutError past the deadline, EOFError if the child is gone."""
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            if not self.poller.poll(math.ceil(remaining * 1000)):
+                continue
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                raise EOFError("")  # the pipe closed: the child exited or was killed
+            self.buffer += chunk
+            if len(self.buffer) > MAX_RECORD_BYTES:
+                raise EOFError("garbage on the result pipe")
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        try:
+            record = json.loads(line)
+            if record[0] in ("verdict", "module"):
+                Verdict.from_json(record[1:])  # validates the kind
+            elif record != ["loaded"]:
+                raise ValueError(record)
+        except (ValueError, TypeError, IndexError):
+            raise EOFError("garbage on the result pipe") from None
+        return record
+
+
+def _kill_and_reap(pid: int) -> int:
+    """SIGKILL the child's process group (taking any grandchildren or threads with it) and
+    reap the child; its wait status. Kill first: until reaped, its pid cannot be reused."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return os.waitpid(pid, 0)[1]
+
+
+def _reap_orphans() -> None:
+    """As PID 1 of a container we inherit orphaned grandchildren; don't let them linger as zombies."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _describe_status(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+# ---------------------------------------------------------------- the child's side
+
+
+def _child(code: CodeType, inputs: list[str], result_fd: int, scratch: str, memory_mb: int,
+           timeout_s: float) -> None:
+    # Bind what reporting needs before the verifier runs: it may rebind os.write or json.dumps.
+    write, dumps = os.write, json.dumps
+
+    def send(*record: str) -> None:
+        data = memoryview((dumps(record) + "\n").encode())
+        while data:
+            data = data[write(RESULT_FD, data):]
+
+    _confine(result_fd, scratch, memory_mb, cpu_s=timeout_s * (len(inputs) + 1))
+    # Not "__main__": release verifiers often carry an `if __name__ == "__main__":` self-test.
+    namespace = {"__name__": "verifier", "__builtins__": builtins}
+    try:
+        exec(code, namespace)
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt included
+        send("module", protocol.EXCEPTION, "top-level code: " + _describe_exception(exc))
+        return
+    evaluate = namespace.get("evaluate")
+    if not callable(evaluate):
+        send("module", protocol.NO_EVALUATE, "no callable evaluate() defined")
+        return
+    send("loaded")
+    for text in inputs:
+        try:
+            kind, detail = _verdict_of(evaluate(text))
+        except BaseException as exc:
+            kind, detail = protocol.EXCEPTION, _describe_exception(exc)
+        send("verdict", kind, detail)
+
+
+def _confine(result_fd: int, scratch: str, memory_mb: int, cpu_s: float) -> None:
+    """Own process group, resource limits, no inherited descriptors, /dev/null stdio, scratch cwd."""
+    os.setpgrp()
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # don't outlive a killed supervisor
+    # RLIMIT_CPU is only a backstop (the parent enforces wall-clock time); RLIMIT_NPROC is
+    # per user, so it would count the host's processes too and is not used.
+    for limit, value in (
+        (resource.RLIMIT_AS, memory_mb * MIB),
+        (resource.RLIMIT_CPU, math.ceil(cpu_s) + 5),
+        (resource.RLIMIT_FSIZE, MIB),  # Python ignores SIGXFSZ: big writes raise OSError
+        (resource.RLIMIT_CORE, 0),
+    ):
+        _, hard = resource.getrlimit(limit)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(limit, (value, value))
+
+    os.dup2(result_fd, RESULT_FD)
+    # Close everything else, the supervisor's protocol pipes above all.
+    os.closerange(RESULT_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    if devnull > 2:
+        os.close(devnull)
+    os.chdir(scratch)
+
+
+def _verdict_of(result: object) -> tuple[str, str]:
+    # Compare types, never values: an object's __bool__ or __eq__ may raise or lie.
+    if type(result) is bool:
+        return (protocol.PASS if result else protocol.FAIL), ""
+    cls = type(result)
+    if cls.__module__ == "numpy" and cls.__name__ in ("bool", "bool_"):  # numpy 2 / numpy 1
+        return (protocol.PASS if bool(result) else protocol.FAIL), ""
+    return protocol.NON_BOOL, f"returned {_truncate(cls.__name__)}"
+
+
+def _describe_exception(exc: BaseException) -> str:
+    name = type(exc).__name__
+    try:
+        message = str(exc)
+    except BaseException:  # an exception whose __str__ raises
+        message = "<unprintable>"
+    return _truncate(f"{name}: {message}" if message else name)
+
+
+def _truncate(text: str) -> str:
+    return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 3] + "..."
+
+
+# ---------------------------------------------------------------- the request loop
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--in-fd", type=int, required=True, help="read requests from this fd")
+    parser.add_argument("--out-fd", type=int, required=True, help="write responses to this fd")
+    parser.add_argument("--memory-mb", type=int, default=512, help="address-space cap per child")
+    args = parser.parse_args(argv)
+    while True:
+        request = protocol.read_frame(args.in_fd)
+        if request is None:  # the client closed the pipe: we are done
+            return 0
+        verdicts = judge(request["source"], request["inputs"], float(request["timeout_s"]), args.memory_mb)
+        try:
+            protocol.write_frame(args.out_fd, {"id": request["id"], "verdicts": [v.to_json() for v in verdicts]})
+        except BrokenPipeError:  # the client went away mid-request
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

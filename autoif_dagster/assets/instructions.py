@@ -35,9 +35,10 @@ def augmented_instructions(
     """Seeds plus new instructions the supervisor writes from seed examples (self-instruct)."""
     cfg = autoif.augment
     seeds = seed_instructions["instruction"].to_list()
+    n_examples = min(cfg.examples_per_round, len(seeds))
     requests = [
         ChatRequest(
-            prompts.augment_prompt(sample_for(f"round-{r}", seeds, cfg.examples_per_round, autoif.seed)),
+            prompts.augment_prompt(sample_for(f"round-{r}", seeds, n_examples, autoif.seed), cfg.new_per_round),
             max_tokens=cfg.sampling.max_tokens,
             temperature=cfg.sampling.temperature,
             top_p=cfg.sampling.top_p,

@@ -16,9 +16,9 @@ from .reporting import funnel
 
 GROUP = "verifiers"
 
-# The one-shot example in the verifier prompt: small models copy it verbatim, and a copy
-# checks the example's instruction, not the one asked for.
-_EXAMPLE_FUNC = " ".join(prompts.VERIFIER_EXAMPLE["func"].split())
+# Small models copy the prompt's worked examples verbatim; a copy checks the example's
+# instruction, not the one asked for.
+_EXAMPLE_FUNCS = {" ".join(func.split()) for _, func, _ in prompts.VERIFIER_EXAMPLES}
 
 
 @dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version="1", pool="llm")
@@ -57,7 +57,7 @@ def verifier_candidates(
         except ParseError as exc:
             dropped[exc.reason] += 1
             continue
-        if " ".join(sample.func.split()) == _EXAMPLE_FUNC:
+        if " ".join(sample.func.split()) in _EXAMPLE_FUNCS:
             dropped["copied_prompt_example"] += 1
             continue
         bad_cases += sample.bad_cases

@@ -15,16 +15,24 @@ def _user(text: str) -> Messages:
     return [{"role": "user", "content": text}]
 
 
-def augment_prompt(examples: Sequence[str], n_new: int = 10) -> Messages:
-    listed = "\n".join(f"- {e}" for e in examples)
-    return _user(
-        "You write instructions that constrain the FORMAT of an answer, such that a short "
-        "Python function can check whether an answer follows them.\n"
-        f"Examples:\n{listed}\n\n"
-        f"Write {n_new} new instructions of this kind, different from the examples. Each must "
-        "be about format (length, letters, words, punctuation, structure), not about style, "
-        "tone, metaphors or translation. Write one instruction per line and nothing else."
-    )
+AUGMENT_TASK = (
+    "Write new instructions that constrain the FORMAT of an answer (length, letters, words, "
+    "punctuation, structure), such that a short Python function can check whether an answer "
+    "follows them. No instructions about style, tone, metaphors or translation. Write one "
+    "instruction per line and nothing else."
+)
+
+
+def augment_prompt(examples: Sequence[str], n_new: int = 3) -> Messages:
+    """Few-shot as chat turns: earlier "requests" answered with seed instructions. Small models
+    imitate demonstrated turns far better than a list of examples inside one message."""
+    ask = f"Write {n_new} new instructions."
+    messages: Messages = []
+    for start in range(0, len(examples) - n_new + 1, n_new):
+        messages.append({"role": "user", "content": f"{AUGMENT_TASK}\n{ask}" if not messages else ask})
+        messages.append({"role": "assistant", "content": "\n".join(examples[start : start + n_new])})
+    messages.append({"role": "user", "content": f"{AUGMENT_TASK}\n{ask}" if not messages else ask})
+    return messages
 
 
 def verifier_schema(n_cases: int) -> dict:
@@ -47,37 +55,53 @@ def verifier_schema(n_cases: int) -> dict:
     }
 
 
-# A one-shot example of the JSON expected (for an instruction other than the one asked for).
-VERIFIER_EXAMPLE = {
-    "func": "def evaluate(response):\n    return len(response.split()) < 50",
-    "cases": [
-        {"input": "A short answer.", "output": True},
-        {"input": " ".join(["word"] * 60), "output": False},
-    ],
-}
+VERIFIER_TASK = (
+    "Write a Python function `evaluate(response)` that returns True if the string `response` "
+    "follows the instruction and False otherwise, using only the standard library, and test "
+    "cases: responses with the output `evaluate` must give. Reply with one JSON object with keys "
+    '"func" (the source code as a string) and "cases" (a list of {"input": str, "output": bool}).'
+)
+
+# Worked examples shown as earlier chat turns (for instructions other than the one asked for).
+VERIFIER_EXAMPLES = [
+    ("Answer in fewer than 50 words", "def evaluate(response):\n    return len(response.split()) < 50",
+     [("A short answer.", True), (" ".join(["word"] * 60), False)]),
+    ("Do not use any question marks", "def evaluate(response):\n    return '?' not in response",
+     [("I am fine.", True), ("How are you?", False)]),
+    ("Start your answer with the word 'Yes'", "def evaluate(response):\n    return response.strip().startswith('Yes')",
+     [("Yes, it is.", True), ("No.", False)]),
+]
 
 
 def verifier_prompt(instruction: str, n_cases: int) -> Messages:
-    return _user(
-        "Write a Python function `evaluate(response)` that returns True if the string "
-        "`response` follows the instruction below and False otherwise, using only the "
-        "standard library.\n"
-        f"Instruction: {instruction}\n"
-        f"Also write {n_cases} test cases: responses with the output `evaluate` must give. "
-        'Reply with one JSON object with keys "func" (the source code as a string) and '
-        '"cases" (a list of {"input": str, "output": bool}).\n'
-        "Example for the instruction 'Answer in fewer than 50 words':\n"
-        f"{json.dumps(VERIFIER_EXAMPLE)}"
-    )
+    def ask(text: str) -> str:
+        return f"Instruction: {text}\nWrite `evaluate` and {n_cases} test cases as JSON."
+
+    messages: Messages = []
+    for text, func, cases in VERIFIER_EXAMPLES:
+        messages.append({"role": "user", "content": f"{VERIFIER_TASK}\n{ask(text)}" if not messages else ask(text)})
+        answer = {"func": func, "cases": [{"input": i, "output": o} for i, o in cases]}
+        messages.append({"role": "assistant", "content": json.dumps(answer)})
+    messages.append({"role": "user", "content": ask(instruction)})
+    return messages
+
+
+BACK_TRANSLATION_TASK = (
+    "A Python function checks whether a response follows an instruction. Write that instruction "
+    "as one short imperative sentence addressed to the person writing the response. Reply with "
+    "the instruction only."
+)
 
 
 def back_translation_prompt(func: str) -> Messages:
-    return _user(
-        "This Python function checks whether a response follows an instruction:\n"
-        f"```python\n{func}\n```\n"
-        "Write that instruction as one short imperative sentence, addressed to the person "
-        "writing the response. Reply with the instruction only."
-    )
+    """Few-shot as chat turns, reusing the verifier examples in the other direction."""
+    messages: Messages = []
+    for instruction, example_func, _ in VERIFIER_EXAMPLES:
+        prefix = f"{BACK_TRANSLATION_TASK}\n" if not messages else ""
+        messages.append({"role": "user", "content": f"{prefix}```python\n{example_func}\n```"})
+        messages.append({"role": "assistant", "content": instruction})
+    messages.append({"role": "user", "content": f"```python\n{func}\n```"})
+    return messages
 
 
 NLI_SCHEMA = {

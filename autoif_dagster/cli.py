@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _run_config(args: argparse.Namespace) -> dict[str, Any]:
+def _run_config(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     from .config import PROFILES
 
     method = PROFILES[args.profile]().model_dump(mode="json")
@@ -26,7 +26,13 @@ def _run_config(args: argparse.Namespace) -> dict[str, Any]:
         llm["model"] = args.supervisor_model
     if args.base_url:
         llm["base_url"] = args.base_url
-    return {"resources": {"autoif": {"config": method}, "supervisor_llm": {"config": llm}}}
+    return {
+        "resources": {
+            "autoif": {"config": method},
+            "supervisor_llm": {"config": llm},
+            "io_manager": {"config": {"base_dir": str(home / "assets")}},
+        }
+    }
 
 
 def funnel_rows(result: Any) -> list[dict[str, Any]]:
@@ -42,12 +48,12 @@ def funnel_rows(result: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def print_funnel(rows: list[dict[str, Any]], out=sys.stdout) -> None:
+def print_funnel(rows: list[dict[str, Any]]) -> None:
     width = max(len(r["asset"]) for r in rows) if rows else 10
-    print(f"\n{'asset':<{width}}  {'in':>7}  {'out':>7}  dropped (reason: rows)", file=out)
+    print(f"\n{'asset':<{width}}  {'in':>7}  {'out':>7}  dropped (reason: rows)")
     for r in rows:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(r["dropped"].items(), key=lambda kv: -kv[1]))
-        print(f"{r['asset']:<{width}}  {r['in']!s:>7}  {r['out']!s:>7}  {reasons or '-'}", file=out)
+        print(f"{r['asset']:<{width}}  {r['in']!s:>7}  {r['out']!s:>7}  {reasons or '-'}")
 
 
 def _failure_message(result: Any) -> str:
@@ -71,11 +77,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from .definitions import defs
+    from .resources.llm import shutdown_engines
 
-    run_config = _run_config(args)
+    run_config = _run_config(args, home)
     job = defs.resolve_job_def("autoif")
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+        try:
+            result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+        finally:
+            shutdown_engines()
     rows = funnel_rows(result)
     print_funnel(rows)
     if args.funnel_json:

@@ -14,7 +14,7 @@ from autoif_dagster.config import (
     VerifierConfig,
 )
 from autoif_dagster.resources.io_manager import ParquetIOManager
-from autoif_dagster.resources.llm import LLMResource
+from autoif_dagster.resources.llm import LLMResource, shutdown_engines
 from autoif_dagster.resources.nli import NLIResource
 from autoif_dagster.resources.sandbox import SandboxResource
 
@@ -50,7 +50,8 @@ def tiny_config(queries_file):
 
 @pytest.fixture(scope="session")
 def llm():
-    return LLMResource()
+    yield LLMResource()
+    shutdown_engines()  # while pytest's log capture is still open
 
 
 @pytest.fixture

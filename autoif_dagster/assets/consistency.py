@@ -10,7 +10,7 @@ from ..config import AutoIFConfig
 from ..method import prompts
 from ..method.parsing import ParseError, parse_back_translation
 from ..method.selection import is_consistent
-from ..resources.llm import ChatRequest, LLMResource
+from ..resources.llm import LLMResource
 from ..resources.nli import NLIResource
 from ..schemas import content_id, frame
 from .reporting import funnel
@@ -35,9 +35,7 @@ def back_translations(
         .to_dicts()
     )
     requests = [
-        ChatRequest(prompts.back_translation_prompt(v["func"]), max_tokens=cfg.sampling.max_tokens,
-                    temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p, seed=autoif.seed)
-        for v in chosen
+        cfg.sampling.request(prompts.back_translation_prompt(v["func"]), seed=autoif.seed) for v in chosen
     ]
     dropped: Counter = Counter()
     rows = []

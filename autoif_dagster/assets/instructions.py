@@ -9,7 +9,7 @@ from ..config import AutoIFConfig
 from ..method import prompts
 from ..method.parsing import ParseError, parse_instruction_line, split_lines
 from ..method.selection import dedupe_key, sample_for
-from ..resources.llm import ChatRequest, LLMResource
+from ..resources.llm import LLMResource
 from ..schemas import content_id, frame
 from ..sources import load_seeds
 from .reporting import funnel
@@ -37,11 +37,8 @@ def augmented_instructions(
     seeds = seed_instructions["instruction"].to_list()
     n_examples = min(cfg.examples_per_round, len(seeds))
     requests = [
-        ChatRequest(
+        cfg.sampling.request(
             prompts.augment_prompt(sample_for(f"round-{r}", seeds, n_examples, autoif.seed), cfg.new_per_round),
-            max_tokens=cfg.sampling.max_tokens,
-            temperature=cfg.sampling.temperature,
-            top_p=cfg.sampling.top_p,
             seed=autoif.seed + r,
         )
         for r in range(cfg.rounds)

@@ -9,7 +9,7 @@ from ..config import AutoIFConfig
 from ..method import prompts
 from ..method.parsing import ParseError, parse_score
 from ..method.selection import pass_rate
-from ..resources.llm import ChatRequest, LLMResource
+from ..resources.llm import LLMResource
 from ..resources.sandbox import SandboxResource, VerifierJob
 from ..schemas import content_id, frame
 from .reporting import funnel, histogram
@@ -28,9 +28,7 @@ def responses(
     cfg = autoif.responses
     jobs = [(p, k) for p in instruction_prompts.iter_rows(named=True) for k in range(cfg.samples_per_prompt)]
     requests = [
-        ChatRequest([{"role": "user", "content": p["prompt"]}], max_tokens=cfg.sampling.max_tokens,
-                    temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p, seed=autoif.seed + k)
-        for p, k in jobs
+        cfg.sampling.request([{"role": "user", "content": p["prompt"]}], seed=autoif.seed + k) for p, k in jobs
     ]
     dropped: Counter = Counter()
     rows = []
@@ -107,9 +105,8 @@ def quality_scores(
     )
     rows_in = passing.to_dicts()
     requests = [
-        ChatRequest(prompts.quality_prompt(r["instruction"], r["query"], r["response"]),
-                    max_tokens=cfg.sampling.max_tokens, temperature=cfg.sampling.temperature,
-                    top_p=cfg.sampling.top_p, seed=autoif.seed, json_schema=prompts.SCORE_SCHEMA)
+        cfg.sampling.request(prompts.quality_prompt(r["instruction"], r["query"], r["response"]),
+                             seed=autoif.seed, json_schema=prompts.SCORE_SCHEMA)
         for r in rows_in
     ]
     dropped: Counter = Counter({"below_pass_rate": response_verdicts.height - len(rows_in)})

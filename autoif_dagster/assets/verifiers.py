@@ -9,7 +9,7 @@ from ..config import AutoIFConfig
 from ..method import prompts
 from ..method.crossval import cross_validate
 from ..method.parsing import ParseError, parse_verifier
-from ..resources.llm import ChatRequest, LLMResource
+from ..resources.llm import LLMResource
 from ..resources.sandbox import SandboxResource, VerifierJob
 from ..schemas import content_id, frame
 from .reporting import funnel
@@ -34,11 +34,8 @@ def verifier_candidates(
     instructions = augmented_instructions.to_dicts()
     jobs = [(row, k) for row in instructions for k in range(cfg.samples_per_instruction)]
     requests = [
-        ChatRequest(
+        cfg.sampling.request(
             prompts.verifier_prompt(row["instruction"], cfg.cases_per_sample),
-            max_tokens=cfg.sampling.max_tokens,
-            temperature=cfg.sampling.temperature,
-            top_p=cfg.sampling.top_p,
             seed=autoif.seed + k,
             json_schema=prompts.verifier_schema(cfg.cases_per_sample),
         )

@@ -6,6 +6,7 @@ of a run (the job uses the in-process executor) reuses the engine the first asse
 An engine starts lazily, on the first request, so assets that need no LLM never pay for it.
 """
 
+import atexit
 import os
 import threading
 import time
@@ -153,6 +154,10 @@ class LLMResource(dg.ConfigurableResource):
         with _ENGINES_LOCK:
             key = self._engine_key()
             if key not in _ENGINES:
+                if not _ENGINES:
+                    # vLLM's engine process outlives an engine that is never collected, and
+                    # multiprocessing's own exit hook would then wait for it forever.
+                    atexit.register(shutdown_engines)
                 _ENGINES[key] = self._start_engine()
             return _ENGINES[key]
 

@@ -348,7 +348,7 @@ def test_supervisor_runs_as_a_plain_script_in_isolated_mode(tmp_path):
 # ---------------------------------------------------------------- configuration
 
 
-@pytest.mark.parametrize("bad", [{"timeout_s": 0}, {"workers": 0}, {"memory_mb": 32}, {"backend": "docker"}])
+@pytest.mark.parametrize("bad", [{"timeout_s": 0}, {"workers": 0}, {"memory_mb": 32}, {"backend": "podman"}])
 def test_config_is_validated(bad):
     with pytest.raises(pydantic.ValidationError, match=next(iter(bad))):
         SandboxResource(**bad)

@@ -1,6 +1,7 @@
 """The sandbox supervisor: runs LLM-written `evaluate(response)` functions on strings.
 
     python -m autoif_dagster.sandbox.supervisor --in-fd N --out-fd M [--memory-mb 512]
+        [--max-procs N] [--preload nltk,langdetect]
     python /path/to/supervisor.py --in-fd N --out-fd M            (same, as a plain script)
 
 Stdlib only, and imports nothing from the package but `protocol`: the same file must run in
@@ -17,13 +18,22 @@ regex, `10**10**10`). So when an input's deadline passes, the parent SIGKILLs th
 whole process group, records TIMEOUT, and forks a fresh child for the remaining inputs.
 A child that dies without answering gives CRASH for the input it was on.
 
-Known gap of this local backend: the child runs as the supervisor's user, so a verifier can
-kill the supervisor itself (`os.kill(os.getppid(), 9)`). The client then restarts the
-supervisor and re-sends the request; the Docker backend adds real isolation.
+Run as PID 1 of its own PID namespace (the Docker and host backends), it is out of the
+verifiers' reach: the kernel drops signals sent to a namespace's init from inside it, so
+`os.kill(os.getppid(), 9)` does nothing, and after each child it SIGKILLs every other
+process in the namespace, which catches grandchildren that escaped the process group with
+setsid(). Known gap of the local backend (not PID 1): the child runs as the supervisor's
+user, so a verifier can kill the supervisor itself; the client then restarts the supervisor
+and re-sends the request.
+
+The supervisor makes itself non-dumpable, so that a child running as the same user cannot
+ptrace it or open /proc/<its pid>/fd/* to write forged responses on its output.
 """
 
 import argparse
 import builtins
+import gc
+import importlib
 import json
 import math
 import os
@@ -34,6 +44,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import deque
 from types import CodeType
 
 if __package__:
@@ -48,7 +59,12 @@ MIB = 1024 * 1024
 DETAIL_CHARS = 200  # verdict details are diagnostics, not payloads
 RESULT_FD = 3  # where the child keeps its end of the result pipe
 MAX_RECORD_BYTES = 64 * 1024  # a longer "record" means the verifier scribbled on the pipe
+READ_PACING_S = 0.002  # see _RecordReader
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+PR_SET_DUMPABLE = 4
+# Imported once in the warm parent so that each child finds them in sys.modules instead of
+# importing them again: the stdlib modules verifiers use most. --preload adds packages.
+PRELOAD = ("re", "json", "string", "math", "collections", "itertools", "unicodedata", "datetime", "random")
 
 try:  # loaded once here so that each child only makes one call
     import ctypes
@@ -61,7 +77,8 @@ except (ImportError, OSError, AttributeError):  # no ctypes or not Linux: rely o
 # ---------------------------------------------------------------- the parent's side
 
 
-def judge(source: str, inputs: list[str], timeout_s: float, memory_mb: int) -> list[Verdict]:
+def judge(source: str, inputs: list[str], timeout_s: float, memory_mb: int,
+          max_procs: int | None = None) -> list[Verdict]:
     """One verdict per input, in order."""
     try:
         code = compile(source, "<verifier>", "exec", dont_inherit=True)
@@ -69,13 +86,12 @@ def judge(source: str, inputs: list[str], timeout_s: float, memory_mb: int) -> l
         return [Verdict(protocol.COMPILE_ERROR, _describe_exception(exc))] * len(inputs)
     verdicts: list[Verdict] = []
     while len(verdicts) < len(inputs):
-        verdicts += _run_child(code, inputs, len(verdicts), timeout_s, memory_mb)
-    _reap_orphans()
+        verdicts += _run_child(code, inputs, len(verdicts), timeout_s, memory_mb, max_procs)
     return verdicts
 
 
 def _run_child(code: CodeType, inputs: list[str], start: int, timeout_s: float,
-               memory_mb: int) -> list[Verdict]:
+               memory_mb: int, max_procs: int | None) -> list[Verdict]:
     """Verdicts for inputs[start:] from one child: all of them, or those it gave before it
     timed out or died followed by a TIMEOUT/CRASH verdict for the input it was on."""
     count = len(inputs) - start
@@ -85,7 +101,7 @@ def _run_child(code: CodeType, inputs: list[str], start: int, timeout_s: float,
     if pid == 0:  # the child never returns into the supervisor's loop
         try:
             os.close(read_fd)
-            _child(code, inputs[start:], write_fd, scratch, memory_mb, timeout_s)
+            _child(code, inputs[start:], write_fd, scratch, memory_mb, timeout_s, max_procs)
         except BaseException:
             os._exit(70)
         os._exit(0)
@@ -101,6 +117,7 @@ def _run_child(code: CodeType, inputs: list[str], start: int, timeout_s: float,
     finally:
         os.close(read_fd)
         status = _kill_and_reap(pid)
+        _clear_namespace()
         shutil.rmtree(scratch, ignore_errors=True)
     if ending is None:
         return verdicts
@@ -142,29 +159,39 @@ def _collect(fd: int, count: int, timeout_s: float) -> tuple[list[Verdict], bool
 
 
 class _RecordReader:
-    """Newline-separated JSON records from the child, each awaited against a deadline."""
+    """Newline-separated JSON records from the child, each awaited against a deadline.
+
+    The child writes each verdict as soon as it has it, so that a timeout or crash is pinned
+    on the right input. We read them in batches, at most every READ_PACING_S: waking up for
+    every record would cost a context switch per verdict, more than most verifiers take.
+    """
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.buffer = b""
+        self.lines: deque[bytes] = deque()  # complete records not returned yet
+        self.partial = b""  # the start of a record still being written
+        self.last_read = 0.0
         self.poller = select.poll()
         self.poller.register(fd, select.POLLIN)
 
     def next(self, deadline: float) -> list:
         """The next record; TimeoutError past the deadline, EOFError if the child is gone."""
-        while b"\n" not in self.buffer:
+        while not self.lines:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
             if not self.poller.poll(math.ceil(remaining * 1000)):
                 continue
-            chunk = os.read(self.fd, 65536)
+            time.sleep(max(0.0, self.last_read + READ_PACING_S - time.monotonic()))
+            chunk = os.read(self.fd, 1024 * 1024)
+            self.last_read = time.monotonic()
             if not chunk:
                 raise EOFError("")  # the pipe closed: the child exited or was killed
-            self.buffer += chunk
-            if len(self.buffer) > MAX_RECORD_BYTES:
+            *complete, self.partial = (self.partial + chunk).split(b"\n")
+            self.lines.extend(complete)
+            if len(self.partial) > MAX_RECORD_BYTES:
                 raise EOFError("garbage on the result pipe")
-        line, _, self.buffer = self.buffer.partition(b"\n")
+        line = self.lines.popleft()
         try:
             record = json.loads(line)
             if record[0] in ("verdict", "module"):
@@ -187,13 +214,40 @@ def _kill_and_reap(pid: int) -> int:
     return os.waitpid(pid, 0)[1]
 
 
-def _reap_orphans() -> None:
-    """As PID 1 of a container we inherit orphaned grandchildren; don't let them linger as zombies."""
+def _clear_namespace() -> None:
+    """Reap orphaned grandchildren. As PID 1 (of a container or a PID namespace, whose
+    temporary directories are private tmpfs), first kill every other process in the
+    namespace, so that whatever the child left running, even after setsid(), is gone, and
+    empty the temporary directories: the next verifier finds no trace of this one."""
+    as_init = os.getpid() == 1
+    if as_init:
+        try:
+            os.kill(-1, signal.SIGKILL)  # all processes we may signal, except ourselves
+        except ProcessLookupError:  # nobody left
+            pass
     try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
+        while os.waitpid(-1, 0 if as_init else os.WNOHANG)[0]:
             pass
     except ChildProcessError:
         pass
+    if as_init:
+        for directory in (tempfile.gettempdir(), "/dev/shm"):
+            for entry in _listdir(directory):
+                path = os.path.join(directory, entry)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+
+
+def _listdir(directory: str) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except OSError:
+        return []
 
 
 def _describe_status(status: int) -> str:
@@ -210,7 +264,7 @@ def _describe_status(status: int) -> str:
 
 
 def _child(code: CodeType, inputs: list[str], result_fd: int, scratch: str, memory_mb: int,
-           timeout_s: float) -> None:
+           timeout_s: float, max_procs: int | None) -> None:
     # Bind what reporting needs before the verifier runs: it may rebind os.write or json.dumps.
     write, dumps = os.write, json.dumps
 
@@ -219,7 +273,7 @@ def _child(code: CodeType, inputs: list[str], result_fd: int, scratch: str, memo
         while data:
             data = data[write(RESULT_FD, data):]
 
-    _confine(result_fd, scratch, memory_mb, cpu_s=timeout_s * (len(inputs) + 1))
+    _confine(result_fd, scratch, memory_mb, cpu_s=timeout_s * (len(inputs) + 1), max_procs=max_procs)
     # Not "__main__": release verifiers often carry an `if __name__ == "__main__":` self-test.
     namespace = {"__name__": "verifier", "__builtins__": builtins}
     try:
@@ -240,19 +294,26 @@ def _child(code: CodeType, inputs: list[str], result_fd: int, scratch: str, memo
         send("verdict", kind, detail)
 
 
-def _confine(result_fd: int, scratch: str, memory_mb: int, cpu_s: float) -> None:
+def _confine(result_fd: int, scratch: str, memory_mb: int, cpu_s: float, max_procs: int | None) -> None:
     """Own process group, resource limits, no inherited descriptors, /dev/null stdio, scratch cwd."""
     os.setpgrp()
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # don't outlive a killed supervisor
-    # RLIMIT_CPU is only a backstop (the parent enforces wall-clock time); RLIMIT_NPROC is
-    # per user, so it would count the host's processes too and is not used.
-    for limit, value in (
+    # RLIMIT_CPU is only a backstop (the parent enforces wall-clock time). RLIMIT_NPROC counts
+    # all processes of the user, so it is only set (--max-procs) where that user is the
+    # sandbox's own; a container's pids limit does the job there.
+    limits = [
         (resource.RLIMIT_AS, memory_mb * MIB),
         (resource.RLIMIT_CPU, math.ceil(cpu_s) + 5),
         (resource.RLIMIT_FSIZE, MIB),  # Python ignores SIGXFSZ: big writes raise OSError
         (resource.RLIMIT_CORE, 0),
-    ):
+        # Runaway recursion then overflows a small stack quickly (a crash) instead of
+        # paging through an unlimited one until it times out.
+        (resource.RLIMIT_STACK, 16 * MIB),
+    ]
+    if max_procs is not None:
+        limits.append((resource.RLIMIT_NPROC, max_procs))
+    for limit, value in limits:
         _, hard = resource.getrlimit(limit)
         if hard != resource.RLIM_INFINITY:
             value = min(value, hard)
@@ -295,17 +356,41 @@ def _truncate(text: str) -> str:
 # ---------------------------------------------------------------- the request loop
 
 
+def _warm_up(modules: list[str]) -> None:
+    """Import what verifiers commonly import, once, in this trusted process; a package that
+    is not installed is skipped (a verifier importing it gets an exception verdict)."""
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if name == "langdetect":  # it loads its language profiles on the first call
+            try:
+                module.detect("warm up the language profiles")
+            except Exception:
+                pass
+    # Move everything imported so far out of the collector's reach: children then don't
+    # touch (and copy) these pages when they collect garbage.
+    gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--in-fd", type=int, required=True, help="read requests from this fd")
     parser.add_argument("--out-fd", type=int, required=True, help="write responses to this fd")
     parser.add_argument("--memory-mb", type=int, default=512, help="address-space cap per child")
+    parser.add_argument("--max-procs", type=int, help="RLIMIT_NPROC per child (only for a dedicated user)")
+    parser.add_argument("--preload", default="", help="comma-separated packages to import before forking")
     args = parser.parse_args(argv)
+    if _prctl is not None:
+        _prctl(PR_SET_DUMPABLE, 0)
+    _warm_up([*PRELOAD, *filter(None, args.preload.split(","))])
     while True:
         request = protocol.read_frame(args.in_fd)
         if request is None:  # the client closed the pipe: we are done
             return 0
-        verdicts = judge(request["source"], request["inputs"], float(request["timeout_s"]), args.memory_mb)
+        verdicts = judge(request["source"], request["inputs"], float(request["timeout_s"]), args.memory_mb,
+                         args.max_procs)
         try:
             protocol.write_frame(args.out_fd, {"id": request["id"], "verdicts": [v.to_json() for v in verdicts]})
         except BrokenPipeError:  # the client went away mid-request

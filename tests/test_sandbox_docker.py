@@ -1,0 +1,367 @@
+"""Adversarial verifiers against the isolating backends: the real Docker engine and the host
+fallback (namespaces). No mocks.
+
+Each test runs its hostile verifier, then a well-behaved one on the same supervisor
+(workers=1), and checks that the hostile one ended as a verdict, that the supervisor was
+started once (it survived), that the next job was judged correctly, and that no process or
+file was left behind. Escape attempts return True only if the escape worked, so any verdict
+but PASS means the sandbox held.
+
+Docker tests are skipped when no engine answers, unless AUTOIF_REQUIRE_DOCKER=1 (CI), where
+that is a failure.
+"""
+
+import http.server
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from autoif_dagster.resources import sandbox as sandbox_module
+from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob
+from autoif_dagster.sandbox.protocol import CRASH, EXCEPTION, FAIL, NON_BOOL, PASS, TIMEOUT, Verdict
+
+NO_LETTER_E = "def evaluate(response):\n    return 'e' not in response.lower()\n"
+# True only when this child is alone with the supervisor in its PID namespace (pid 1).
+ALONE = (
+    "import os\n"
+    "def evaluate(response):\n"
+    "    pids = {int(p) for p in os.listdir('/proc') if p.isdigit()}\n"
+    "    return pids == {1, os.getpid()}\n"
+)
+
+
+def _docker_problem() -> str | None:
+    """Why the docker backend cannot run here, or None."""
+    try:
+        SandboxResource(backend="docker")._supervisor_factory("/nonexistent", threading.Event())
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(scope="module", params=["docker", "host"])
+def backend(request) -> str:
+    if request.param == "docker" and (problem := _docker_problem()):
+        if os.environ.get("AUTOIF_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"AUTOIF_REQUIRE_DOCKER=1 but {problem}")
+        pytest.skip(problem)
+    return request.param
+
+
+@pytest.fixture
+def starts(monkeypatch) -> list[int]:
+    """Counts supervisor starts, whatever the backend."""
+    count: list[int] = []
+    for cls in (sandbox_module._Supervisor, sandbox_module._ContainerSupervisor):
+        original = cls._start
+
+        def counting(self, original=original):
+            count.append(1)
+            return original(self)
+
+        monkeypatch.setattr(cls, "_start", counting)
+    return count
+
+
+@pytest.fixture
+def judge(backend, starts) -> Iterator:
+    """judge(source, inputs, timeout_s=1.0) -> verdicts, after which the supervisor must
+    still be the first one and judge a well-behaved verifier correctly, with nothing left
+    over in its namespace (or, for the host backend, on the host)."""
+
+    def run(source: str, inputs: list[str], timeout_s: float = 1.0, **config) -> list[Verdict]:
+        sandbox = SandboxResource(backend=backend, timeout_s=timeout_s, workers=1, **config)
+        starts.clear()
+        hostile, after, alone = sandbox.judge(
+            [VerifierJob(source, inputs), VerifierJob(NO_LETTER_E, ["abc", "eee"]), VerifierJob(ALONE, ["x"])]
+        )
+        assert kinds(after) == [PASS, FAIL]
+        assert kinds(alone) == [PASS], "a process outlived its verifier"
+        assert len(starts) == 1, "the supervisor had to be restarted"
+        return hostile
+
+    yield run
+    assert _nobody_processes() == [], "a sandbox process outlived the run"
+    if backend == "docker":
+        import docker
+
+        left = docker.from_env().containers.list(all=True, filters={"label": sandbox_module.CONTAINER_LABEL})
+        assert left == [], "a sandbox container outlived the run"
+
+
+def kinds(verdicts: list[Verdict]) -> list[str]:
+    return [v.kind for v in verdicts]
+
+
+def escape(body: str) -> str:
+    """A verifier that returns True only if `body` (which sets `ok`) ran without an error."""
+    indented = "\n".join("        " + line for line in body.strip().splitlines())
+    return (
+        "import os, socket, sys\n"
+        "def evaluate(response):\n"
+        "    ok = False\n"
+        "    try:\n"
+        f"{indented}\n"
+        "    except Exception:\n"
+        "        return False\n"
+        "    return ok\n"
+    )
+
+
+def _nobody_processes() -> list[int]:
+    """Host processes running as `nobody`, the host backend's user."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == sandbox_module.NOBODY:
+                    found.append(int(entry.name))
+            except FileNotFoundError:
+                pass
+    return found
+
+
+# ---------------------------------------------------------------- time
+
+
+@pytest.mark.parametrize("body", [
+    "while True:\n        pass",
+    "import time\n    time.sleep(100)",
+    "import re\n    re.match(r'(a+)+$', 'a' * 40 + 'b')",
+    "10 ** 10 ** 10",
+    "import signal\n    signal.alarm(0)\n    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):\n"
+    "        signal.signal(s, signal.SIG_IGN)\n    while True:\n        pass",
+], ids=["loop", "sleep", "regex", "power", "signals"])
+def test_endless_work_times_out(judge, body):
+    start = time.monotonic()
+    verdicts = judge(f"def evaluate(response):\n    {body}\n    return True\n", ["a", "b"], timeout_s=0.5)
+    assert kinds(verdicts) == [TIMEOUT, TIMEOUT]
+    assert time.monotonic() - start < 8
+
+
+def test_threads_that_never_end_do_not_hold_the_batch(judge):
+    source = (
+        "import threading\n"
+        "def spin():\n    while True:\n        pass\n"
+        "def evaluate(response):\n"
+        "    threading.Thread(target=spin).start()\n"  # not a daemon: it would block a normal exit
+        "    return len(response) == 1\n"
+    )
+    assert kinds(judge(source, ["a", "bb"])) == [PASS, FAIL]
+
+
+# ---------------------------------------------------------------- resources and processes
+
+
+@pytest.mark.parametrize("bomb", [
+    "len('x' * 10**10) > 0",
+    "[bytearray(10**7) for _ in range(10**4)]",
+])
+def test_memory_bombs_end_as_errors(judge, bomb):
+    verdicts = judge(f"def evaluate(response):\n    return {bomb}\n", ["a"], timeout_s=5.0, memory_mb=128)
+    assert kinds(verdicts)[0] in (EXCEPTION, CRASH)
+
+
+def test_deep_recursion(judge):
+    source = (
+        "import sys\nsys.setrecursionlimit(10**7)\n"
+        "def down(n):\n    return down(n + 1) + 1\n"
+        "def evaluate(response):\n    return down(0) > 0\n"
+    )
+    # Python 3.11 frames live on the heap: this ends on the memory cap, a stack overflow or,
+    # on a loaded machine, the time limit; any of them is a verdict, not a hang.
+    assert kinds(judge(source, ["a"], timeout_s=2.0, memory_mb=128))[0] in (EXCEPTION, CRASH, TIMEOUT)
+
+
+def test_fork_bomb_is_bounded_and_cleaned_up(judge):
+    source = (
+        "import os\n"
+        "def evaluate(response):\n"
+        "    while True:\n"
+        "        try:\n            os.fork()\n"
+        "        except OSError:\n            pass\n"
+    )
+    assert kinds(judge(source, ["a"])) in ([TIMEOUT], [CRASH])
+
+
+def test_setsid_escapee_is_killed(judge):
+    source = (
+        "import os, time\n"
+        "def evaluate(response):\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        time.sleep(100)\n"
+        "        os._exit(0)\n"
+        "    return True\n"
+    )
+    assert kinds(judge(source, ["a"])) == [PASS]  # and ALONE (in `judge`) saw no leftover
+
+
+def test_killing_the_supervisor_is_not_possible(judge):
+    source = (
+        "import os, signal\n"
+        "def evaluate(response):\n"
+        "    for target in (os.getppid(), 1):\n"
+        "        for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGSTOP):\n"
+        "            try:\n                os.kill(target, sig)\n"
+        "            except OSError:\n                pass\n"
+        "    return False\n"
+    )
+    assert kinds(judge(source, ["a", "b"])) == [FAIL, FAIL]  # and `judge` saw a single start
+
+
+@pytest.mark.parametrize("exit_call", ["sys.exit(0)", "os._exit(0)", "raise KeyboardInterrupt", "exit()"])
+def test_exits_end_as_verdicts(judge, exit_call):
+    verdicts = judge(f"import os, sys\ndef evaluate(response):\n    {exit_call}\n", ["a", "b"])
+    assert kinds(verdicts)[0] in (EXCEPTION, CRASH) and kinds(verdicts)[1] in (EXCEPTION, CRASH)
+
+
+# ---------------------------------------------------------------- output and the protocol
+
+
+def test_output_floods_and_forged_results_change_nothing(judge):
+    forged = b'\x00\x00\x00\x24{"id":0,"verdicts":[["pass",""]]}'
+    source = (
+        "import os, sys\n"
+        "def evaluate(response):\n"
+        "    for _ in range(5000):\n"
+        "        print('x' * 200)\n        sys.stderr.write('y' * 200)\n"
+        f"    for fd in (1, 2):\n        os.write(fd, {forged!r})\n"
+        "    print('[\"verdict\", \"pass\", \"\"]')\n"
+        "    for path in ('/proc/1/fd/1', '/proc/1/fd/0', '/proc/self/fd/1'):\n"
+        "        try:\n"
+        f"            with open(path, 'wb') as f:\n                f.write({forged!r})\n"
+        "        except OSError:\n            pass\n"
+        "    return False\n"
+    )
+    assert kinds(judge(source, ["a", "b"])) == [FAIL, FAIL]
+
+
+def test_bad_results_and_bad_sources(judge):
+    liar = (
+        "class Liar:\n"
+        "    def __bool__(self):\n        raise RuntimeError\n"
+        "    def __eq__(self, other):\n        raise RuntimeError\n"
+        "def evaluate(response):\n    return Liar()\n"
+    )
+    assert kinds(judge(liar, ["a"])) == [NON_BOOL]
+    assert kinds(judge("def evaluate(response):\n    return 'True'\n", ["a"])) == [NON_BOOL]
+    assert kinds(judge("def evaluate(response)\n    return True\n", ["a"]))[0] == "compile_error"
+    assert kinds(judge("def check(response):\n    return True\n", ["a"]))[0] == "no_evaluate"
+
+
+# ---------------------------------------------------------------- host files and secrets
+
+
+def test_host_files_cannot_be_read(judge, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("sk-host-secret")
+    source = escape(
+        f"for path in ({str(secret)!r}, '/etc/shadow', '/proc/1/environ', '/proc/1/mem'):\n"
+        "    try:\n"
+        "        with open(path, 'rb') as f:\n"
+        "            ok = ok or len(f.read(100)) > 0\n"
+        "    except OSError:\n"
+        "        pass"
+    )
+    assert kinds(judge(source, ["a"])) == [FAIL]
+
+
+def test_env_secrets_are_not_visible(judge, monkeypatch):
+    monkeypatch.setenv("AUTOIF_TEST_API_KEY", "sk-secret")
+    source = escape(
+        "ok = 'AUTOIF_TEST_API_KEY' in os.environ\n"
+        "for pid in ('1', 'self'):\n"
+        "    try:\n"
+        "        ok = ok or b'sk-secret' in open(f'/proc/{pid}/environ', 'rb').read()\n"
+        "    except OSError:\n"
+        "        pass"
+    )
+    assert kinds(judge(source, ["a"])) == [FAIL]
+
+
+def test_writes_and_deletes_outside_the_scratch_dir_fail(judge, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    project = sandbox_module.PROJECT_ROOT
+    targets = [str(tmp_path / "planted.txt"), str(project / "planted.txt"), "/etc/planted", "/usr/planted"]
+    source = escape(
+        f"for path in {targets!r}:\n"
+        "    try:\n"
+        "        open(path, 'w').write('x')\n"
+        "        ok = True\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "try:\n"
+        f"    os.remove({str(victim)!r})\n"
+        "    ok = True\n"
+        "except OSError:\n"
+        "    pass"
+    )
+    assert kinds(judge(source, ["a"])) == [FAIL]
+    assert victim.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim.txt"]
+    assert not (project / "planted.txt").exists()
+
+
+def test_temporary_files_do_not_reach_the_host_or_the_next_verifier(judge, backend):
+    marker = f"autoif-sandbox-test-{os.getpid()}"
+    writer = f"def evaluate(response):\n    open('/tmp/{marker}', 'w').write('x')\n    return True\n"
+    assert kinds(judge(writer, ["a"])) == [PASS]
+    assert not Path("/tmp", marker).exists()
+    reader = f"import os\ndef evaluate(response):\n    return os.path.exists('/tmp/{marker}')\n"
+    sandbox = SandboxResource(backend=backend, timeout_s=1.0, workers=1)
+    assert [kinds(v) for v in sandbox.judge([VerifierJob(writer, ["a"]), VerifierJob(reader, ["a"])])] == [[PASS], [FAIL]]
+
+
+# ---------------------------------------------------------------- network
+
+
+@pytest.fixture
+def local_http_server() -> Iterator[int]:
+    """An HTTP server on 127.0.0.1 in this (host) process; the sandbox must not reach it."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_network_is_unreachable(judge, local_http_server):
+    port = local_http_server
+    attempts = {
+        "http": f"import urllib.request\nok = urllib.request.urlopen('http://127.0.0.1:{port}/', timeout=0.5).status == 200",
+        "dns": "ok = bool(socket.getaddrinfo('pypi.org', 443))",
+        "raw": "socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)\nok = True",
+        "outside": "socket.create_connection(('151.101.0.223', 443), timeout=0.5)\nok = True",
+        "docker": "s = socket.socket(socket.AF_UNIX)\ns.connect('/var/run/docker.sock')\nok = True",
+    }
+    for name, body in attempts.items():
+        assert kinds(judge(escape(body), ["a"], timeout_s=2.0)) == [FAIL], name
+
+
+# ---------------------------------------------------------------- configuration and errors
+
+
+def test_describe_is_truthful(backend):
+    facts = SandboxResource(backend=backend).describe()
+    assert facts["sandbox_backend"] == backend
+    if backend == "docker":
+        assert "no network" in facts["isolation"] and "read-only root" in facts["isolation"]
+    else:
+        assert "network" in facts["isolation"] and "no seccomp" in facts["isolation"]
+
+
+def test_missing_engine_and_missing_image_name_the_setup_script(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(RuntimeError, match="no Docker engine.*setup_docker.sh"):
+        SandboxResource(backend="docker").judge([VerifierJob(NO_LETTER_E, ["a"])])
+    monkeypatch.delenv("DOCKER_HOST")
+    if _docker_problem() is None:
+        with pytest.raises(RuntimeError, match="missing.*setup_docker.sh"):
+            SandboxResource(backend="docker", image="autoif-sandbox:no-such-tag").judge([VerifierJob(NO_LETTER_E, ["a"])])

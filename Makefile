@@ -3,7 +3,9 @@ PY := .venv/bin/python
 export AUTOIF_HOME ?= $(CURDIR)/.autoif
 export DAGSTER_HOME ?= $(AUTOIF_HOME)/dagster
 
-.PHONY: install install-gpu run test ui bench
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: install install-gpu sandbox run test ui bench
 
 install:
 	bash scripts/install.sh cpu
@@ -11,16 +13,22 @@ install:
 install-gpu:
 	bash scripts/install.sh gpu
 
-run: install
+# The Docker engine (installed and started if missing) and the verifier sandbox image.
+sandbox:
+	$(SUDO) bash scripts/setup_docker.sh
+
+run: install sandbox
 	$(PY) -m autoif_dagster.cli run
 
-test: install
-	$(PY) -m pytest
+# AUTOIF_REQUIRE_DOCKER: the Docker tests fail, rather than skip, without an engine.
+test: install sandbox
+	AUTOIF_REQUIRE_DOCKER=1 $(PY) -m pytest
 
 ui: install
 	mkdir -p $(DAGSTER_HOME)
 	.venv/bin/dagster dev -w workspace.yaml
 
-bench: install
+bench: install sandbox
 	$(PY) benchmarks/bench_main_job.py
 	$(PY) benchmarks/bench_llm_batching.py
+	$(PY) benchmarks/bench_sandbox.py

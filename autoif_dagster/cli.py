@@ -30,6 +30,7 @@ def _run_config(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         "resources": {
             "autoif": {"config": method},
             "supervisor_llm": {"config": llm},
+            "sandbox": {"config": {"backend": args.sandbox}},
             "io_manager": {"config": {"base_dir": str(home / "assets")}},
         }
     }
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--supervisor-model", help="embedded alias, local checkpoint dir or HF id")
     run.add_argument("--llm-backend", choices=["vllm", "openai"], default="vllm")
     run.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    run.add_argument("--sandbox", choices=["docker", "host", "local"], default="docker",
+                     help="where verifiers run: a hardened container (default), host namespaces, or a plain process")
     run.add_argument("--seeds", help="your seed instructions (.txt, .jsonl, .parquet)")
     run.add_argument("--queries", help="your queries (.jsonl, .json, .parquet with a 'query' column)")
     run.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")

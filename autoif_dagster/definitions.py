@@ -44,7 +44,8 @@ def default_resources() -> dict:
         # by default (self-alignment), which then shares the supervisor's engine.
         "policy_llm": LLMResource(model=os.environ.get("AUTOIF_POLICY_MODEL", supervisor.model)),
         "nli": NLIResource(llm=supervisor),
-        "sandbox": SandboxResource(),
+        # Docker by default (scripts/setup_docker.sh); "host" or "local" only when chosen.
+        "sandbox": SandboxResource(backend=os.environ.get("AUTOIF_SANDBOX", "docker")),
         "io_manager": ParquetIOManager(base_dir=str(autoif_home() / "assets")),
     }
 

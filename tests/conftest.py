@@ -2,6 +2,9 @@
 process, so every test that uses the embedded model reuses the first one started."""
 
 import json
+import os
+import subprocess
+from shutil import which
 
 import pytest
 
@@ -54,13 +57,22 @@ def llm():
     shutdown_engines()  # while pytest's log capture is still open
 
 
+@pytest.fixture(scope="session")
+def sandbox():
+    """Verifiers run where the pipeline runs them: in the Docker sandbox (required in CI by
+    AUTOIF_REQUIRE_DOCKER=1); without an engine, in the local backend."""
+    required = os.environ.get("AUTOIF_REQUIRE_DOCKER") == "1"
+    docker = required or (which("docker") is not None and subprocess.run(["docker", "info"], capture_output=True).returncode == 0)
+    return SandboxResource(backend="docker" if docker else "local", timeout_s=2.0)
+
+
 @pytest.fixture
-def resources(tmp_path, tiny_config, llm):
+def resources(tmp_path, tiny_config, llm, sandbox):
     return {
         "autoif": tiny_config,
         "supervisor_llm": llm,
         "policy_llm": llm,
         "nli": NLIResource(llm=llm),
-        "sandbox": SandboxResource(timeout_s=2.0),
+        "sandbox": sandbox,
         "io_manager": ParquetIOManager(base_dir=str(tmp_path / "assets")),
     }

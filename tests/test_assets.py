@@ -9,7 +9,6 @@ from autoif_dagster.assets.queries import instruction_prompts
 from autoif_dagster.assets.responses import response_verdicts
 from autoif_dagster.assets.verifiers import cross_validation
 from autoif_dagster.config import AutoIFConfig, CrossValConfig, QueryConfig, ResponseConfig
-from autoif_dagster.resources.sandbox import SandboxResource
 from autoif_dagster.schemas import conform, content_id, frame
 
 NO_E = "def evaluate(response):\n    return 'e' not in response.lower()"
@@ -36,10 +35,10 @@ def _candidates() -> pl.DataFrame:
     return frame("verifier_candidates", rows)
 
 
-def test_cross_validation_keeps_working_verifiers_and_agreed_cases():
+def test_cross_validation_keeps_working_verifiers_and_agreed_cases(sandbox):
     autoif = AutoIFConfig(crossval=CrossValConfig(min_functions=2, min_cases=3, case_agreement_above=0.5,
                                                   function_min_accuracy=0.8))
-    outputs = {o.output_name: o for o in cross_validation(dg.build_asset_context(), autoif, SandboxResource(timeout_s=2.0), _candidates())}
+    outputs = {o.output_name: o for o in cross_validation(dg.build_asset_context(), autoif, sandbox, _candidates())}
     verifiers, cases = outputs["verifiers"].value, outputs["test_cases"].value
     assert sorted(verifiers["func"].to_list()) == sorted([NO_E, NO_E_LOOP])
     assert set(verifiers["accuracy"].to_list()) == {1.0}
@@ -72,9 +71,9 @@ def _prompts_and_responses():
     return prompts, responses, verifiers
 
 
-def test_response_verdicts_pass_rates():
+def test_response_verdicts_pass_rates(sandbox):
     prompts, responses, verifiers = _prompts_and_responses()
-    out = response_verdicts(AutoIFConfig(), SandboxResource(timeout_s=2.0), responses, prompts, verifiers)
+    out = response_verdicts(AutoIFConfig(), sandbox, responses, prompts, verifiers)
     rates = dict(zip(out.value["response_id"].to_list(), out.value["pass_rate"].to_list()))
     assert rates == {"r0": 1.0, "r1": 2 / 3, "r2": 1 / 3, "r3": 0.0}
     assert out.value["n_verifiers"].to_list() == [3, 3, 3, 3]

@@ -17,6 +17,8 @@ def _run_config(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     from .config import PROFILES
 
     method = PROFILES[args.profile]().model_dump(mode="json")
+    if args.config:
+        _merge(method, _load_yaml(args.config))
     if args.seeds:
         method["seeds_path"] = str(Path(args.seeds).resolve())
     if args.queries:
@@ -34,6 +36,27 @@ def _run_config(args: argparse.Namespace, home: Path) -> dict[str, Any]:
             "io_manager": {"config": {"base_dir": str(home / "assets")}},
         }
     }
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SystemExit(f"autoif: cannot read config file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise SystemExit(f"autoif: config file {path} must hold a mapping of method settings")
+    return data
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> None:
+    """Override `base` in place, section by section (nested mappings merge, values replace)."""
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
 
 
 def funnel_rows(result: Any) -> list[dict[str, Any]]:
@@ -104,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize the whole AutoIF graph and print its funnel")
     run.add_argument("--profile", choices=["demo", "paper"], default="demo")
+    run.add_argument("--config", help="YAML of method settings over the profile, e.g. 'responses: {samples_per_prompt: 8}'")
     run.add_argument("--supervisor-model", help="embedded alias, local checkpoint dir or HF id")
     run.add_argument("--llm-backend", choices=["vllm", "openai"], default="vllm")
     run.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")

@@ -1,6 +1,10 @@
 """`autoif run` on bad input: a clear error naming the problem, a non-zero exit, and no
 artifact downstream of the failure written."""
 
+import argparse
+
+import pytest
+
 from autoif_dagster import cli
 
 
@@ -22,3 +26,25 @@ def test_funnel_printout(capsys):
     cli.print_funnel(rows)
     out = capsys.readouterr().out
     assert "verifiers" in out and "compile_error: 15, below_accuracy: 4" in out
+
+
+def test_config_file_overrides_the_profile_section_by_section(tmp_path):
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text("responses: {samples_per_prompt: 8}\ncrossval: {min_functions: 3}\n")
+    args = argparse.Namespace(
+        profile="demo", config=str(cfg), seeds=None, queries=None, llm_backend="vllm", supervisor_model=None,
+        base_url=None, sandbox="host")
+    rc = cli._run_config(args, tmp_path)["resources"]
+    method = rc["autoif"]["config"]
+    assert method["responses"]["samples_per_prompt"] == 8
+    assert method["responses"]["pass_rate_above"] == 0.5  # the rest of the section stays
+    assert method["crossval"]["min_functions"] == 3 and method["crossval"]["min_cases"] == 2
+    assert rc["sandbox"]["config"] == {"backend": "host"}
+    assert rc["io_manager"]["config"]["base_dir"] == str(tmp_path / "assets")
+
+
+def test_unreadable_config_file_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(SystemExit, match="bad.yaml must hold a mapping"):
+        cli._load_yaml(str(bad))

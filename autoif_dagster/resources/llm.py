@@ -192,7 +192,11 @@ class LLMResource(dg.ConfigurableResource):
             "enforce_eager": cpu if self.enforce_eager is None else self.enforce_eager,
             "seed": 0,
         }
-        if not cpu:
+        if cpu:
+            # vLLM-CPU crashes ("CPU Generator does not use offset") when a seeded request's
+            # prefill is split across steps: the CPU torch generator cannot rewind.
+            kwargs["enable_chunked_prefill"] = False
+        else:
             kwargs["tensor_parallel_size"] = self.tensor_parallel_size
             kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
         try:

@@ -1,7 +1,7 @@
 # Each target installs what it needs first (scripts/install.sh is idempotent).
 PY := .venv/bin/python
-export AUTOIF_HOME ?= $(CURDIR)/.autoif
-export DAGSTER_HOME ?= $(AUTOIF_HOME)/dagster
+# the Dagster instance `autoif run` records its runs in (SQLite), shown by `make ui`
+UI_HOME := $(CURDIR)/.autoif/dagster
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -24,9 +24,10 @@ run: install sandbox
 test: install sandbox
 	AUTOIF_REQUIRE_DOCKER=1 $(PY) -m pytest
 
-ui: install
-	mkdir -p $(DAGSTER_HOME)
-	.venv/bin/dagster dev -w workspace.yaml
+ui: install sandbox
+	mkdir -p $(UI_HOME)
+	test -f $(UI_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(UI_HOME)/dagster.yaml
+	DAGSTER_HOME=$(UI_HOME) .venv/bin/dagster dev -w workspace.yaml
 
 bench: install sandbox
 	$(PY) benchmarks/bench_main_job.py

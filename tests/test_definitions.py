@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ def test_loading_definitions_does_not_import_heavy_libraries():
 
 def test_dagster_cli_validates_the_workspace():
     dagster = Path(sys.executable).with_name("dagster")
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}  # an ephemeral instance
     out = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-                         capture_output=True, text=True, cwd=ROOT)
+                         capture_output=True, text=True, cwd=ROOT, env=env)
     assert out.returncode == 0, out.stderr[-2000:]

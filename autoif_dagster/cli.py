@@ -32,7 +32,7 @@ def _run_config(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         "resources": {
             "autoif": {"config": method},
             "supervisor_llm": {"config": llm},
-            "sandbox": {"config": {"backend": args.sandbox}},
+            "sandbox": {"config": {"backend": args.sandbox, "cache_path": str(home / "cache" / "verdicts.sqlite")}},
             "io_manager": {"config": {"base_dir": str(home / "assets")}},
         }
     }

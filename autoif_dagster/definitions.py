@@ -45,7 +45,10 @@ def default_resources() -> dict:
         "policy_llm": LLMResource(model=os.environ.get("AUTOIF_POLICY_MODEL", supervisor.model)),
         "nli": NLIResource(llm=supervisor),
         # Docker by default (scripts/setup_docker.sh); "host" or "local" only when chosen.
-        "sandbox": SandboxResource(backend=os.environ.get("AUTOIF_SANDBOX", "docker")),
+        "sandbox": SandboxResource(
+            backend=os.environ.get("AUTOIF_SANDBOX", "docker"),
+            cache_path=str(autoif_home() / "cache" / "verdicts.sqlite"),
+        ),
         "io_manager": ParquetIOManager(base_dir=str(autoif_home() / "assets")),
     }
 

@@ -1,22 +1,32 @@
 """Verifier throughput: in-process exec() (as the AutoIF release does) vs the sandbox backends.
 
     .venv/bin/python benchmarks/bench_sandbox.py [--samples DIR] [--verifiers 200] [--strings 200]
-        [--backends docker,host] [--workers 2]
+        [--backends docker,host] [--workers 2] [--repeat 3] [--no-cache]
 
 Verifiers are the release's own `eval_func` sources from the sample jsonl files, responses
 their `gpt-answer` / `response` texts. The samples hold fewer distinct verifiers than asked
 for, so copies are made distinct by a trailing comment (each is still compiled and forked
 for separately, which is what costs). Every verifier judges every string.
 
-Prints verdicts/s for each way, the ratio to in-process, and how many verdicts differ from
-in-process among the well-behaved verifier calls (those in-process judged without error).
+For each backend it prints:
+- start-up: the first judge() call of the process (one tiny job per worker), which starts
+  the supervisors (containers); they then stay in the pool for later calls (keep_warm);
+- steady state (the headline): judge() of the whole workload on started supervisors, the
+  best of --repeat passes (median alongside), verdicts/s and the ratio to in-process (best
+  of as many passes); how many verdicts differ from in-process among the well-behaved
+  verifier calls (those in-process judged without error);
+- one cold call: start-up plus one steady pass, what a process judging once pays;
+- with a verdict cache (unless --no-cache): a first pass that fills a fresh cache (hashing
+  and writing included) and a second that finds every verdict there.
 The docker backend needs scripts/setup_docker.sh; the host backend needs unshare/setpriv.
 """
 
 import argparse
 import json
 import signal
+import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,7 +35,7 @@ from types import FrameType
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob  # noqa: E402
+from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob, shutdown_supervisors  # noqa: E402
 from autoif_dagster.sandbox.protocol import EXCEPTION, FAIL, NON_BOOL, PASS, TIMEOUT  # noqa: E402
 
 TEXT_FIELDS = ("gpt-answer", "response")
@@ -111,6 +121,16 @@ def judge_in_process(jobs: list[VerifierJob], timeout_s: int) -> list[list[str]]
 # ---------------------------------------------------------------- the comparison
 
 
+def timed(run, repeat: int) -> tuple[list[float], object]:
+    """Seconds of each of `repeat` calls of run(), and the last call's result."""
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - start)
+    return times, result
+
+
 def main() -> None:
     default_samples = ROOT.parent / "shared" / "data" / "autoif_sample"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -120,44 +140,65 @@ def main() -> None:
     parser.add_argument("--backends", default="docker,host", help="comma-separated sandbox backends to run")
     parser.add_argument("--workers", type=int, default=2, help="sandbox workers (supervisors/containers)")
     parser.add_argument("--timeout-s", type=int, default=5, help="per-call limit (the release's: 5 s)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed passes per way (best reported)")
+    parser.add_argument("--no-cache", action="store_true", help="skip the verdict cache passes")
     args = parser.parse_args()
 
     jobs, distinct = build_workload(args.samples, args.verifiers, args.strings)
     calls = sum(len(job.inputs) for job in jobs)
     print(f"workload: {len(jobs)} verifiers x {args.strings} strings = {calls} calls "
-          f"({distinct} distinct release verifiers, the rest copies with a trailing comment)")
+          f"({distinct} distinct release verifiers, the rest copies with a trailing comment); "
+          f"best of {args.repeat} passes")
 
-    start = time.perf_counter()
-    reference = judge_in_process(jobs, args.timeout_s)
-    baseline = calls / (time.perf_counter() - start)
-    print(f"{'in-process exec()':<22} {baseline:>10,.0f} verdicts/s  1.00x  "
+    times, reference = timed(lambda: judge_in_process(jobs, args.timeout_s), args.repeat)
+    baseline = calls / min(times)
+    print(f"{'in-process exec()':<24} {baseline:>10,.0f} verdicts/s  1.00x  "
           f"(one thread; kinds: {dict(Counter(k for row in reference for k in row))})")
 
+    tiny = VerifierJob("def evaluate(response):\n    return True\n", ["a"])
     for backend in filter(None, args.backends.split(",")):
         sandbox = SandboxResource(backend=backend, workers=args.workers, timeout_s=args.timeout_s)
+        label = f"{backend} ({args.workers} workers)"
+        shutdown_supervisors()  # a cold start, whatever ran before
         try:
-            # Supervisors (containers) live for one judge() call: time a call with one tiny
-            # job per worker to tell their start-up from the steady-state throughput.
             start = time.perf_counter()
-            sandbox.judge([VerifierJob("def evaluate(response):\n    return True\n", ["a"])] * args.workers)
+            sandbox.judge([tiny] * args.workers)
             startup = time.perf_counter() - start
-            start = time.perf_counter()
-            results = sandbox.judge(jobs)
         except RuntimeError as exc:  # no engine, missing image, no unshare...
-            print(f"{backend:<22} skipped: {exc}")
+            print(f"{label:<24} skipped: {exc}")
             continue
-        elapsed = time.perf_counter() - start
-        rate, steady = calls / elapsed, calls / max(elapsed - startup, 1e-9)
+        times, results = timed(lambda: sandbox.judge(jobs), args.repeat)
+        rate = calls / min(times)
         well_behaved = differ = 0
         for expected, got in zip(reference, results):
             for kind, verdict in zip(expected, got):
                 if kind in (PASS, FAIL):
                     well_behaved += 1
                     differ += kind != verdict.kind
-        print(f"{backend + f' ({args.workers} workers)':<22} {rate:>10,.0f} verdicts/s  {rate / baseline:.2f}x  "
-              f"({differ} of {well_behaved} well-behaved verdicts differ from in-process)")
-        print(f"{'  without start-up':<22} {steady:>10,.0f} verdicts/s  {steady / baseline:.2f}x  "
-              f"(start-up {startup:.2f} s, judged by a call with one tiny job per worker)")
+        print(f"{label:<24} {rate:>10,.0f} verdicts/s  {rate / baseline:.2f}x  steady state, supervisors started "
+              f"(median pass {calls / statistics.median(times):,.0f}/s; {differ} of {well_behaved} "
+              "well-behaved verdicts differ from in-process)")
+        print(f"{'  start-up':<24} {startup:>10.2f} s       once per process (pool of {args.workers} "
+              f"{'containers' if backend == 'docker' else 'supervisors'})")
+        cold = calls / (startup + min(times))
+        print(f"{'  one cold call':<24} {cold:>10,.0f} verdicts/s  {cold / baseline:.2f}x  start-up + one pass")
+        if not args.no_cache:
+            with tempfile.TemporaryDirectory() as scratch:
+                cached = sandbox.model_copy(update={"cache_path": f"{scratch}/verdicts.sqlite"})
+                start = time.perf_counter()
+                first = cached.judge(jobs)
+                filling = time.perf_counter() - start
+                stats = cached.last_stats
+                start = time.perf_counter()
+                again = cached.judge(jobs)
+                hit = time.perf_counter() - start
+                assert again == first and cached.last_stats["executed"] == 0, cached.last_stats
+            print(f"{'  cache, first pass':<24} {calls / filling:>10,.0f} verdicts/s  "
+                  f"{calls / filling / baseline:.2f}x  fills a fresh cache ({stats['stored']} stored; "
+                  "timeouts and crashes are not)")
+            print(f"{'  cache, second pass':<24} {calls / hit:>10,.0f} verdicts/s  {calls / hit / baseline:.2f}x  "
+                  "every verdict from the cache, nothing executed")
+    shutdown_supervisors()
 
 
 if __name__ == "__main__":

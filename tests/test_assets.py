@@ -9,6 +9,7 @@ from autoif_dagster.assets.queries import instruction_prompts
 from autoif_dagster.assets.responses import response_verdicts
 from autoif_dagster.assets.verifiers import cross_validation
 from autoif_dagster.config import AutoIFConfig, CrossValConfig, QueryConfig, ResponseConfig
+from autoif_dagster.resources.sandbox import SandboxResource
 from autoif_dagster.schemas import conform, content_id, frame
 
 NO_E = "def evaluate(response):\n    return 'e' not in response.lower()"
@@ -79,6 +80,7 @@ def test_response_verdicts_pass_rates(sandbox):
     assert out.value["n_verifiers"].to_list() == [3, 3, 3, 3]
     assert out.metadata["passing"].value == 2  # above the default 0.5
     assert "pass_rate_histogram" in out.metadata
+    assert out.metadata["sandbox_calls"].value["verdicts"] == 12  # 3 verifiers x 4 responses
 
 
 def test_sft_and_dpo_from_verdicts_and_scores():
@@ -113,3 +115,13 @@ def test_instruction_prompts_pair_each_instruction_with_k_queries():
     row = out.row(0, named=True)
     assert row["query"] in row["prompt"] and row["instruction"] in row["prompt"]
     assert row["prompt_id"] == content_id("prompt", row["instruction_id"], row["query_id"])
+
+
+def test_rerun_of_cross_validation_executes_nothing_with_a_verdict_cache(sandbox, tmp_path):
+    cached = SandboxResource(backend=sandbox.backend, timeout_s=2.0, cache_path=str(tmp_path / "verdicts.sqlite"))
+    autoif = AutoIFConfig(crossval=CrossValConfig(min_functions=2, min_cases=3))
+    first = {o.output_name: o for o in cross_validation(dg.build_asset_context(), autoif, cached, _candidates())}
+    second = {o.output_name: o for o in cross_validation(dg.build_asset_context(), autoif, cached, _candidates())}
+    assert first["verifiers"].metadata["sandbox_calls"].value["executed"] > 0
+    assert second["verifiers"].metadata["sandbox_calls"].value["executed"] == 0
+    assert second["verifiers"].value.equals(first["verifiers"].value)

@@ -4,6 +4,7 @@ Verifiers below are written the way the AutoIF release's LLM-written functions l
 """
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
+from autoif_dagster.resources import sandbox as sandbox_module
 from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob, _Supervisor
 from autoif_dagster.sandbox import protocol, supervisor
 from autoif_dagster.sandbox.protocol import (
@@ -359,3 +361,107 @@ def test_describe_names_backend_and_isolation():
     assert facts["sandbox_backend"] == "local"
     assert "SIGKILL" in facts["isolation"]
     assert all(isinstance(v, str) for v in facts.values())
+
+
+# ---------------------------------------------------------------- supervisors across calls
+
+
+@pytest.fixture
+def started(monkeypatch) -> list[_Supervisor]:
+    """Every supervisor started from now on, with a cold pool to begin with."""
+    sandbox_module.shutdown_supervisors()
+    found: list[_Supervisor] = []
+    original = _Supervisor._start
+
+    def recording(self):
+        found.append(self)
+        return original(self)
+
+    monkeypatch.setattr(_Supervisor, "_start", recording)
+    yield found
+    sandbox_module.shutdown_supervisors()
+
+
+def _gone(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    return not status.exists() or "zombie" in status.read_text()
+
+
+def test_supervisors_live_across_calls_until_shutdown(started):
+    sandbox = SandboxResource(timeout_s=1.0, workers=2)
+    jobs = [VerifierJob(NO_LETTER_E, ["abc", "eee"]) for _ in range(6)]
+    assert [kinds(v) for v in sandbox.judge(jobs)] == [[PASS, FAIL]] * 6
+    assert [kinds(v) for v in sandbox.judge(jobs)] == [[PASS, FAIL]] * 6
+    # Same settings but the time limit (sent with each request): the same pool.
+    assert kinds(judge_one(sandbox.model_copy(update={"timeout_s": 2.0}), NO_LETTER_E, ["xyz"])) == [PASS]
+    assert len(started) == 2
+    pids = [s._proc.pid for s in started]
+    assert not any(_gone(pid) for pid in pids)
+    sandbox_module.shutdown_supervisors()
+    assert all(_gone(pid) for pid in pids)
+    judge_one(sandbox, NO_LETTER_E, ["abc"])  # a later call starts afresh
+    assert len(started) == 3
+
+
+def test_a_supervisor_that_died_between_calls_is_replaced(started):
+    sandbox = SandboxResource(timeout_s=1.0, workers=1)
+    judge_one(sandbox, NO_LETTER_E, ["abc"])
+    os.kill(started[0]._proc.pid, signal.SIGKILL)
+    time.sleep(0.1)
+    assert kinds(judge_one(sandbox, NO_LETTER_E, ["abc", "eee"])) == [PASS, FAIL]
+    assert len(started) == 2
+
+
+def test_without_keep_warm_nothing_outlives_the_call(started):
+    sandbox = SandboxResource(timeout_s=1.0, workers=2, keep_warm=False)
+    sandbox.judge([VerifierJob(NO_LETTER_E, ["abc"])] * 3)
+    assert len(started) == 2
+    assert all(s._proc is None for s in started)  # stopped and reaped
+    sandbox.judge([VerifierJob(NO_LETTER_E, ["abc"])])
+    assert len(started) == 3
+
+
+def test_a_forked_process_starts_its_own_supervisors(started):
+    sandbox = SandboxResource(timeout_s=1.0, workers=1)
+    judge_one(sandbox, NO_LETTER_E, ["abc"])
+    pid = os.fork()
+    if pid == 0:  # the child: must not talk over the parent's pipes
+        try:
+            ok = kinds(judge_one(sandbox, NO_LETTER_E, ["abc", "eee"])) == [PASS, FAIL] and len(started) == 2
+            sandbox_module.shutdown_supervisors()
+        finally:
+            os._exit(0 if ok else 1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert kinds(judge_one(sandbox, NO_LETTER_E, ["eee"])) == [FAIL]  # ours still works
+    assert len(started) == 1
+
+
+def test_big_requests_and_replies_in_flight_do_not_deadlock():
+    """Two jobs in flight per worker, each request and reply far bigger than a pipe holds."""
+    long_error = "def evaluate(response):\n    raise ValueError(response[:300])\n"
+    jobs = [VerifierJob(long_error, [f"{n}:{i}:" + "x" * 2000 for i in range(1500)]) for n in range(4)]
+    results = SandboxResource(timeout_s=2.0, workers=1).judge(jobs)
+    assert all(len(v) == 1500 and all(x.kind == EXCEPTION for x in v) for v in results)
+    assert results[3][7].detail.startswith("ValueError: 3:7:xxx")
+
+
+def test_text_table_numbers_repeated_inputs_and_forgets(monkeypatch):
+    client, server = protocol.TextTable(), protocol.TextTable()
+    first = client.pack({"id": 1, "inputs": ["a", "b", "a"]})
+    assert first["inputs"] == ["a", "b", 0] and "forget" not in first
+    assert server.unpack(first) == ["a", "b", "a"]
+    second = client.pack({"id": 2, "inputs": ["b", "c"]})
+    assert second["inputs"] == [1, "c"] and server.unpack(second) == ["b", "c"]
+    monkeypatch.setattr(protocol.TextTable, "MAX_CHARS", 2)
+    third = client.pack({"id": 3, "inputs": ["c", "a"]})
+    assert third == {"id": 3, "inputs": ["c", "a"], "forget": True}
+    assert server.unpack(third) == ["c", "a"] and server.texts == ["c", "a"]
+    with pytest.raises(ValueError):
+        server.unpack({"inputs": [7]})
+
+
+def test_several_verifiers_that_kill_their_supervisor_in_a_row():
+    killer = "import os, signal\ndef evaluate(response):\n    os.kill(os.getppid(), signal.SIGKILL)\n    return True\n"
+    jobs = [VerifierJob(killer, ["a"]) for _ in range(5)] + [VerifierJob(NO_LETTER_E, ["xyz", "see"])]
+    results = SandboxResource(timeout_s=1.0, workers=1).judge(jobs)
+    assert [kinds(v) for v in results] == [[CRASH]] * 5 + [[PASS, FAIL]]

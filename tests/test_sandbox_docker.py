@@ -37,7 +37,7 @@ ALONE = (
 def _docker_problem() -> str | None:
     """Why the docker backend cannot run here, or None."""
     try:
-        SandboxResource(backend="docker")._supervisor_factory("/nonexistent", threading.Event())
+        SandboxResource(backend="docker")._supervisor_factory("/nonexistent")
     except RuntimeError as exc:
         return str(exc)
     return None
@@ -75,6 +75,7 @@ def judge(backend, starts) -> Iterator:
 
     def run(source: str, inputs: list[str], timeout_s: float = 1.0, **config) -> list[Verdict]:
         sandbox = SandboxResource(backend=backend, timeout_s=timeout_s, workers=1, **config)
+        sandbox_module.shutdown_supervisors()  # a fresh supervisor: it must survive the hostile job
         starts.clear()
         hostile, after, alone = sandbox.judge(
             [VerifierJob(source, inputs), VerifierJob(NO_LETTER_E, ["abc", "eee"]), VerifierJob(ALONE, ["x"])]
@@ -85,6 +86,7 @@ def judge(backend, starts) -> Iterator:
         return hostile
 
     yield run
+    sandbox_module.shutdown_supervisors()  # what the end of the process does
     assert _nobody_processes() == [], "a sandbox process outlived the run"
     if backend == "docker":
         import docker
@@ -365,3 +367,34 @@ def test_missing_engine_and_missing_image_name_the_setup_script(monkeypatch):
     if _docker_problem() is None:
         with pytest.raises(RuntimeError, match="missing.*setup_docker.sh"):
             SandboxResource(backend="docker", image="autoif-sandbox:no-such-tag").judge([VerifierJob(NO_LETTER_E, ["a"])])
+
+
+# ---------------------------------------------------------------- across judge() calls
+
+
+def test_supervisors_live_across_calls_and_a_dead_one_is_replaced(backend, starts):
+    sandbox = SandboxResource(backend=backend, timeout_s=1.0, workers=1)
+    sandbox_module.shutdown_supervisors()
+    starts.clear()
+    for _ in range(3):
+        assert kinds(sandbox.judge([VerifierJob(NO_LETTER_E, ["abc", "eee"])])[0]) == [PASS, FAIL]
+    assert len(starts) == 1
+    (supervisor,) = next(iter(sandbox_module._POOLS.values()))._idle
+    if backend == "docker":  # killed from outside, as an engine restart would
+        import docker
+
+        docker.from_env().api.remove_container(supervisor._container, force=True)
+    else:
+        os.kill(supervisor._proc.pid, 9)
+    time.sleep(0.2)
+    assert kinds(sandbox.judge([VerifierJob(NO_LETTER_E, ["abc", "eee"])])[0]) == [PASS, FAIL]
+    assert len(starts) == 2
+    sandbox_module.shutdown_supervisors()
+    # The host supervisor whose `unshare` parent we killed exits on end of input, shortly.
+    deadline = time.monotonic() + 5
+    while _nobody_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _nobody_processes() == []
+    if backend == "docker":
+        left = docker.from_env().containers.list(all=True, filters={"id": supervisor._container or "none"})
+        assert left == []

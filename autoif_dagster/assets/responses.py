@@ -81,7 +81,8 @@ def response_verdicts(
                      "n_passed": passed, "n_errors": errors, "pass_rate": rate})
     df = frame("response_verdicts", rows)
     above = int((df["pass_rate"] > autoif.responses.pass_rate_above).sum())
-    meta = funnel(responses.height, df, Counter(), passing=above, verifier_errors=dg.MetadataValue.json(dict(error_kinds)), **sandbox.describe())
+    meta = funnel(responses.height, df, Counter(), passing=above, verifier_errors=dg.MetadataValue.json(dict(error_kinds)),
+                  sandbox_calls=dg.MetadataValue.json(sandbox.last_stats), **sandbox.describe())
     if df.height:
         meta["pass_rate_histogram"] = histogram(df["pass_rate"].to_list(), "pass rate per response", bins=[i / 10 for i in range(11)])
     return dg.Output(df, metadata=meta)

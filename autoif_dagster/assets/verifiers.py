@@ -146,6 +146,7 @@ def cross_validation(
             instructions_in=len(order),
             instructions_kept=verifiers["instruction_id"].n_unique(),
             instructions_dropped=dg.MetadataValue.json(dict(instruction_drops)),
+            sandbox_calls=dg.MetadataValue.json(sandbox.last_stats),
             **sandbox.describe(),
         ),
     )

@@ -4,8 +4,17 @@ Stdlib only: the supervisor imports this module inside a container that has noth
 Python interpreter.
 
 A frame is a 4-byte big-endian unsigned length followed by that many bytes of UTF-8 JSON.
-    request:  {"id": int, "source": str, "inputs": [str, ...], "timeout_s": float}
+    request:  {"id": int, "source": str, "inputs": [str | int, ...], "timeout_s": float,
+               "forget": bool (optional)}
     response: {"id": int, "verdicts": [[kind, detail], ...]}   # one per input, same order
+
+The client may send a request before the previous one is answered; the supervisor answers
+them one at a time, in order.
+
+Inputs repeat across requests (a verifier's candidates judge the same test cases), so each
+is sent once per connection: every string in "inputs" is numbered in order of arrival from
+0, and an int n in "inputs" stands for string number n. "forget": true first clears the
+numbering (the client does so when the strings it sent pass TextTable.MAX_CHARS).
 """
 
 import json
@@ -60,13 +69,82 @@ class Verdict:
 Stream = BinaryIO | int  # a binary file object or a raw file descriptor
 
 
-def write_frame(dest: Stream, obj: Any) -> None:
+class TextTable:
+    """The strings one connection has carried, on either side (see the module docstring)."""
+
+    MAX_CHARS = 4_000_000  # in the supervisor, they sit in the memory every child inherits
+
+    def __init__(self) -> None:
+        self.numbers: dict[str, int] = {}  # the client's side: string -> number
+        self.texts: list[str] = []  # the supervisor's side: number -> string
+        self.chars = 0
+
+    def pack(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Client: `request` with inputs sent before replaced by their numbers."""
+        packed = dict(request)
+        if self.chars > self.MAX_CHARS:
+            self.numbers.clear()
+            self.chars = 0
+            packed["forget"] = True
+        items: list[str | int] = []
+        numbers = self.numbers
+        for text in request["inputs"]:
+            number = numbers.get(text)
+            if number is None:
+                numbers[text] = len(numbers)
+                self.chars += len(text)
+                items.append(text)
+            else:
+                items.append(number)
+        packed["inputs"] = items
+        return packed
+
+    def unpack(self, request: dict[str, Any]) -> list[str]:
+        """Supervisor: the request's inputs as strings. ValueError for a number never sent."""
+        if request.get("forget"):
+            self.texts.clear()
+        texts = self.texts
+        inputs = []
+        for item in request["inputs"]:
+            if isinstance(item, str):
+                texts.append(item)
+                inputs.append(item)
+            elif type(item) is int and 0 <= item < len(texts):
+                inputs.append(texts[item])
+            else:
+                raise ValueError(f"input {item!r} is neither a string nor the number of one sent before")
+        return inputs
+
+
+def encode_frame(obj: Any) -> bytes:
+    """The frame carrying `obj`: header and body."""
     # ensure_ascii keeps lone surrogates (possible in LLM text) encodable; they round-trip
     # as \udXXX escapes instead of failing the UTF-8 encode.
     body = json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("utf-8")
     if len(body) > MAX_FRAME_BYTES:
         raise FrameError(f"frame of {len(body)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
-    data = _HEADER.pack(len(body)) + body
+    return _HEADER.pack(len(body)) + body
+
+
+def split_frame(buffer: bytes | bytearray) -> tuple[Any, int] | None:
+    """(object, bytes used) for the first complete frame in `buffer`, or None if it holds
+    only part of one; FrameError for an oversized or malformed frame."""
+    if len(buffer) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack_from(buffer)
+    if size > MAX_FRAME_BYTES:
+        raise FrameError(f"incoming frame of {size} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    end = _HEADER.size + size
+    if len(buffer) < end:
+        return None
+    try:
+        return json.loads(bytes(buffer[_HEADER.size:end])), end
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+        raise FrameError(f"frame is not UTF-8 JSON: {exc}") from exc
+
+
+def write_frame(dest: Stream, obj: Any) -> None:
+    data = encode_frame(obj)
     if isinstance(dest, int):
         view = memoryview(data)
         while view:

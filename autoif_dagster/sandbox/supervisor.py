@@ -11,6 +11,8 @@ It reads requests from --in-fd and writes responses to --out-fd (see protocol.py
 stdout. For each request it compiles the source once, then forks a child from this warm
 process. The child moves into its own process group, rlimits and a scratch directory, runs
 the module, and reports one verdict per input over a private pipe as soon as it has it.
+Once the last verdict is in, the child is killed and the reply sent; reaping the child and
+clearing up after it follow, while the reply is on its way (but before the next request).
 
 The wall-clock limit is enforced from outside: a signal handler inside the child could be
 disabled by the verifier (`signal.alarm(0)`) and cannot interrupt C code (a catastrophic
@@ -44,7 +46,6 @@ import signal
 import sys
 import tempfile
 import time
-from collections import deque
 from types import CodeType
 
 if __package__:
@@ -54,6 +55,7 @@ else:  # run as a plain script: protocol.py sits next to this file
     import protocol
 
 Verdict = protocol.Verdict
+_exit = os._exit
 
 MIB = 1024 * 1024
 DETAIL_CHARS = 200  # verdict details are diagnostics, not payloads
@@ -76,22 +78,38 @@ except (ImportError, OSError, AttributeError):  # no ctypes or not Linux: rely o
 
 # ---------------------------------------------------------------- the parent's side
 
+# What the child writes on the result pipe, one record a line: the two commonest as one
+# byte (parsing JSON for every verdict cost the parent more than most verifiers take),
+# the rest as JSON: ["verdict", kind, detail] for an input, ["module", kind, detail] when
+# the module cannot be evaluated at all.
+LOADED_RECORD = b"l"  # the module ran and defines evaluate()
+PASS_RECORD = b"p"
+FAIL_RECORD = b"f"
+_PASS = Verdict(protocol.PASS)
+_FAIL = Verdict(protocol.FAIL)
+_FAST_RECORDS = {PASS_RECORD: _PASS, FAIL_RECORD: _FAIL}
+
 
 def judge(source: str, inputs: list[str], timeout_s: float, memory_mb: int,
-          max_procs: int | None = None) -> list[Verdict]:
-    """One verdict per input, in order."""
+          max_procs: int | None = None, deferred: list | None = None) -> list[Verdict]:
+    """One verdict per input, in order.
+
+    The last child is killed but, if `deferred` is a list, reaping it and clearing up after
+    it (see _clean_up) is left to the caller: appended there as a callable, to be called
+    after the reply went out and before the next verifier runs.
+    """
     try:
         code = compile(source, "<verifier>", "exec", dont_inherit=True)
     except Exception as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError...
         return [Verdict(protocol.COMPILE_ERROR, _describe_exception(exc))] * len(inputs)
     verdicts: list[Verdict] = []
     while len(verdicts) < len(inputs):
-        verdicts += _run_child(code, inputs, len(verdicts), timeout_s, memory_mb, max_procs)
+        verdicts += _run_child(code, inputs, len(verdicts), timeout_s, memory_mb, max_procs, deferred)
     return verdicts
 
 
 def _run_child(code: CodeType, inputs: list[str], start: int, timeout_s: float,
-               memory_mb: int, max_procs: int | None) -> list[Verdict]:
+               memory_mb: int, max_procs: int | None, deferred: list | None) -> list[Verdict]:
     """Verdicts for inputs[start:] from one child: all of them, or those it gave before it
     timed out or died followed by a TIMEOUT/CRASH verdict for the input it was on."""
     count = len(inputs) - start
@@ -103,8 +121,8 @@ def _run_child(code: CodeType, inputs: list[str], start: int, timeout_s: float,
             os.close(read_fd)
             _child(code, inputs[start:], write_fd, scratch, memory_mb, timeout_s, max_procs)
         except BaseException:
-            os._exit(70)
-        os._exit(0)
+            _exit(70)
+        _exit(0)  # bound at import: the verifier may have replaced os._exit
 
     os.close(write_fd)
     try:
@@ -112,13 +130,16 @@ def _run_child(code: CodeType, inputs: list[str], start: int, timeout_s: float,
         os.setpgid(pid, pid)
     except OSError:
         pass
+    ending: tuple[str, str] | None = (protocol.CRASH, "")
     try:
         verdicts, loaded, ending = _collect(read_fd, count, timeout_s)
     finally:
         os.close(read_fd)
-        status = _kill_and_reap(pid)
-        _clear_namespace()
-        shutil.rmtree(scratch, ignore_errors=True)
+        _kill(pid)
+        if ending is None and deferred is not None:  # all answered: reap it later
+            deferred.append(lambda: _clean_up(pid, scratch))
+        else:
+            status = _clean_up(pid, scratch)
     if ending is None:
         return verdicts
     kind, note = ending
@@ -135,83 +156,98 @@ def _collect(fd: int, count: int, timeout_s: float) -> tuple[list[Verdict], bool
     """Read the child's records until `count` verdicts, a missed deadline, or its death.
 
     Returns (verdicts, whether the module loaded, None or (TIMEOUT | CRASH, note)).
-    Records: ["loaded"] once the module ran; ["verdict", kind, detail] per input;
-    ["module", kind, detail] when the module cannot be evaluated at all.
+    Each input has timeout_s from the previous record (or the start) to be answered.
     """
-    records = _RecordReader(fd)
+    reader = _RecordReader(fd)
     verdicts: list[Verdict] = []
     loaded = False
+    fast = _FAST_RECORDS
     while len(verdicts) < count:
         try:
-            record = records.next(deadline=time.monotonic() + timeout_s)
+            lines = reader.lines(deadline=time.monotonic() + timeout_s)
         except TimeoutError:
             return verdicts, loaded, (protocol.TIMEOUT, "")
         except EOFError as exc:
             return verdicts, loaded, (protocol.CRASH, str(exc))
-        tag, *rest = record
-        if tag == "loaded":
-            loaded = True
-        elif tag == "verdict":
-            verdicts.append(Verdict.from_json(rest))
-        elif tag == "module":
-            return [Verdict.from_json(rest)] * count, True, None
+        for line in lines:
+            if len(verdicts) == count:  # anything more the verifier wrote itself
+                break
+            verdict = fast.get(line)
+            if verdict is not None:
+                verdicts.append(verdict)
+            elif line == LOADED_RECORD:
+                loaded = True
+            else:
+                try:
+                    tag, *rest = json.loads(line)
+                    if tag not in ("verdict", "module"):
+                        raise ValueError(tag)
+                    verdict = Verdict.from_json(rest)  # validates the kind
+                except (ValueError, TypeError, RecursionError):
+                    return verdicts, loaded, (protocol.CRASH, "garbage on the result pipe")
+                if tag == "module":
+                    return [verdict] * count, True, None
+                verdicts.append(verdict)
     return verdicts, loaded, None
 
 
 class _RecordReader:
-    """Newline-separated JSON records from the child, each awaited against a deadline.
+    """Newline-separated records from the child, awaited against a deadline.
 
     The child writes each verdict as soon as it has it, so that a timeout or crash is pinned
     on the right input. We read them in batches, at most every READ_PACING_S: waking up for
     every record would cost a context switch per verdict, more than most verifiers take.
+    The pause ends early when the child closes the pipe (after its last verdict, or dying).
     """
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.lines: deque[bytes] = deque()  # complete records not returned yet
         self.partial = b""  # the start of a record still being written
         self.last_read = 0.0
         self.poller = select.poll()
         self.poller.register(fd, select.POLLIN)
+        self.hangup = select.poll()  # eventmask 0: only POLLHUP (all writers gone) wakes it
+        self.hangup.register(fd, 0)
 
-    def next(self, deadline: float) -> list:
-        """The next record; TimeoutError past the deadline, EOFError if the child is gone."""
-        while not self.lines:
+    def lines(self, deadline: float) -> list[bytes]:
+        """At least one complete record; TimeoutError past the deadline, EOFError if the
+        child is gone."""
+        while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
             if not self.poller.poll(math.ceil(remaining * 1000)):
                 continue
-            time.sleep(max(0.0, self.last_read + READ_PACING_S - time.monotonic()))
+            pause = self.last_read + READ_PACING_S - time.monotonic()
+            if pause > 0:
+                self.hangup.poll(math.ceil(pause * 1000))
             chunk = os.read(self.fd, 1024 * 1024)
             self.last_read = time.monotonic()
             if not chunk:
                 raise EOFError("")  # the pipe closed: the child exited or was killed
             *complete, self.partial = (self.partial + chunk).split(b"\n")
-            self.lines.extend(complete)
             if len(self.partial) > MAX_RECORD_BYTES:
                 raise EOFError("garbage on the result pipe")
-        line = self.lines.popleft()
-        try:
-            record = json.loads(line)
-            if record[0] in ("verdict", "module"):
-                Verdict.from_json(record[1:])  # validates the kind
-            elif record != ["loaded"]:
-                raise ValueError(record)
-        except (ValueError, TypeError, IndexError):
-            raise EOFError("garbage on the result pipe") from None
-        return record
+            if complete:
+                return complete
 
 
-def _kill_and_reap(pid: int) -> int:
-    """SIGKILL the child's process group (taking any grandchildren or threads with it) and
-    reap the child; its wait status. Kill first: until reaped, its pid cannot be reused."""
+def _kill(pid: int) -> None:
+    """SIGKILL the child's process group (taking any grandchildren or threads with it).
+    Before it is reaped, its pid cannot be reused."""
     for kill in (os.killpg, os.kill):
         try:
             kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    return os.waitpid(pid, 0)[1]
+
+
+def _clean_up(pid: int, scratch: str) -> int:
+    """Reap the (killed) child, clear up what it left behind; its wait status."""
+    status = os.waitpid(pid, 0)[1]
+    _clear_namespace()
+    shutil.rmtree(scratch, ignore_errors=True)
+    return status
 
 
 def _clear_namespace() -> None:
@@ -266,7 +302,8 @@ def _describe_status(status: int) -> str:
 def _child(code: CodeType, inputs: list[str], result_fd: int, scratch: str, memory_mb: int,
            timeout_s: float, max_procs: int | None) -> None:
     # Bind what reporting needs before the verifier runs: it may rebind os.write or json.dumps.
-    write, dumps = os.write, json.dumps
+    write, close, dumps = os.write, os.close, json.dumps
+    passed, failed = PASS_RECORD + b"\n", FAIL_RECORD + b"\n"
 
     def send(*record: str) -> None:
         data = memoryview((dumps(record) + "\n").encode())
@@ -285,13 +322,20 @@ def _child(code: CodeType, inputs: list[str], result_fd: int, scratch: str, memo
     if not callable(evaluate):
         send("module", protocol.NO_EVALUATE, "no callable evaluate() defined")
         return
-    send("loaded")
+    write(RESULT_FD, LOADED_RECORD + b"\n")
     for text in inputs:
         try:
-            kind, detail = _verdict_of(evaluate(text))
+            result = evaluate(text)
         except BaseException as exc:
-            kind, detail = protocol.EXCEPTION, _describe_exception(exc)
-        send("verdict", kind, detail)
+            send("verdict", protocol.EXCEPTION, _describe_exception(exc))
+            continue
+        if type(result) is bool:  # a pipe write this short is atomic
+            write(RESULT_FD, passed if result else failed)
+        else:
+            send("verdict", *_verdict_of(result))
+    # The parent stops waiting for more records when the pipe closes (grandchildren holding
+    # it open only delay that).
+    close(RESULT_FD)
 
 
 def _confine(result_fd: int, scratch: str, memory_mb: int, cpu_s: float, max_procs: int | None) -> None:
@@ -385,16 +429,21 @@ def main(argv: list[str] | None = None) -> int:
     if _prctl is not None:
         _prctl(PR_SET_DUMPABLE, 0)
     _warm_up([*PRELOAD, *filter(None, args.preload.split(","))])
+    texts = protocol.TextTable()
     while True:
         request = protocol.read_frame(args.in_fd)
         if request is None:  # the client closed the pipe: we are done
             return 0
-        verdicts = judge(request["source"], request["inputs"], float(request["timeout_s"]), args.memory_mb,
-                         args.max_procs)
+        deferred: list = []
+        verdicts = judge(request["source"], texts.unpack(request), float(request["timeout_s"]), args.memory_mb,
+                         args.max_procs, deferred)
         try:
             protocol.write_frame(args.out_fd, {"id": request["id"], "verdicts": [v.to_json() for v in verdicts]})
         except BrokenPipeError:  # the client went away mid-request
             return 0
+        finally:
+            for clean_up in deferred:  # reaping the child overlaps with the reply's way back
+                clean_up()
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ from types import FrameType
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob, shutdown_supervisors  # noqa: E402
+from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob  # noqa: E402
+from autoif_dagster.resources.supervisors import shutdown_supervisors  # noqa: E402
 from autoif_dagster.sandbox.protocol import EXCEPTION, FAIL, NON_BOOL, PASS, TIMEOUT  # noqa: E402
 
 TEXT_FIELDS = ("gpt-answer", "response")

@@ -8,7 +8,7 @@ ARG BASE_IMAGE=autoif-sandbox-base:bookworm
 FROM ${BASE_IMAGE}
 
 # Content hash of this file and the supervisor sources; the client checks it (see
-# autoif_dagster/resources/sandbox.py) so that a stale image is never used silently.
+# autoif_dagster/resources/supervisors.py) so that a stale image is never used silently.
 ARG SANDBOX_VERSION=dev
 LABEL org.autoif.sandbox.version="${SANDBOX_VERSION}"
 

@@ -13,7 +13,7 @@ BASE_IMAGE=autoif-sandbox-base:bookworm
 SUITE=bookworm
 DOCKERD_LOG=/var/log/autoif-dockerd.log
 SOURCES=(docker/sandbox.Dockerfile autoif_dagster/sandbox/protocol.py autoif_dagster/sandbox/supervisor.py)
-# Must match sandbox_image_version() in autoif_dagster/resources/sandbox.py.
+# Must match sandbox_image_version() in autoif_dagster/resources/supervisors.py.
 VERSION=$(cat "${SOURCES[@]}" | sha256sum | cut -c1-12)
 IMAGE=autoif-sandbox:$VERSION
 

@@ -8,7 +8,7 @@ from autoif_dagster.assets.datasets import dpo_pairs, sft_dataset
 from autoif_dagster.assets.queries import instruction_prompts
 from autoif_dagster.assets.responses import response_verdicts
 from autoif_dagster.assets.verifiers import cross_validation
-from autoif_dagster.config import AutoIFConfig, CrossValConfig, QueryConfig, ResponseConfig
+from autoif_dagster.config import AutoIFConfig, CrossValConfig, QueryConfig
 from autoif_dagster.resources.sandbox import SandboxResource
 from autoif_dagster.schemas import conform, content_id, frame
 

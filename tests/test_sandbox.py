@@ -13,8 +13,9 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from autoif_dagster.resources import sandbox as sandbox_module
-from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob, _Supervisor
+from autoif_dagster.resources import supervisors as supervisors
+from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob
+from autoif_dagster.resources.supervisors import Supervisor
 from autoif_dagster.sandbox import protocol, supervisor
 from autoif_dagster.sandbox.protocol import (
     COMPILE_ERROR, CRASH, EXCEPTION, FAIL, NO_EVALUATE, NON_BOOL, PASS, TIMEOUT, Verdict,
@@ -138,7 +139,7 @@ def test_nothing_to_judge_starts_no_supervisor(sandbox, monkeypatch):
     def refuse(self):
         raise AssertionError("a supervisor was started")
 
-    monkeypatch.setattr(_Supervisor, "_start", refuse)
+    monkeypatch.setattr(Supervisor, "_start", refuse)
     assert sandbox.judge([]) == []
     assert sandbox.judge([VerifierJob(NO_LETTER_E, [])]) == [[]]
 
@@ -367,19 +368,19 @@ def test_describe_names_backend_and_isolation():
 
 
 @pytest.fixture
-def started(monkeypatch) -> list[_Supervisor]:
+def started(monkeypatch) -> list[Supervisor]:
     """Every supervisor started from now on, with a cold pool to begin with."""
-    sandbox_module.shutdown_supervisors()
-    found: list[_Supervisor] = []
-    original = _Supervisor._start
+    supervisors.shutdown_supervisors()
+    found: list[Supervisor] = []
+    original = Supervisor._start
 
     def recording(self):
         found.append(self)
         return original(self)
 
-    monkeypatch.setattr(_Supervisor, "_start", recording)
+    monkeypatch.setattr(Supervisor, "_start", recording)
     yield found
-    sandbox_module.shutdown_supervisors()
+    supervisors.shutdown_supervisors()
 
 
 def _gone(pid: int) -> bool:
@@ -397,7 +398,7 @@ def test_supervisors_live_across_calls_until_shutdown(started):
     assert len(started) == 2
     pids = [s._proc.pid for s in started]
     assert not any(_gone(pid) for pid in pids)
-    sandbox_module.shutdown_supervisors()
+    supervisors.shutdown_supervisors()
     assert all(_gone(pid) for pid in pids)
     judge_one(sandbox, NO_LETTER_E, ["abc"])  # a later call starts afresh
     assert len(started) == 3
@@ -428,7 +429,7 @@ def test_a_forked_process_starts_its_own_supervisors(started):
     if pid == 0:  # the child: must not talk over the parent's pipes
         try:
             ok = kinds(judge_one(sandbox, NO_LETTER_E, ["abc", "eee"])) == [PASS, FAIL] and len(started) == 2
-            sandbox_module.shutdown_supervisors()
+            supervisors.shutdown_supervisors()
         finally:
             os._exit(0 if ok else 1)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0

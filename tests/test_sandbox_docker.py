@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from autoif_dagster.resources import sandbox as sandbox_module
+from autoif_dagster.resources import supervisors as supervisors
 from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob
 from autoif_dagster.sandbox.protocol import CRASH, EXCEPTION, FAIL, NON_BOOL, PASS, TIMEOUT, Verdict
 
@@ -56,7 +56,7 @@ def backend(request) -> str:
 def starts(monkeypatch) -> list[int]:
     """Counts supervisor starts, whatever the backend."""
     count: list[int] = []
-    for cls in (sandbox_module._Supervisor, sandbox_module._ContainerSupervisor):
+    for cls in (supervisors.Supervisor, supervisors.ContainerSupervisor):
         original = cls._start
 
         def counting(self, original=original):
@@ -75,7 +75,7 @@ def judge(backend, starts) -> Iterator:
 
     def run(source: str, inputs: list[str], timeout_s: float = 1.0, **config) -> list[Verdict]:
         sandbox = SandboxResource(backend=backend, timeout_s=timeout_s, workers=1, **config)
-        sandbox_module.shutdown_supervisors()  # a fresh supervisor: it must survive the hostile job
+        supervisors.shutdown_supervisors()  # a fresh supervisor: it must survive the hostile job
         starts.clear()
         hostile, after, alone = sandbox.judge(
             [VerifierJob(source, inputs), VerifierJob(NO_LETTER_E, ["abc", "eee"]), VerifierJob(ALONE, ["x"])]
@@ -86,12 +86,12 @@ def judge(backend, starts) -> Iterator:
         return hostile
 
     yield run
-    sandbox_module.shutdown_supervisors()  # what the end of the process does
+    supervisors.shutdown_supervisors()  # what the end of the process does
     assert _nobody_processes() == [], "a sandbox process outlived the run"
     if backend == "docker":
         import docker
 
-        left = docker.from_env().containers.list(all=True, filters={"label": sandbox_module.CONTAINER_LABEL})
+        left = docker.from_env().containers.list(all=True, filters={"label": supervisors.CONTAINER_LABEL})
         assert left == [], "a sandbox container outlived the run"
 
 
@@ -120,7 +120,7 @@ def _nobody_processes() -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid == sandbox_module.NOBODY:
+                if entry.stat().st_uid == supervisors.NOBODY:
                     found.append(int(entry.name))
             except FileNotFoundError:
                 pass
@@ -289,7 +289,7 @@ def test_env_secrets_are_not_visible(judge, monkeypatch):
 def test_writes_and_deletes_outside_the_scratch_dir_fail(judge, tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
-    project = sandbox_module.PROJECT_ROOT
+    project = supervisors.PROJECT_ROOT
     targets = [str(tmp_path / "planted.txt"), str(project / "planted.txt"), "/etc/planted", "/usr/planted"]
     source = escape(
         f"for path in {targets!r}:\n"
@@ -374,12 +374,12 @@ def test_missing_engine_and_missing_image_name_the_setup_script(monkeypatch):
 
 def test_supervisors_live_across_calls_and_a_dead_one_is_replaced(backend, starts):
     sandbox = SandboxResource(backend=backend, timeout_s=1.0, workers=1)
-    sandbox_module.shutdown_supervisors()
+    supervisors.shutdown_supervisors()
     starts.clear()
     for _ in range(3):
         assert kinds(sandbox.judge([VerifierJob(NO_LETTER_E, ["abc", "eee"])])[0]) == [PASS, FAIL]
     assert len(starts) == 1
-    (supervisor,) = next(iter(sandbox_module._POOLS.values()))._idle
+    (supervisor,) = next(iter(supervisors._POOLS.values()))._idle
     if backend == "docker":  # killed from outside, as an engine restart would
         import docker
 
@@ -389,7 +389,7 @@ def test_supervisors_live_across_calls_and_a_dead_one_is_replaced(backend, start
     time.sleep(0.2)
     assert kinds(sandbox.judge([VerifierJob(NO_LETTER_E, ["abc", "eee"])])[0]) == [PASS, FAIL]
     assert len(starts) == 2
-    sandbox_module.shutdown_supervisors()
+    supervisors.shutdown_supervisors()
     # The host supervisor whose `unshare` parent we killed exits on end of input, shortly.
     deadline = time.monotonic() + 5
     while _nobody_processes() and time.monotonic() < deadline:

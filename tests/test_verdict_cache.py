@@ -118,16 +118,16 @@ def test_describe_names_the_cache(cached):
 
 
 def test_a_fully_cached_call_starts_no_supervisor(cached, monkeypatch):
-    from autoif_dagster.resources import sandbox as sandbox_module
+    from autoif_dagster.resources import supervisors as supervisors
 
     jobs = [VerifierJob(NO_LETTER_E, ["abc", "eee"])]
     cached.judge(jobs)
-    sandbox_module.shutdown_supervisors()
+    supervisors.shutdown_supervisors()
 
     def refuse(self):
         raise AssertionError("a supervisor was started")
 
-    monkeypatch.setattr(sandbox_module._Supervisor, "_start", refuse)
+    monkeypatch.setattr(supervisors.Supervisor, "_start", refuse)
     assert kinds(cached.judge(jobs)[0]) == [PASS, FAIL]
 
 

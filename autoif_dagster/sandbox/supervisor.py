@@ -10,9 +10,10 @@ a container that holds only a Python interpreter.
 It reads requests from --in-fd and writes responses to --out-fd (see protocol.py), never to
 stdout. For each request it compiles the source once, then forks a child from this warm
 process. The child moves into its own process group, rlimits and a scratch directory, runs
-the module, and reports one verdict per input over a private pipe as soon as it has it.
-Once the last verdict is in, the child is killed and the reply sent; reaping the child and
-clearing up after it follow, while the reply is on its way (but before the next request).
+the module, and reports each input's verdict as soon as it has it, on a board shared with
+the parent (a byte per input) or, for anything but pass/fail, over a private pipe.
+Once the last verdict is in, the child is killed and reaped, what it left behind cleared
+up, and the reply sent.
 
 The wall-clock limit is enforced from outside: a signal handler inside the child could be
 disabled by the verifier (`signal.alarm(0)`) and cannot interrupt C code (a catastrophic
@@ -38,6 +39,7 @@ import gc
 import importlib
 import json
 import math
+import mmap
 import os
 import resource
 import select
@@ -61,7 +63,7 @@ MIB = 1024 * 1024
 DETAIL_CHARS = 200  # verdict details are diagnostics, not payloads
 RESULT_FD = 3  # where the child keeps its end of the result pipe
 MAX_RECORD_BYTES = 64 * 1024  # a longer "record" means the verifier scribbled on the pipe
-READ_PACING_S = 0.002  # see _RecordReader
+READ_PACING_S = 0.002  # see _collect
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 PR_SET_DUMPABLE = 4
 # Imported once in the warm parent so that each child finds them in sys.modules instead of
@@ -71,55 +73,60 @@ PRELOAD = ("re", "json", "string", "math", "collections", "itertools", "unicoded
 try:  # loaded once here so that each child only makes one call
     import ctypes
 
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _prctl = _libc.prctl
 except (ImportError, OSError, AttributeError):  # no ctypes or not Linux: rely on RLIMIT_CPU
-    _prctl = None
+    _libc = _prctl = None
+MADV_HUGEPAGE = 14  # from <linux/mman.h>
+MADV_COLLAPSE = 25  # Linux 6.1+
+HUGE_PAGE = 2 * MIB
+HUGE_PAGES_EVERY = 500  # requests between two calls of _use_huge_pages (its heap grows)
 
 
 # ---------------------------------------------------------------- the parent's side
 
-# What the child writes on the result pipe, one record a line: the two commonest as one
-# byte (parsing JSON for every verdict cost the parent more than most verifiers take),
-# the rest as JSON: ["verdict", kind, detail] for an input, ["module", kind, detail] when
-# the module cannot be evaluated at all.
-LOADED_RECORD = b"l"  # the module ran and defines evaluate()
-PASS_RECORD = b"p"
-FAIL_RECORD = b"f"
+# The child reports on a board, a shared anonymous mapping of one byte per input and one
+# more: it marks input i's byte PASS_MARK or FAIL_MARK (a store, no system call: a write per
+# verdict cost more than most verifiers take), and the last byte LOADED_MARK once the module
+# ran and defined evaluate(). Anything else goes on the result pipe as a JSON line,
+# ["verdict", kind, detail] for an input, whose byte it then marks PIPE_MARK, or
+# ["module", kind, detail] when the module cannot be evaluated at all. The child closes the
+# pipe when done; the parent wakes for that, for pipe records, and every PROGRESS_CHECK_S
+# to see how far the child got. The board is the verifier's to scribble on, like the pipe:
+# it can only forge its own verdicts, and a byte that is not a mark counts as garbage.
+PASS_MARK, FAIL_MARK, PIPE_MARK, LOADED_MARK = b"pfxl"
 _PASS = Verdict(protocol.PASS)
 _FAIL = Verdict(protocol.FAIL)
-_FAST_RECORDS = {PASS_RECORD: _PASS, FAIL_RECORD: _FAIL}
+PROGRESS_CHECK_S = 0.005  # an input's deadline runs from when its predecessor was seen done
 
 
 def judge(source: str, inputs: list[str], timeout_s: float, memory_mb: int,
-          max_procs: int | None = None, deferred: list | None = None) -> list[Verdict]:
-    """One verdict per input, in order.
-
-    The last child is killed but, if `deferred` is a list, reaping it and clearing up after
-    it (see _clean_up) is left to the caller: appended there as a callable, to be called
-    after the reply went out and before the next verifier runs.
-    """
+          max_procs: int | None = None) -> list[Verdict]:
+    """One verdict per input, in order."""
     try:
         code = compile(source, "<verifier>", "exec", dont_inherit=True)
     except Exception as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError...
         return [Verdict(protocol.COMPILE_ERROR, _describe_exception(exc))] * len(inputs)
     verdicts: list[Verdict] = []
     while len(verdicts) < len(inputs):
-        verdicts += _run_child(code, inputs, len(verdicts), timeout_s, memory_mb, max_procs, deferred)
+        verdicts += _run_child(code, inputs, len(verdicts), timeout_s, memory_mb, max_procs)
     return verdicts
 
 
 def _run_child(code: CodeType, inputs: list[str], start: int, timeout_s: float,
-               memory_mb: int, max_procs: int | None, deferred: list | None) -> list[Verdict]:
+               memory_mb: int, max_procs: int | None) -> list[Verdict]:
     """Verdicts for inputs[start:] from one child: all of them, or those it gave before it
     timed out or died followed by a TIMEOUT/CRASH verdict for the input it was on."""
     count = len(inputs) - start
+    _hard_limits()  # in the parent: each child finds them read
     scratch = tempfile.mkdtemp(prefix="verifier-")
+    board = mmap.mmap(-1, count + 1)  # MAP_SHARED: the child's marks show here; zeroed
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child never returns into the supervisor's loop
         try:
             os.close(read_fd)
-            _child(code, inputs[start:], write_fd, scratch, memory_mb, timeout_s, max_procs)
+            _child(code, inputs[start:], write_fd, board, scratch, memory_mb, timeout_s, max_procs)
         except BaseException:
             _exit(70)
         _exit(0)  # bound at import: the verifier may have replaced os._exit
@@ -131,15 +138,19 @@ def _run_child(code: CodeType, inputs: list[str], start: int, timeout_s: float,
     except OSError:
         pass
     ending: tuple[str, str] | None = (protocol.CRASH, "")
+    loaded = False
     try:
-        verdicts, loaded, ending = _collect(read_fd, count, timeout_s)
+        verdicts, ending = _collect(read_fd, board, count, timeout_s)
+        loaded = board[count] == LOADED_MARK or ending is None
     finally:
         os.close(read_fd)
         _kill(pid)
-        if ending is None and deferred is not None:  # all answered: reap it later
-            deferred.append(lambda: _clean_up(pid, scratch))
-        else:
-            status = _clean_up(pid, scratch)
+        board.close()
+        # Reaped before the reply goes out: while its exit is under way, its memory is still
+        # shared with ours, and every page we touched meanwhile (encoding the reply) would
+        # be copied for nothing. The next request is already waiting, so this costs no
+        # throughput, only the reply's latency.
+        status = _clean_up(pid, scratch)
     if ending is None:
         return verdicts
     kind, note = ending
@@ -152,84 +163,79 @@ def _run_child(code: CodeType, inputs: list[str], start: int, timeout_s: float,
     return verdicts + [Verdict(kind, detail)]
 
 
-def _collect(fd: int, count: int, timeout_s: float) -> tuple[list[Verdict], bool, tuple[str, str] | None]:
-    """Read the child's records until `count` verdicts, a missed deadline, or its death.
+def _collect(fd: int, board: mmap.mmap, count: int,
+             timeout_s: float) -> tuple[list[Verdict], tuple[str, str] | None]:
+    """Gather the child's verdicts (board marks and pipe records) until `count` verdicts, a
+    missed deadline, or its death. Returns (verdicts, None or (TIMEOUT | CRASH, note)).
 
-    Returns (verdicts, whether the module loaded, None or (TIMEOUT | CRASH, note)).
-    Each input has timeout_s from the previous record (or the start) to be answered.
+    Each input has timeout_s from when the previous one was seen answered (or the start).
+    Pipe records are read in batches, at most every READ_PACING_S (waking up for each would
+    cost a context switch per record); the pause ends early when the child closes the pipe.
     """
-    reader = _RecordReader(fd)
     verdicts: list[Verdict] = []
-    loaded = False
-    fast = _FAST_RECORDS
-    while len(verdicts) < count:
-        try:
-            lines = reader.lines(deadline=time.monotonic() + timeout_s)
-        except TimeoutError:
-            return verdicts, loaded, (protocol.TIMEOUT, "")
-        except EOFError as exc:
-            return verdicts, loaded, (protocol.CRASH, str(exc))
-        for line in lines:
-            if len(verdicts) == count:  # anything more the verifier wrote itself
+    records: list[Verdict] = []  # verdicts from the pipe, in order; verdicts claims them
+    claimed = 0
+    partial = b""  # the start of a record still being written
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    hangup = select.poll()  # eventmask 0: only POLLHUP (all writers gone) wakes it
+    hangup.register(fd, 0)
+    last_read = time.monotonic()  # as if just read: most children are done before pacing ends
+    deadline = last_read + timeout_s
+    ended = False
+    while True:
+        done = seen = len(verdicts)
+        while done < count:
+            mark = board[done]
+            if mark == FAIL_MARK:
+                verdicts.append(_FAIL)
+            elif mark == PASS_MARK:
+                verdicts.append(_PASS)
+            elif mark == PIPE_MARK and claimed < len(records):
+                verdicts.append(records[claimed])
+                claimed += 1
+            elif mark == 0 or mark == PIPE_MARK:  # not answered yet (or its record not read)
                 break
-            verdict = fast.get(line)
-            if verdict is not None:
-                verdicts.append(verdict)
-            elif line == LOADED_RECORD:
-                loaded = True
             else:
-                try:
-                    tag, *rest = json.loads(line)
-                    if tag not in ("verdict", "module"):
-                        raise ValueError(tag)
-                    verdict = Verdict.from_json(rest)  # validates the kind
-                except (ValueError, TypeError, RecursionError):
-                    return verdicts, loaded, (protocol.CRASH, "garbage on the result pipe")
-                if tag == "module":
-                    return [verdict] * count, True, None
-                verdicts.append(verdict)
-    return verdicts, loaded, None
-
-
-class _RecordReader:
-    """Newline-separated records from the child, awaited against a deadline.
-
-    The child writes each verdict as soon as it has it, so that a timeout or crash is pinned
-    on the right input. We read them in batches, at most every READ_PACING_S: waking up for
-    every record would cost a context switch per verdict, more than most verifiers take.
-    The pause ends early when the child closes the pipe (after its last verdict, or dying).
-    """
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.partial = b""  # the start of a record still being written
-        self.last_read = 0.0
-        self.poller = select.poll()
-        self.poller.register(fd, select.POLLIN)
-        self.hangup = select.poll()  # eventmask 0: only POLLHUP (all writers gone) wakes it
-        self.hangup.register(fd, 0)
-
-    def lines(self, deadline: float) -> list[bytes]:
-        """At least one complete record; TimeoutError past the deadline, EOFError if the
-        child is gone."""
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            if not self.poller.poll(math.ceil(remaining * 1000)):
-                continue
-            pause = self.last_read + READ_PACING_S - time.monotonic()
-            if pause > 0:
-                self.hangup.poll(math.ceil(pause * 1000))
-            chunk = os.read(self.fd, 1024 * 1024)
-            self.last_read = time.monotonic()
-            if not chunk:
-                raise EOFError("")  # the pipe closed: the child exited or was killed
-            *complete, self.partial = (self.partial + chunk).split(b"\n")
-            if len(self.partial) > MAX_RECORD_BYTES:
-                raise EOFError("garbage on the result pipe")
-            if complete:
-                return complete
+                return verdicts, (protocol.CRASH, "garbage on the result board")
+            done += 1
+        if done == count:
+            return verdicts, None
+        if ended:  # the child is gone: no more marks will come
+            return verdicts, (protocol.CRASH, "garbage on the result pipe" if board[done] == PIPE_MARK else "")
+        now = time.monotonic()
+        if done > seen:
+            deadline = now + timeout_s
+        remaining = deadline - now
+        if remaining <= 0:
+            return verdicts, (protocol.TIMEOUT, "")
+        wait_ms = math.ceil(min(remaining, PROGRESS_CHECK_S) * 1000)
+        pause = last_read + READ_PACING_S - now
+        if pause > 0:  # too soon after the last read: only the child's end wakes us
+            events = hangup.poll(min(wait_ms, math.ceil(pause * 1000)))
+        else:
+            events = poller.poll(wait_ms)
+        if not events:
+            continue
+        chunk = os.read(fd, 1024 * 1024)
+        last_read = time.monotonic()
+        if not chunk:  # the pipe closed: the child exited or was killed; one last look
+            ended = True
+            continue
+        *lines, partial = (partial + chunk).split(b"\n")
+        if len(partial) > MAX_RECORD_BYTES:
+            return verdicts, (protocol.CRASH, "garbage on the result pipe")
+        for line in lines:
+            try:
+                tag, *rest = json.loads(line)
+                if tag not in ("verdict", "module"):
+                    raise ValueError(tag)
+                verdict = Verdict.from_json(rest)  # validates the kind
+            except (ValueError, TypeError, RecursionError):
+                return verdicts, (protocol.CRASH, "garbage on the result pipe")
+            if tag == "module":
+                return [verdict] * count, None
+            records.append(verdict)
 
 
 def _kill(pid: int) -> None:
@@ -245,16 +251,17 @@ def _kill(pid: int) -> None:
 def _clean_up(pid: int, scratch: str) -> int:
     """Reap the (killed) child, clear up what it left behind; its wait status."""
     status = os.waitpid(pid, 0)[1]
-    _clear_namespace()
-    shutil.rmtree(scratch, ignore_errors=True)
+    if not _clear_namespace():  # as PID 1 it emptied the temporary directory, scratch included
+        shutil.rmtree(scratch, ignore_errors=True)
     return status
 
 
-def _clear_namespace() -> None:
+def _clear_namespace() -> bool:
     """Reap orphaned grandchildren. As PID 1 (of a container or a PID namespace, whose
     temporary directories are private tmpfs), first kill every other process in the
     namespace, so that whatever the child left running, even after setsid(), is gone, and
-    empty the temporary directories: the next verifier finds no trace of this one."""
+    empty the temporary directories: the next verifier finds no trace of this one.
+    Whether it did so (whether we are PID 1)."""
     as_init = os.getpid() == 1
     if as_init:
         try:
@@ -277,6 +284,7 @@ def _clear_namespace() -> None:
                         os.unlink(path)
                     except OSError:
                         pass
+    return as_init
 
 
 def _listdir(directory: str) -> list[str]:
@@ -299,11 +307,10 @@ def _describe_status(status: int) -> str:
 # ---------------------------------------------------------------- the child's side
 
 
-def _child(code: CodeType, inputs: list[str], result_fd: int, scratch: str, memory_mb: int,
-           timeout_s: float, max_procs: int | None) -> None:
+def _child(code: CodeType, inputs: list[str], result_fd: int, board: mmap.mmap, scratch: str,
+           memory_mb: int, timeout_s: float, max_procs: int | None) -> None:
     # Bind what reporting needs before the verifier runs: it may rebind os.write or json.dumps.
     write, close, dumps = os.write, os.close, json.dumps
-    passed, failed = PASS_RECORD + b"\n", FAIL_RECORD + b"\n"
 
     def send(*record: str) -> None:
         data = memoryview((dumps(record) + "\n").encode())
@@ -322,17 +329,19 @@ def _child(code: CodeType, inputs: list[str], result_fd: int, scratch: str, memo
     if not callable(evaluate):
         send("module", protocol.NO_EVALUATE, "no callable evaluate() defined")
         return
-    write(RESULT_FD, LOADED_RECORD + b"\n")
-    for text in inputs:
+    board[len(inputs)] = LOADED_MARK
+    for i, text in enumerate(inputs):
         try:
             result = evaluate(text)
         except BaseException as exc:
             send("verdict", protocol.EXCEPTION, _describe_exception(exc))
+            board[i] = PIPE_MARK  # after its record: the parent finds it on the pipe
             continue
-        if type(result) is bool:  # a pipe write this short is atomic
-            write(RESULT_FD, passed if result else failed)
+        if type(result) is bool:
+            board[i] = PASS_MARK if result else FAIL_MARK
         else:
             send("verdict", *_verdict_of(result))
+            board[i] = PIPE_MARK
     # The parent stops waiting for more records when the pipe closes (grandchildren holding
     # it open only delay that).
     close(RESULT_FD)
@@ -357,21 +366,37 @@ def _confine(result_fd: int, scratch: str, memory_mb: int, cpu_s: float, max_pro
     ]
     if max_procs is not None:
         limits.append((resource.RLIMIT_NPROC, max_procs))
+    hard_limits = _hard_limits()
     for limit, value in limits:
-        _, hard = resource.getrlimit(limit)
+        hard = hard_limits[limit]
         if hard != resource.RLIM_INFINITY:
             value = min(value, hard)
         resource.setrlimit(limit, (value, value))
 
     os.dup2(result_fd, RESULT_FD)
     # Close everything else, the supervisor's protocol pipes above all.
-    os.closerange(RESULT_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    os.closerange(RESULT_FD + 1, hard_limits[resource.RLIMIT_NOFILE])
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     if devnull > 2:
         os.close(devnull)
     os.chdir(scratch)
+
+
+_HARD_LIMITS: dict[int, int] = {}
+
+
+def _hard_limits() -> dict[int, int]:
+    """The supervisor's hard limits (RLIMIT_NOFILE: its soft one, which bounds its fds),
+    read once in the parent (the first judge() call) instead of once per child: they do not
+    change."""
+    if not _HARD_LIMITS:
+        for limit in (resource.RLIMIT_AS, resource.RLIMIT_CPU, resource.RLIMIT_FSIZE, resource.RLIMIT_CORE,
+                      resource.RLIMIT_STACK, resource.RLIMIT_NPROC):
+            _HARD_LIMITS[limit] = resource.getrlimit(limit)[1]
+        _HARD_LIMITS[resource.RLIMIT_NOFILE] = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return _HARD_LIMITS
 
 
 def _verdict_of(result: object) -> tuple[str, str]:
@@ -418,6 +443,32 @@ def _warm_up(modules: list[str]) -> None:
     gc.freeze()
 
 
+def _use_huge_pages() -> None:
+    """Back this process's heap with transparent huge pages where the kernel offers them
+    (MADV_COLLAPSE, Linux 6.1+; elsewhere a no-op): fork() then copies, and each child's
+    exit tears down, page tables for a few dozen huge pages instead of thousands of small
+    ones, which made a fork about twice as cheap. Children still copy on write per 4 KiB
+    page. Only our own private anonymous memory is touched."""
+    if _libc is None:
+        return
+    try:
+        madvise = _libc.madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        with open("/proc/self/maps") as maps:
+            lines = maps.read().splitlines()
+    except (OSError, AttributeError):
+        return
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 5 or fields[1] != "rw-p" or (len(fields) > 5 and fields[5] != "[heap]"):
+            continue
+        low, high = (int(address, 16) for address in fields[0].split("-"))
+        start, end = -(-low // HUGE_PAGE) * HUGE_PAGE, high // HUGE_PAGE * HUGE_PAGE
+        if end > start:  # errors (no THP, an old kernel, no memory) leave things as they were
+            madvise(start, end - start, MADV_HUGEPAGE)
+            madvise(start, end - start, MADV_COLLAPSE)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--in-fd", type=int, required=True, help="read requests from this fd")
@@ -430,20 +481,20 @@ def main(argv: list[str] | None = None) -> int:
         _prctl(PR_SET_DUMPABLE, 0)
     _warm_up([*PRELOAD, *filter(None, args.preload.split(","))])
     texts = protocol.TextTable()
+    served = 0
     while True:
+        if served % HUGE_PAGES_EVERY == 0:
+            _use_huge_pages()
+        served += 1
         request = protocol.read_frame(args.in_fd)
         if request is None:  # the client closed the pipe: we are done
             return 0
-        deferred: list = []
         verdicts = judge(request["source"], texts.unpack(request), float(request["timeout_s"]), args.memory_mb,
-                         args.max_procs, deferred)
+                         args.max_procs)
         try:
             protocol.write_frame(args.out_fd, {"id": request["id"], "verdicts": [v.to_json() for v in verdicts]})
         except BrokenPipeError:  # the client went away mid-request
             return 0
-        finally:
-            for clean_up in deferred:  # reaping the child overlaps with the reply's way back
-                clean_up()
 
 
 if __name__ == "__main__":

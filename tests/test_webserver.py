@@ -2,7 +2,6 @@
 code location and shows every asset of the graph, queried over its GraphQL API."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,15 @@ import pytest
 
 from autoif_dagster.schemas import SCHEMAS
 
+from .servers import free_port, wait_until_serving
+
 ROOT = Path(__file__).resolve().parents[1]
 QUERY = "{ assetNodes { assetKey { path } groupName } }"
 
 
 @pytest.fixture
 def webserver(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     proc = subprocess.Popen(
@@ -30,14 +29,7 @@ def webserver(tmp_path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            assert proc.poll() is None, "dagster-webserver exited"
-            try:
-                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
+        wait_until_serving(proc, f"{url}/server_info", 120, "dagster-webserver")
         yield url
     finally:
         proc.terminate()

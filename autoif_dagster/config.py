@@ -25,23 +25,26 @@ class Sampling(dg.Config):
 
 
 class AugmentConfig(dg.Config):
-    rounds: int = Field(8, ge=0, description="Self-instruct requests to the supervisor. Paper: K=100.")
+    rounds: int = Field(4, ge=0, description="Self-instruct requests to the supervisor. Paper: K=100.")
     examples_per_round: int = Field(
-        6, ge=1, description="Seed instructions shown as worked examples in each request."
+        8, ge=1, description="Seed instructions shown as worked examples in each request."
     )
-    new_per_round: int = Field(3, ge=1, description="New instructions asked for per request.")
+    new_per_round: int = Field(4, ge=1, description="New instructions asked for per request.")
     max_instructions: int = Field(
-        12, ge=1, description="Cap on seeds + new instructions kept (demo only; paper: no cap)."
+        30, ge=1, description="Cap on seeds + new instructions kept (demo only; paper: no cap)."
     )
     sampling: Sampling = Sampling(temperature=0.9, max_tokens=160)
 
 
 class VerifierConfig(dg.Config):
     samples_per_instruction: int = Field(
-        4, ge=1, description="Verifier+cases generations per instruction. Release: 8."
+        2, ge=1, description="Verifier+cases generations per instruction. Release: 8."
     )
-    cases_per_sample: int = Field(3, ge=1, description="Test cases asked for per sample. Paper: 3.")
-    sampling: Sampling = Sampling(temperature=0.8, max_tokens=400)
+    cases_per_sample: int = Field(
+        4, ge=2, description="Test cases asked for per sample, half following and half breaking "
+        "the instruction. Paper: 3."
+    )
+    sampling: Sampling = Sampling(temperature=0.7, max_tokens=320)
 
 
 class CrossValConfig(dg.Config):
@@ -80,7 +83,7 @@ class QueryConfig(dg.Config):
     pool_size: int = Field(
         2000, ge=1, description="Queries sampled from the source into the `queries` asset."
     )
-    per_instruction: int = Field(2, ge=1, description="Queries paired per instruction. Paper: 16.")
+    per_instruction: int = Field(3, ge=1, description="Queries paired per instruction. Paper: 16.")
 
     @model_validator(mode="after")
     def _range(self) -> "QueryConfig":
@@ -98,12 +101,12 @@ class ResponseConfig(dg.Config):
         description="Keep responses whose verifier pass rate is above this. Paper: 0.5 "
         "(more than half); release: 0.0 (at least one).",
     )
-    sampling: Sampling = Sampling(temperature=0.8, max_tokens=160)
+    sampling: Sampling = Sampling(temperature=0.7, max_tokens=256)
 
 
 class ScoreConfig(dg.Config):
     min_score: int = Field(8, ge=0, le=10, description="Keep quality scores >= this (0-10). Paper: 8.")
-    sampling: Sampling = Sampling(temperature=0.0, max_tokens=96)
+    sampling: Sampling = Sampling(temperature=0.0, max_tokens=128)
 
 
 class DPOConfig(dg.Config):

@@ -14,6 +14,7 @@ from .assets import consistency, datasets, instructions, queries, responses, ver
 from .config import AutoIFConfig
 from .resources.io_manager import ParquetIOManager
 from .resources.llm import LLMResource
+from .resources.models import DEFAULT_POLICY, DEFAULT_SUPERVISOR
 from .resources.nli import NLIResource
 from .resources.sandbox import SandboxResource
 
@@ -34,16 +35,14 @@ autoif_job = dg.define_asset_job(
 
 
 def default_resources() -> dict:
-    supervisor = LLMResource(
-        model=os.environ.get("AUTOIF_SUPERVISOR_MODEL", LLMResource.model_fields["model"].default),
-    )
     return {
         "autoif": AutoIFConfig(),
-        "supervisor_llm": supervisor,
-        # The model being trained; online DPO samples from it. Same model as the supervisor
-        # by default (self-alignment), which then shares the supervisor's engine.
-        "policy_llm": LLMResource(model=os.environ.get("AUTOIF_POLICY_MODEL", supervisor.model)),
-        "nli": NLIResource(llm=supervisor),
+        "supervisor_llm": LLMResource(model=DEFAULT_SUPERVISOR),
+        # The responding model, the one being trained (online DPO samples from it). A weaker
+        # model than the supervisor by default (strong-to-weak); name the supervisor's model
+        # for self-alignment, and the two roles share one engine.
+        "policy_llm": LLMResource(model=DEFAULT_POLICY),
+        "nli": NLIResource(),
         # Docker by default (scripts/setup_docker.sh); "host" or "local" only when chosen.
         "sandbox": SandboxResource(
             backend=os.environ.get("AUTOIF_SANDBOX", "docker"),

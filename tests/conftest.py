@@ -18,6 +18,7 @@ from autoif_dagster.config import (
 )
 from autoif_dagster.resources.io_manager import ParquetIOManager
 from autoif_dagster.resources.llm import LLMResource, shutdown_engines
+from autoif_dagster.resources.models import SMOKE_MODEL
 from autoif_dagster.resources.nli import NLIResource
 from autoif_dagster.resources.sandbox import SandboxResource
 
@@ -53,7 +54,7 @@ def tiny_config(queries_file):
 
 @pytest.fixture(scope="session")
 def llm():
-    yield LLMResource()
+    yield LLMResource(model=SMOKE_MODEL)
     shutdown_engines()  # while pytest's log capture is still open
 
 
@@ -72,7 +73,7 @@ def resources(tmp_path, tiny_config, llm, sandbox):
         "autoif": tiny_config,
         "supervisor_llm": llm,
         "policy_llm": llm,
-        "nli": NLIResource(llm=llm),
+        "nli": NLIResource(),
         "sandbox": sandbox,
         "io_manager": ParquetIOManager(base_dir=str(tmp_path / "assets")),
     }

@@ -49,7 +49,7 @@ def test_cross_validation_keeps_working_verifiers_and_agreed_cases(sandbox):
     assert cases.height == 4 and (cases["agreement"] > 0.5).all()
     meta = outputs["verifiers"].metadata
     assert meta["rows_in"].value == 5  # distinct functions: 4 for inst-e, 1 for inst-caps
-    assert meta["dropped"].value == {"below_accuracy": 1, "compile_error": 2}
+    assert meta["dropped"].value == {"fails_no_negative_case": 1, "compile_error": 2}  # WRONG passes all
     assert meta["instructions_dropped"].value == {"too_few_functions": 1}
     conform("verifiers", verifiers)
 

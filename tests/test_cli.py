@@ -6,6 +6,7 @@ import argparse
 import pytest
 
 from autoif_dagster import cli
+from autoif_dagster.resources.models import DEFAULT_POLICY, DEFAULT_SUPERVISOR
 
 
 def test_bad_seed_file_fails_the_run_with_its_reason(tmp_path, monkeypatch, capsys):
@@ -33,7 +34,7 @@ def test_config_file_overrides_the_profile_section_by_section(tmp_path):
     cfg.write_text("responses: {samples_per_prompt: 8}\ncrossval: {min_functions: 3}\n")
     args = argparse.Namespace(
         profile="demo", config=str(cfg), seeds=None, queries=None, llm_backend="vllm", supervisor_model=None,
-        base_url=None, sandbox="host")
+        policy_model=None, base_url=None, sandbox="host")
     rc = cli._run_config(args, tmp_path)["resources"]
     method = rc["autoif"]["config"]
     assert method["responses"]["samples_per_prompt"] == 8
@@ -48,3 +49,18 @@ def test_unreadable_config_file_is_named(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(SystemExit, match="bad.yaml must hold a mapping"):
         cli._load_yaml(str(bad))
+
+
+@pytest.mark.parametrize("supervisor, policy, expected", [
+    (None, None, (DEFAULT_SUPERVISOR, DEFAULT_POLICY)),  # the default: strong-to-weak
+    ("big/model", None, ("big/model", "big/model")),  # self-alignment: one model answers too
+    ("big/model", "small/model", ("big/model", "small/model")),
+])
+def test_model_flags_set_both_llm_roles(tmp_path, supervisor, policy, expected):
+    args = argparse.Namespace(
+        profile="demo", config=None, seeds=None, queries=None, llm_backend="openai", supervisor_model=supervisor,
+        policy_model=policy, base_url="http://h:1/v1", sandbox="docker")
+    rc = cli._run_config(args, tmp_path)["resources"]
+    got = tuple(rc[role]["config"].get("model") for role in ("supervisor_llm", "policy_llm"))
+    assert got == expected
+    assert rc["policy_llm"]["config"]["base_url"] == rc["supervisor_llm"]["config"]["base_url"] == "http://h:1/v1"

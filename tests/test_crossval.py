@@ -1,6 +1,6 @@
 """Cross-validation on verdict matrices like the sandbox returns for real verifier pools."""
 
-from autoif_dagster.method.crossval import cross_validate
+from autoif_dagster.method.crossval import cross_validate, probe_counts
 from autoif_dagster.sandbox.protocol import Verdict
 
 P, F = Verdict("pass"), Verdict("fail")
@@ -22,18 +22,46 @@ def test_majority_keeps_agreed_cases_and_accurate_functions():
     r = cross_validate(labels, verdicts, **PAPER)
     # agreement per case: 3/3, 2/3, 2/3, 1/3 -> case 3 is dropped (not above 0.5)
     assert [c for c, _ in r.kept_cases] == [0, 1, 2]
-    # accuracy on kept cases: 1.0, 1.0, 1/3
+    # accuracy on kept cases: 1.0, 1.0, 1/3 (and the third passes the failing case 1)
     assert r.kept_functions == [(0, 1.0), (1, 1.0)]
-    assert r.function_drops == {"below_accuracy": 1}
+    assert r.function_drops == {"fails_no_negative_case": 1}
     assert r.drop_reason is None
 
 
 def test_release_rule_keeps_a_case_any_function_agrees_with():
-    labels = [True, False]
-    verdicts = [[P, P], [F, P], [F, P]]
+    labels = [True, False, False]
+    verdicts = [[P, F, P], [P, F, F], [F, P, P]]
+    # agreement per case: 2/3, 2/3, 1/3: the paper's majority drops case 2, the release keeps it
+    assert [c for c, _ in cross_validate(labels, verdicts, **PAPER).kept_cases] == [0, 1]
     r = cross_validate(labels, verdicts, **RELEASE)
-    assert [c for c, _ in r.kept_cases] == [0]  # case 1: no function says False
-    assert r.kept_functions == [(0, 1.0)]
+    assert [c for c, _ in r.kept_cases] == [0, 1, 2]
+    assert r.kept_functions == [(1, 1.0)]
+    assert r.function_drops == {"below_accuracy": 1, "passes_no_positive_case": 1}
+
+
+def test_cases_of_one_label_keep_no_instruction():
+    assert cross_validate([True, True], [[P, P]], **PAPER).drop_reason == "no_agreed_failing_case"
+    assert cross_validate([False, False], [[F, F]], **PAPER).drop_reason == "no_agreed_passing_case"
+    # a failing case exists but no function agrees with it: one-sided after agreement
+    assert cross_validate([True, True, False], [[P, P, P], [P, P, P]], **PAPER).drop_reason == "no_agreed_failing_case"
+
+
+def test_accept_all_and_reject_all_functions_never_survive_even_when_accurate_enough():
+    perfect = [P, P, P, P, F]
+    r = cross_validate([True, True, True, True, False], [[P] * 5, perfect, perfect], **RELEASE)
+    assert r.kept_functions == [(1, 1.0), (2, 1.0)]  # accepting everything scores 0.8 here, the bar
+    assert r.function_drops == {"fails_no_negative_case": 1}
+    perfect = [P, F, F, F, F]
+    r = cross_validate([True, False, False, False, False], [[F] * 5, perfect, perfect], **RELEASE)
+    assert r.kept_functions == [(1, 1.0), (2, 1.0)]
+    assert r.function_drops == {"passes_no_positive_case": 1}
+
+
+def test_probe_counts():
+    rows = [[P, P], [F, F], [P, F], [BOOM, P], []]
+    empty = [P, F, F, P, P]
+    assert probe_counts(rows, empty) == {
+        "accept_empty_string": 3, "accept_every_test_input": 1, "reject_every_test_input": 1}
 
 
 def test_errors_never_agree_and_broken_functions_do_not_vote():
@@ -55,8 +83,9 @@ def test_minimum_pool_sizes():
 
 
 def test_no_function_accurate_enough():
-    labels = [True, True, False]
-    verdicts = [[P, P, P], [P, P, P], [F, P, F]]
+    labels = [True, False, True, False]
+    verdicts = [[P, F, P, P], [P, F, F, F], [P, P, P, F]]
     r = cross_validate(labels, verdicts, **{**PAPER, "function_min_accuracy": 0.9})
-    # agreement 1, 1, 1/3 -> cases 0,1 kept; all three functions are right on both
-    assert len(r.kept_functions) == 2 and r.function_drops == {"below_accuracy": 1}
+    # agreement 1, 2/3, 2/3, 2/3 -> every case kept; every function is right on 3 of 4
+    assert len(r.kept_cases) == 4 and r.kept_functions == []
+    assert r.function_drops == {"below_accuracy": 3} and r.drop_reason == "no_accurate_function"

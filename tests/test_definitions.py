@@ -46,3 +46,15 @@ def test_dagster_cli_validates_the_workspace():
     out = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
                          capture_output=True, text=True, cwd=ROOT, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_default_run_is_strong_to_weak_and_each_llm_stage_uses_its_role():
+    from autoif_dagster.definitions import all_assets, default_resources
+    from autoif_dagster.resources.models import DEFAULT_POLICY, DEFAULT_SUPERVISOR
+
+    resources = default_resources()
+    assert (resources["supervisor_llm"].model, resources["policy_llm"].model) == (DEFAULT_SUPERVISOR, DEFAULT_POLICY)
+    needs = {key.to_user_string(): a.required_resource_keys for a in all_assets for key in a.keys}
+    assert "policy_llm" in needs["responses"] and "supervisor_llm" not in needs["responses"]
+    for stage in ["augmented_instructions", "verifier_candidates", "back_translations", "nli_verdicts", "quality_scores"]:
+        assert "supervisor_llm" in needs[stage] and "policy_llm" not in needs[stage], stage

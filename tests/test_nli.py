@@ -28,17 +28,17 @@ def test_label_names_of_common_nli_models_map_to_ours():
 
 def test_transformers_backend_judges_every_pair(tmp_path):
     model = _tiny_classifier(tmp_path, ["entailment", "neutral", "contradiction"])
-    nli = NLIResource(backend="transformers", model=model, llm=LLMResource(), batch_size=2)
+    nli = NLIResource(backend="transformers", model=model, batch_size=2)
     pairs = [("Use no commas", "Write no commas")] * 3 + [("Answer in capitals", "Use capitals")] * 2
-    judged = nli.judge(pairs)
+    judged = nli.judge(pairs, LLMResource())
     assert len(judged) == 5
     assert all(label in {"entailment", "neutral", "contradiction"} and reason is None for label, reason in judged)
     assert judged[0] == judged[1] == judged[2]  # same input, same verdict, across batches
-    assert nli.describe() == {"nli_backend": "transformers", "nli_model": model}
+    assert nli.describe(LLMResource()) == {"nli_backend": "transformers", "nli_model": model}
 
 
 def test_a_classifier_without_a_contradiction_label_is_refused(tmp_path):
     model = _tiny_classifier(tmp_path, ["positive", "negative"])
-    nli = NLIResource(backend="transformers", model=model, llm=LLMResource())
+    nli = NLIResource(backend="transformers", model=model)
     with pytest.raises(ValueError, match="no contradiction label"):
-        nli.judge([("a", "b")])
+        nli.judge([("a", "b")], LLMResource())

@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from autoif_dagster.method import prompts
+
 from autoif_dagster.method.parsing import (
     ParseError,
     extract_json,
@@ -74,6 +76,24 @@ def test_bad_cases_are_counted_not_fatal():
     assert v.bad_cases == 4
 
 
+def test_our_schemas_follow_and_break_lists_become_labelled_cases():
+    raw = json.dumps({
+        prompts.FOLLOWS_KEY: ["all lowercase here.", "fine"],
+        prompts.VIOLATES_KEY: ["Capital Letters", 7],  # a non-string is a bad case, not a crash
+        "func": "def evaluate(response):\n    return response == response.lower()",
+    })
+    v = parse_verifier(raw)
+    assert v.cases == (("all lowercase here.", True), ("fine", True), ("Capital Letters", False))
+    assert v.bad_cases == 1
+
+
+def test_the_verifier_schema_always_asks_for_both_labels():
+    schema = prompts.verifier_schema(3)
+    follows, violates = (schema["properties"][k] for k in (prompts.FOLLOWS_KEY, prompts.VIOLATES_KEY))
+    assert follows["minItems"] == 2 and violates["minItems"] == 1
+    assert list(schema["properties"])[-1] == "func"  # examples are written before the code
+
+
 @pytest.mark.parametrize(
     "raw, reason",
     [
@@ -83,6 +103,8 @@ def test_bad_cases_are_counted_not_fatal():
         ('{"cases": [{"input": "a", "output": true}]}', "missing_key"),
         ('{"func": 12, "cases": []}', "wrong_type"),
         ('{"func": "   ", "cases": []}', "empty"),
+        ('{"func": "evaluate(response) -> bool", "cases": []}', "no_function"),  # a signature, not code
+        ('{"func": "def check(r):\\n    return True", "cases": []}', "no_function"),
     ],
 )
 def test_malformed_verifier_output_names_the_reason(raw, reason):

@@ -9,13 +9,14 @@ import polars as pl
 from ..config import AutoIFConfig
 from ..method import prompts
 from ..method.parsing import ParseError, parse_back_translation
-from ..method.selection import is_consistent
+from ..method.selection import dedupe_key, is_consistent
 from ..resources.llm import LLMResource
 from ..resources.nli import NLIResource
 from ..schemas import content_id, frame
 from .reporting import funnel
 
 GROUP = "consistency"
+_EXAMPLE_INSTRUCTIONS = {dedupe_key(text) for text, _ in prompts.VERIFIER_EXAMPLES}
 
 
 @dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version="1", pool="llm")
@@ -45,6 +46,9 @@ def back_translations(
         except ParseError as exc:
             dropped[exc.reason] += 1
             continue
+        if dedupe_key(text) in _EXAMPLE_INSTRUCTIONS:  # says what the example checks, not this function
+            dropped["copied_prompt_example"] += 1
+            continue
         rows.append(
             {"back_translation_id": content_id("back_translation", v["verifier_id"], text),
              "instruction_id": v["instruction_id"], "verifier_id": v["verifier_id"], "back_translation": text}
@@ -58,13 +62,15 @@ def nli_verdicts(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
     nli: NLIResource,
+    supervisor_llm: LLMResource,
     augmented_instructions: pl.DataFrame,
     back_translations: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """NLI label of each (original instruction, back-translation) pair."""
     pairs = back_translations.join(augmented_instructions.select("instruction_id", "instruction"), on="instruction_id")
     judgements = nli.judge(
-        list(zip(pairs["instruction"].to_list(), pairs["back_translation"].to_list())), seed=autoif.seed, log=context.log
+        list(zip(pairs["instruction"].to_list(), pairs["back_translation"].to_list())),
+        supervisor_llm, seed=autoif.seed, log=context.log,
     )
     dropped: Counter = Counter()
     rows = []
@@ -75,9 +81,9 @@ def nli_verdicts(
         rows.append({"back_translation_id": row["back_translation_id"], "instruction_id": row["instruction_id"], "label": label})
     df = frame("nli_verdicts", rows)
     labels = dict(Counter(df["label"].to_list()))
-    stats = nli.llm.take_stats() if nli.backend == "llm" else {}
+    stats = supervisor_llm.take_stats() if nli.backend == "llm" else {}
     return dg.Output(
-        df, metadata=funnel(pairs.height, df, dropped, labels=dg.MetadataValue.json(labels), **nli.describe(), **stats)
+        df, metadata=funnel(pairs.height, df, dropped, labels=dg.MetadataValue.json(labels), **nli.describe(supervisor_llm), **stats)
     )
 
 

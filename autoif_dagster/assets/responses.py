@@ -21,10 +21,12 @@ GROUP = "responses"
 def responses(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
-    supervisor_llm: LLMResource,
+    policy_llm: LLMResource,
     instruction_prompts: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
-    """K sampled responses per instruction-query prompt."""
+    """K sampled responses per instruction-query prompt, from the responding (policy) model.
+    Unfinished (truncated) responses and repeats of a response already sampled for the same
+    prompt are dropped: neither is a training sample."""
     cfg = autoif.responses
     jobs = [(p, k) for p in instruction_prompts.iter_rows(named=True) for k in range(cfg.samples_per_prompt)]
     requests = [
@@ -32,19 +34,26 @@ def responses(
     ]
     dropped: Counter = Counter()
     rows = []
-    for (p, k), c in zip(jobs, supervisor_llm.chat(requests, log=context.log)):
+    seen: set[tuple[str, str]] = set()
+    for (p, k), c in zip(jobs, policy_llm.chat(requests, log=context.log)):
+        text = c.text.strip()
         if c.finish_reason == "error":
             dropped["llm_error"] += 1
-        elif not c.text.strip():
+        elif c.finish_reason == "length":
+            dropped["truncated"] += 1
+        elif not text:
             dropped["empty"] += 1
+        elif (p["prompt_id"], text) in seen:
+            dropped["duplicate"] += 1
         else:
+            seen.add((p["prompt_id"], text))
             rows.append(
-                {"response_id": content_id("response", p["prompt_id"], supervisor_llm.model, k, c.text),
-                 "prompt_id": p["prompt_id"], "sample_index": k, "model": supervisor_llm.model,
-                 "response": c.text, "finish_reason": c.finish_reason}
+                {"response_id": content_id("response", p["prompt_id"], policy_llm.model, k, text),
+                 "prompt_id": p["prompt_id"], "sample_index": k, "model": policy_llm.model,
+                 "response": text, "finish_reason": c.finish_reason}
             )
     df = frame("responses", rows)
-    return dg.Output(df, metadata=funnel(len(jobs), df, dropped, **supervisor_llm.take_stats()))
+    return dg.Output(df, metadata=funnel(len(jobs), df, dropped, **policy_llm.take_stats()))
 
 
 @dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1")

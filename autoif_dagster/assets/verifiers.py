@@ -7,7 +7,7 @@ import polars as pl
 
 from ..config import AutoIFConfig
 from ..method import prompts
-from ..method.crossval import cross_validate
+from ..method.crossval import cross_validate, probe_counts
 from ..method.parsing import ParseError, parse_verifier
 from ..resources.llm import LLMResource
 from ..resources.sandbox import SandboxResource, VerifierJob
@@ -15,10 +15,6 @@ from ..schemas import content_id, frame
 from .reporting import funnel
 
 GROUP = "verifiers"
-
-# Small models copy the prompt's worked examples verbatim; a copy checks the example's
-# instruction, not the one asked for.
-_EXAMPLE_FUNCS = {" ".join(func.split()) for _, func, _ in prompts.VERIFIER_EXAMPLES}
 
 
 @dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version="1", pool="llm")
@@ -35,7 +31,7 @@ def verifier_candidates(
     jobs = [(row, k) for row in instructions for k in range(cfg.samples_per_instruction)]
     requests = [
         cfg.sampling.request(
-            prompts.verifier_prompt(row["instruction"], cfg.cases_per_sample),
+            prompts.verifier_prompt(row["instruction"]),
             seed=autoif.seed + k,
             json_schema=prompts.verifier_schema(cfg.cases_per_sample),
         )
@@ -53,9 +49,6 @@ def verifier_candidates(
             sample = parse_verifier(completion.text)
         except ParseError as exc:
             dropped[exc.reason] += 1
-            continue
-        if " ".join(sample.func.split()) in _EXAMPLE_FUNCS:
-            dropped["copied_prompt_example"] += 1
             continue
         bad_cases += sample.bad_cases
         rows.append(
@@ -100,8 +93,9 @@ def cross_validation(
             cases[row["instruction_id"]][(case["input"], case["output"])] = None
 
     order = list(funcs)
+    # every function also judges "" (last): the probe behind the accepts-anything counts
     sandbox_jobs = [
-        VerifierJob(source, [inp for inp, _ in cases[iid]]) for iid in order for source in funcs[iid]
+        VerifierJob(source, [inp for inp, _ in cases[iid]] + [""]) for iid in order for source in funcs[iid]
     ]
     verdicts = iter(sandbox.judge(sandbox_jobs, progress=True))
 
@@ -109,9 +103,13 @@ def cross_validation(
     function_drops: Counter = Counter()
     case_drops: Counter = Counter()
     verifier_rows, case_rows = [], []
+    all_probes: list[tuple[list, list]] = []  # per instruction: (verdicts on its inputs, on "")
+    kept_probes: tuple[list, list] = ([], [])
     for iid in order:
         sources, pooled = list(funcs[iid]), list(cases[iid])
-        matrix = [next(verdicts) for _ in sources]
+        probed = [next(verdicts) for _ in sources]
+        matrix = [row[:-1] for row in probed]
+        all_probes.append(([row[:-1] for row in probed], [row[-1] for row in probed]))
         result = cross_validate(
             [label for _, label in pooled], matrix,
             min_functions=cfg.min_functions, min_cases=cfg.min_cases,
@@ -125,6 +123,8 @@ def cross_validation(
             continue
         case_drops["below_agreement"] += len(pooled) - len(result.kept_cases)
         for f, accuracy in result.kept_functions:
+            kept_probes[0].append(matrix[f])
+            kept_probes[1].append(probed[f][-1])
             verifier_rows.append(
                 {"verifier_id": content_id("verifier", iid, sources[f]), "instruction_id": iid,
                  "candidate_ids": funcs[iid][sources[f]], "func": sources[f], "accuracy": accuracy}
@@ -146,6 +146,10 @@ def cross_validation(
             instructions_in=len(order),
             instructions_kept=verifiers["instruction_id"].n_unique(),
             instructions_dropped=dg.MetadataValue.json(dict(instruction_drops)),
+            probes_all_functions=dg.MetadataValue.json(
+                probe_counts([r for rows, _ in all_probes for r in rows], [e for _, es in all_probes for e in es])
+            ),
+            probes_kept_verifiers=dg.MetadataValue.json(probe_counts(*kept_probes)),
             sandbox_calls=dg.MetadataValue.json(sandbox.last_stats),
             **sandbox.describe(),
         ),

@@ -40,6 +40,8 @@ def cross_validate(
     """`verdicts[f][c]` is function f's verdict on case c, whose expected output is labels[c].
 
     A verdict agrees with a label when it is PASS for True or FAIL for False; errors never agree.
+    A function is kept only if it is accurate enough and right on at least one agreed case of
+    each label.
     """
     result = CrossValResult()
     usable = []
@@ -67,12 +69,35 @@ def cross_validate(
     if not result.kept_cases:
         result.drop_reason = "no_agreed_cases"
         return result
+    # Without an agreed case of each label, a function that accepts (or rejects) everything
+    # would look perfectly accurate.
+    positive = [c for c, _ in result.kept_cases if labels[c]]
+    negative = [c for c, _ in result.kept_cases if not labels[c]]
+    if not positive or not negative:
+        result.drop_reason = "no_agreed_passing_case" if not positive else "no_agreed_failing_case"
+        return result
     for f in usable:
         accuracy = sum(agrees(f, c) for c, _ in result.kept_cases) / len(result.kept_cases)
-        if accuracy >= function_min_accuracy:
+        if not any(agrees(f, c) for c in positive):
+            result.function_drops["passes_no_positive_case"] += 1
+        elif not any(agrees(f, c) for c in negative):
+            result.function_drops["fails_no_negative_case"] += 1
+        elif accuracy >= function_min_accuracy:
             result.kept_functions.append((f, accuracy))
         else:
             result.function_drops["below_accuracy"] += 1
     if not result.kept_functions:
         result.drop_reason = "no_accurate_function"
     return result
+
+
+def probe_counts(rows: list[list[Verdict]], empty: list[Verdict]) -> dict[str, int]:
+    """How many functions accept the empty string, accept every test input, reject every one.
+
+    `rows[f]` are function f's verdicts on its instruction's test inputs, `empty[f]` its
+    verdict on "". Errors count as rejections (they never pass a response)."""
+    return {
+        "accept_empty_string": sum(v.passed for v in empty),
+        "accept_every_test_input": sum(bool(row) and all(v.passed for v in row) for row in rows),
+        "reject_every_test_input": sum(bool(row) and not any(v.passed for v in row) for row in rows),
+    }

@@ -10,7 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from .prompts import NLI_LABELS
+from .prompts import FOLLOWS_KEY, NLI_LABELS, VIOLATES_KEY
 
 
 class ParseError(ValueError):
@@ -127,9 +127,16 @@ def parse_verifier(raw: str) -> VerifierSample:
     func = unescape_code(func).strip()
     if not func:
         raise ParseError("empty", "func")
+    if not re.search(r"^\s*def\s+evaluate\s*\(", func, re.MULTILINE):
+        # a signature, a bare name or prose in the code field: nothing the sandbox can run
+        raise ParseError("no_function", func[:80])
     raw_cases = obj.get("cases", [])
     if not isinstance(raw_cases, list):
         raw_cases = []
+    # our schema's form: responses that follow and that break the instruction, two lists
+    for key, label in ((FOLLOWS_KEY, True), (VIOLATES_KEY, False)):
+        if isinstance(obj.get(key), list):
+            raw_cases += [{"input": text, "output": label} for text in obj[key]]
     cases = [c for c in map(_as_case, raw_cases) if c is not None]
     return VerifierSample(func=func, cases=tuple(cases), bad_cases=len(raw_cases) - len(cases))
 

@@ -11,10 +11,6 @@ Messages = list[dict[str, str]]
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 
 
-def _user(text: str) -> Messages:
-    return [{"role": "user", "content": text}]
-
-
 AUGMENT_TASK = (
     "Write new instructions that constrain the FORMAT of an answer (length, letters, words, "
     "punctuation, structure), such that a short Python function can check whether an answer "
@@ -35,55 +31,57 @@ def augment_prompt(examples: Sequence[str], n_new: int = 3) -> Messages:
     return messages
 
 
+# The keys the model fills, in order. Writing concrete responses that follow and break the
+# instruction before the code keeps a small model on the instruction asked about, and a
+# candidate can never bring test cases of only one label.
+FOLLOWS_KEY = "responses_that_follow_the_instruction"
+VIOLATES_KEY = "responses_that_break_the_instruction"
+
+
 def verifier_schema(n_cases: int) -> dict:
+    n_follow = max(1, (n_cases + 1) // 2)
+    n_violate = max(1, n_cases - n_follow)
+
+    def strings(n: int) -> dict:
+        return {"type": "array", "minItems": n, "maxItems": n,
+                "items": {"type": "string", "minLength": 1, "maxLength": 240}}
+
     return {
         "type": "object",
-        "properties": {
-            "func": {"type": "string"},
-            "cases": {
-                "type": "array",
-                "minItems": n_cases,
-                "maxItems": n_cases,
-                "items": {
-                    "type": "object",
-                    "properties": {"input": {"type": "string"}, "output": {"type": "boolean"}},
-                    "required": ["input", "output"],
-                },
-            },
-        },
-        "required": ["func", "cases"],
+        "properties": {FOLLOWS_KEY: strings(n_follow), VIOLATES_KEY: strings(n_violate), "func": {"type": "string"}},
+        "required": [FOLLOWS_KEY, VIOLATES_KEY, "func"],
     }
 
 
 VERIFIER_TASK = (
-    "Write a Python function `evaluate(response)` that returns True if the string `response` "
-    "follows the instruction and False otherwise, using only the standard library, and test "
-    "cases: responses with the output `evaluate` must give. Reply with one JSON object with keys "
-    '"func" (the source code as a string) and "cases" (a list of {"input": str, "output": bool}).'
+    "You write test data and a checker for a format instruction given to a writer.\n"
+    f'Reply with one JSON object. "{FOLLOWS_KEY}": short answers a writer could give (one to '
+    "four sentences of ordinary text about any topic) that obey the instruction exactly. "
+    f'"{VIOLATES_KEY}": answers of the same kind that break it. "func": Python source code '
+    "of a function `def evaluate(response):` that returns True when the string `response` "
+    "obeys the instruction and False otherwise; it must return True for the first list and "
+    "False for the second. Check exactly what the instruction asks for. Standard library only."
 )
 
-# Worked examples shown as earlier chat turns (for instructions other than the one asked for).
+
+def verifier_prompt(instruction: str) -> Messages:
+    """Zero-shot: with worked examples as chat turns, small models copy the examples' logic
+    into functions for unrelated instructions; the JSON schema already fixes the format."""
+    return [{"role": "system", "content": VERIFIER_TASK}, {"role": "user", "content": f"Instruction: {instruction}"}]
+
+
+# Worked (instruction, function) pairs for back-translation. None is a packaged seed, and each
+# is specific enough (a fruit word, four lines, the letter z) that a copy offered for another
+# instruction fails that instruction's cross-validation or its NLI check.
 VERIFIER_EXAMPLES = [
-    ("Answer in fewer than 50 words", "def evaluate(response):\n    return len(response.split()) < 50",
-     [("A short answer.", True), (" ".join(["word"] * 60), False)]),
-    ("Do not use any question marks", "def evaluate(response):\n    return '?' not in response",
-     [("I am fine.", True), ("How are you?", False)]),
-    ("Start your answer with the word 'Yes'", "def evaluate(response):\n    return response.strip().startswith('Yes')",
-     [("Yes, it is.", True), ("No.", False)]),
+    ("Mention the word 'banana' at least three times",
+     "def evaluate(response):\n    return response.lower().count('banana') >= 3"),
+    ("Write exactly four lines",
+     "def evaluate(response):\n    lines = [line for line in response.strip().splitlines() if line.strip()]\n"
+     "    return len(lines) == 4"),
+    ("Do not use the letter 'z' anywhere",
+     "def evaluate(response):\n    return 'z' not in response.lower()"),
 ]
-
-
-def verifier_prompt(instruction: str, n_cases: int) -> Messages:
-    def ask(text: str) -> str:
-        return f"Instruction: {text}\nWrite `evaluate` and {n_cases} test cases as JSON."
-
-    messages: Messages = []
-    for text, func, cases in VERIFIER_EXAMPLES:
-        messages.append({"role": "user", "content": f"{VERIFIER_TASK}\n{ask(text)}" if not messages else ask(text)})
-        answer = {"func": func, "cases": [{"input": i, "output": o} for i, o in cases]}
-        messages.append({"role": "assistant", "content": json.dumps(answer)})
-    messages.append({"role": "user", "content": ask(instruction)})
-    return messages
 
 
 BACK_TRANSLATION_TASK = (
@@ -96,7 +94,7 @@ BACK_TRANSLATION_TASK = (
 def back_translation_prompt(func: str) -> Messages:
     """Few-shot as chat turns, reusing the verifier examples in the other direction."""
     messages: Messages = []
-    for instruction, example_func, _ in VERIFIER_EXAMPLES:
+    for instruction, example_func in VERIFIER_EXAMPLES:
         prefix = f"{BACK_TRANSLATION_TASK}\n" if not messages else ""
         messages.append({"role": "user", "content": f"{prefix}```python\n{example_func}\n```"})
         messages.append({"role": "assistant", "content": instruction})
@@ -111,14 +109,19 @@ NLI_SCHEMA = {
 }
 
 
+NLI_TASK = (
+    "You compare two format instructions given to a writer: A, the original, and B, written "
+    "back from the code that checks A. Label the pair:\n"
+    "entailment: B asks for the same thing as A (in other words is fine).\n"
+    "neutral: B asks for part of A, or for something close to it.\n"
+    "contradiction: B asks for something different from A, or incompatible with it.\n"
+    'Reply with JSON: {"label": "entailment" | "neutral" | "contradiction"}.'
+)
+
+
 def nli_prompt(premise: str, hypothesis: str) -> Messages:
-    return _user(
-        "Do two instructions ask for the same thing?\n"
-        f"Instruction A: {premise}\nInstruction B: {hypothesis}\n"
-        "Answer 'entailment' if following A means following B, 'contradiction' if they "
-        "demand incompatible things, otherwise 'neutral'. "
-        'Reply with JSON: {"label": "entailment" | "neutral" | "contradiction"}.'
-    )
+    return [{"role": "system", "content": NLI_TASK},
+            {"role": "user", "content": f"A: {premise}\nB: {hypothesis}"}]
 
 
 def instruction_query_prompt(instruction: str, query: str) -> str:
@@ -129,18 +132,27 @@ def instruction_query_prompt(instruction: str, query: str) -> str:
 SCORE_SCHEMA = {
     "type": "object",
     "properties": {
-        "analysis": {"type": "string", "maxLength": 400},
+        "analysis": {"type": "string", "maxLength": 300},
         "score": {"type": "integer", "minimum": 0, "maximum": 10},
     },
     "required": ["analysis", "score"],
 }
 
 
+QUALITY_TASK = (
+    "You grade how well a response answers a user's query. The user also gave a format "
+    "instruction, which is checked separately: judge the content within the limits the "
+    "instruction sets (a one-word answer can be a good answer to 'answer with one word').\n"
+    "0-3: it does not answer the query: off-topic, empty, only an acknowledgement such as "
+    "'Sure!' or 'Absolutely!', or only repeats the query or the instruction.\n"
+    "4-7: it answers part of the query, vaguely, or with mistakes.\n"
+    "8-10: it answers the query correctly and helpfully.\n"
+    'Reply with JSON: {"analysis": one or two sentences, "score": an integer 0-10}.'
+)
+
+
 def quality_prompt(instruction: str, query: str, response: str) -> Messages:
-    return _user(
-        "Judge whether a response answers a query while following an instruction.\n"
-        f"[Instruction] {instruction}\n[Query] {query}\n[Response] {response}\n"
-        "The response must follow the instruction strictly, even at some cost to helpfulness. "
-        "Score from 0 (unrelated to the query) to 10 (helpful and clearly related). "
-        'Reply with JSON: {"analysis": a brief analysis, "score": an integer 0-10}.'
-    )
+    return [
+        {"role": "system", "content": QUALITY_TASK},
+        {"role": "user", "content": f"[Query] {query}\n[Instruction] {instruction}\n[Response] {response}"},
+    ]

@@ -1,8 +1,9 @@
 """The LLM resource: vLLM's offline engine in this process, or any OpenAI-compatible server.
 
-One engine per process: engines are cached by their settings at module level, so the
-supervision and policy roles share one engine when they name the same model, and every asset
-of a run (the job uses the in-process executor) reuses the engine the first asset started.
+Engines are cached by their settings at module level, so the supervision and policy roles
+share one engine when they name the same model, and every asset of a run (the job uses the
+in-process executor) reuses the engine an earlier asset started. With `exclusive` (the
+default) a process holds one engine at a time: starting another stops the rest.
 An engine starts lazily, on the first request, so assets that need no LLM never pay for it.
 """
 
@@ -19,7 +20,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from .models import DEFAULT_MODEL, resolve_model
+from .models import DEFAULT_SUPERVISOR, resolve_model
 
 
 class LLMError(RuntimeError):
@@ -81,7 +82,7 @@ def shutdown_engines() -> None:
         engines = list(_ENGINES.values())
         _ENGINES.clear()
     for engine in engines:
-        engine.llm_engine.engine_core.shutdown()
+        engine.llm_engine.engine_core.shutdown()  # the engine process exits, freeing weights and KV cache
 
 
 # vLLM's engine process outlives an engine that is never collected, and multiprocessing's own
@@ -103,7 +104,7 @@ class LLMResource(dg.ConfigurableResource):
     OpenAI-compatible server such as `vllm serve` at `base_url`."""
 
     model: str = Field(
-        DEFAULT_MODEL,
+        DEFAULT_SUPERVISOR,
         description="Embedded alias, local checkpoint directory, or Hugging Face id "
         "(for the openai backend: the model name the server serves).",
     )
@@ -117,6 +118,13 @@ class LLMResource(dg.ConfigurableResource):
     cpu_kvcache_gib: int = Field(2, ge=1, description="KV-cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")
     enforce_eager: bool | None = Field(
         None, description="None = eager on CPU (torch.compile warm-up costs minutes there), graphs on GPU."
+    )
+    exclusive: bool = Field(
+        True,
+        description="Stop this process's other engines before starting this one, so one model's "
+        "weights and KV cache are in memory at a time (a supervisor and a policy model rarely fit "
+        "one GPU at gpu_memory_utilization 0.85, nor a small machine's RAM). A switch costs an "
+        "engine start (~1 min on a CPU); False keeps both warm.",
     )
     max_concurrency: int = Field(32, ge=1, description="Requests in flight (openai backend).")
     request_timeout_s: float = Field(300.0, gt=0)
@@ -149,7 +157,7 @@ class LLMResource(dg.ConfigurableResource):
     def take_stats(self) -> dict[str, Any]:
         """Generation statistics since the last call, as asset metadata."""
         stats, self._stats = self._stats, GenerationStats()
-        return stats.as_metadata()
+        return {"llm_model": self.model, **stats.as_metadata()}
 
     # --- vLLM offline engine ------------------------------------------------------------------
 
@@ -163,6 +171,9 @@ class LLMResource(dg.ConfigurableResource):
         with _ENGINES_LOCK:
             key = self._engine_key()
             if key not in _ENGINES:
+                if self.exclusive:
+                    for other in list(_ENGINES):
+                        _ENGINES.pop(other).llm_engine.engine_core.shutdown()
                 _ENGINES[key] = self._start_engine()
             return _ENGINES[key]
 

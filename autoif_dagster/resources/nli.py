@@ -1,7 +1,8 @@
 """The consistency judge: does a back-translated instruction contradict the original?
 
 `backend="transformers"` runs an NLI sequence classifier (the paper: mDeBERTa-v3-base-xnli);
-`backend="llm"`, the offline default, asks the supervision LLM for a label under a JSON schema.
+`backend="llm"`, the offline default, asks the supervision LLM (passed to `judge`, so it is
+always the run's supervisor) for a label under a JSON schema.
 """
 
 from collections.abc import Sequence
@@ -32,30 +33,31 @@ class NLIResource(dg.ConfigurableResource):
         "MoritzLaurer/mDeBERTa-v3-base-xnli-multilingual-nli-2mil7",
         description="NLI classifier for the transformers backend (HF id or local path).",
     )
-    llm: dg.ResourceDependency[LLMResource]
     batch_size: int = Field(16, ge=1)
     max_tokens: int = Field(24, ge=4, description="LLM backend: tokens for the JSON label.")
 
-    def describe(self) -> dict[str, str]:
-        name = self.model if self.backend == "transformers" else self.llm.model
+    def describe(self, llm: LLMResource) -> dict[str, str]:
+        name = self.model if self.backend == "transformers" else llm.model
         return {"nli_backend": self.backend, "nli_model": name}
 
-    def judge(self, pairs: Sequence[tuple[str, str]], seed: int = 0, log: Any = None) -> list[Judgement]:
+    def judge(
+        self, pairs: Sequence[tuple[str, str]], llm: LLMResource, seed: int = 0, log: Any = None
+    ) -> list[Judgement]:
         """(premise, hypothesis) pairs -> (label, None) or (None, reason it could not be judged)."""
         if not pairs:
             return []
         if self.backend == "llm":
-            return self._judge_llm(pairs, seed, log)
+            return self._judge_llm(pairs, llm, seed, log)
         return self._judge_transformers(pairs)
 
-    def _judge_llm(self, pairs: Sequence[tuple[str, str]], seed: int, log: Any) -> list[Judgement]:
+    def _judge_llm(self, pairs: Sequence[tuple[str, str]], llm: LLMResource, seed: int, log: Any) -> list[Judgement]:
         requests = [
             ChatRequest(prompts.nli_prompt(p, h), max_tokens=self.max_tokens, temperature=0.0,
                         seed=seed, json_schema=prompts.NLI_SCHEMA)
             for p, h in pairs
         ]
         out: list[Judgement] = []
-        for completion in self.llm.chat(requests, log=log):
+        for completion in llm.chat(requests, log=log):
             try:
                 out.append((parse_nli_label(completion.text), None))
             except ParseError as exc:

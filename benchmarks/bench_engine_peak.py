@@ -1,0 +1,74 @@
+"""The engine's own peak: generated tokens/s of one large offline batch, per model and dtype.
+
+The main job's stages are measured against this (bench_main_job.py reads the JSON it
+writes): a stage far below its model's peak is sending batches too small to fill the engine.
+Prompts are the kind the responses stage sends: a ShareGPT query plus a packaged seed
+instruction.
+
+    .venv/bin/python benchmarks/bench_engine_peak.py [--models A B ...] [--n 96] [--max-tokens 64]
+        [--dtype float32|bfloat16]
+Writes benchmarks/results/engine_peak.json ({model: {dtype: tokens/s}}), merged with earlier runs.
+"""
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+from autoif_dagster.method.prompts import instruction_query_prompt
+from autoif_dagster.method.selection import sample_for
+from autoif_dagster.resources.llm import ChatRequest, LLMResource, shutdown_engines
+from autoif_dagster.resources.models import EMBEDDED_MODELS
+from autoif_dagster.sources import load_queries, load_seeds
+
+RESULTS = Path(__file__).resolve().parent / "results" / "engine_peak.json"
+
+
+def batch(n: int, max_tokens: int) -> list[ChatRequest]:
+    seeds = load_seeds()
+    queries = sample_for("peak", [q for _, q in load_queries() if 20 <= len(q) <= 300], n, seed=0)
+    return [ChatRequest([{"role": "user", "content": instruction_query_prompt(seeds[i % len(seeds)], q)}],
+                        max_tokens=max_tokens, temperature=0.7, seed=i) for i, q in enumerate(queries)]
+
+
+def measure(model: str, dtype: str, n: int, max_tokens: int) -> dict:
+    llm = LLMResource(model=model, dtype=dtype, cpu_kvcache_gib=4)
+    start = time.perf_counter()
+    llm.engine()
+    startup = time.perf_counter() - start
+    llm.chat(batch(2, 8))  # warm-up
+    requests = batch(n, max_tokens)
+    start = time.perf_counter()
+    out = llm.chat(requests)
+    seconds = time.perf_counter() - start
+    shutdown_engines()
+    tokens = sum(c.n_tokens for c in out)
+    return {"tokens_per_s": round(tokens / seconds, 1), "tokens": tokens, "seconds": round(seconds, 1),
+            "engine_start_s": round(startup, 1), "batch": n, "max_tokens": max_tokens}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", nargs="+", default=list(EMBEDDED_MODELS))
+    parser.add_argument("--n", type=int, default=96)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--dtype", default="float32")
+    args = parser.parse_args()
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    print(f"\n=== engine peak: one batch of {args.n} chat requests, max_tokens {args.max_tokens}, {args.dtype} ===")
+    for model in args.models:
+        # each model in its own process: one engine's memory is gone before the next starts
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            figures = pool.apply(measure, (model, args.dtype, args.n, args.max_tokens))
+        results.setdefault(model, {})[args.dtype] = figures
+        print(f"{model:32s} {figures['tokens_per_s']:6.1f} tokens/s  ({figures['tokens']} tokens in "
+              f"{figures['seconds']} s; engine start {figures['engine_start_s']} s)", flush=True)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    print(f"written to {RESULTS}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

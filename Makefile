@@ -30,6 +30,8 @@ ui: install sandbox
 	DAGSTER_HOME=$(UI_HOME) .venv/bin/dagster dev -w workspace.yaml
 
 bench: install sandbox
+	$(PY) benchmarks/bench_engine_peak.py
 	$(PY) benchmarks/bench_main_job.py
+	$(PY) benchmarks/bench_model_yield.py
 	$(PY) benchmarks/bench_llm_batching.py
 	$(PY) benchmarks/bench_sandbox.py

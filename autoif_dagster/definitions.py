@@ -38,9 +38,9 @@ def default_resources() -> dict:
     return {
         "autoif": AutoIFConfig(),
         "supervisor_llm": LLMResource(model=DEFAULT_SUPERVISOR),
-        # The responding model, the one being trained (online DPO samples from it). A weaker
-        # model than the supervisor by default (strong-to-weak); name the supervisor's model
-        # for self-alignment, and the two roles share one engine.
+        # The responding model, the one being trained (online DPO samples from it). The
+        # supervisor's model by default (self-alignment: the roles share one engine); a weaker
+        # one gives the paper's strong-to-weak setting.
         "policy_llm": LLMResource(model=DEFAULT_POLICY),
         "nli": NLIResource(),
         # Docker by default (scripts/setup_docker.sh); "host" or "local" only when chosen.

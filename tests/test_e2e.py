@@ -89,17 +89,15 @@ def test_quality_scores_with_the_real_model(llm, tiny_config):
 
 @pytest.mark.engine
 def test_default_models_end_to_end(tmp_path, queries_file, sandbox):
-    """The default strong-to-weak pair (1.5B supervisor, 0.5B policy) through the whole graph
-    at a small scale, with the paper's thresholds: every stage runs on the real models, the
-    roles take turns on one engine at a time, and every SFT response re-judged by its
-    instruction's verifiers passes them."""
+    """The default models (definitions.default_resources) through the whole graph at a small
+    scale with the paper's thresholds: every stage runs on the real models, the roles share
+    one engine, the kept verifiers are neither accept-all nor reject-all, and every SFT
+    response, re-judged by its instruction's verifiers outside the graph, passes them."""
     from autoif_dagster.config import AugmentConfig, AutoIFConfig, BackTranslationConfig, QueryConfig, ResponseConfig, Sampling, VerifierConfig
+    from autoif_dagster.definitions import default_resources
     from autoif_dagster.method.selection import pass_rate
     from autoif_dagster.resources import llm as llm_module
     from autoif_dagster.resources.io_manager import ParquetIOManager
-    from autoif_dagster.resources.llm import LLMResource
-    from autoif_dagster.resources.models import DEFAULT_POLICY, DEFAULT_SUPERVISOR
-    from autoif_dagster.resources.nli import NLIResource
     from autoif_dagster.resources.sandbox import VerifierJob
 
     seeds = tmp_path / "seeds.txt"
@@ -113,20 +111,19 @@ def test_default_models_end_to_end(tmp_path, queries_file, sandbox):
         queries=QueryConfig(pool_size=6, per_instruction=2),
         responses=ResponseConfig(samples_per_prompt=2, sampling=Sampling(temperature=0.7, max_tokens=160)),
     )
-    supervisor, policy = LLMResource(model=DEFAULT_SUPERVISOR), LLMResource(model=DEFAULT_POLICY)
-    resources = {"autoif": config, "supervisor_llm": supervisor, "policy_llm": policy, "nli": NLIResource(),
-                 "sandbox": sandbox, "io_manager": ParquetIOManager(base_dir=str(tmp_path / "assets"))}
+    resources = {**default_resources(), "autoif": config, "sandbox": sandbox,
+                 "io_manager": ParquetIOManager(base_dir=str(tmp_path / "assets"))}
     result = dg.materialize(all_assets, resources=resources)
     assert result.success
     frames = {name: pl.read_parquet(tmp_path / "assets" / f"{name}.parquet") for name in SCHEMAS}
     meta = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()}
             for m in (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())}
-    # the supervisor was started again for scoring after the policy's turn: one engine at a time
-    assert meta["responses"]["llm_engine_start_seconds"] > 0 and meta["quality_scores"]["llm_engine_start_seconds"] > 0
     assert len(llm_module._ENGINES) == 1
-    assert frames["responses"]["model"].unique().to_list() in ([], [DEFAULT_POLICY])
-    assert meta["verifiers"]["probes_kept_verifiers"]["accept_every_test_input"] == 0
-    assert meta["verifiers"]["probes_kept_verifiers"]["reject_every_test_input"] == 0
+    assert frames["responses"]["model"].unique().to_list() in ([], [resources["policy_llm"].model])
+    assert meta["nli_verdicts"]["nli_backend"] == "embedding"
+    assert meta["verifier_candidates"]["llm_generated_tokens"] > 0
+    probes = meta["verifiers"]["probes_kept_verifiers"]
+    assert probes["accept_every_test_input"] == probes["reject_every_test_input"] == 0
     for child, col, parent, pcol in LINEAGE:
         assert set(frames[child][col].to_list()) <= set(frames[parent][pcol].to_list()), (child, col)
     # re-judge every SFT response with its instruction's verifiers, outside the graph

@@ -82,6 +82,26 @@ def test_roles_with_the_same_model_share_one_engine(llm):
     assert policy.engine() is llm.engine()
 
 
+@pytest.mark.engine
+def test_starting_another_engine_stops_the_first(llm):
+    """One model's weights and KV cache in memory at a time (`exclusive`): a second engine
+    (another setting of the same small model, to keep this cheap) replaces the first, whose
+    engine process exits; the first role starts again on its next request."""
+    import psutil
+
+    from autoif_dagster.resources import llm as llm_module
+
+    def engine_processes() -> int:
+        return sum(p.name().startswith("VLLM::EngineCore") for p in psutil.Process().children(recursive=True))
+
+    first = llm.engine()
+    assert engine_processes() == 1
+    other = LLMResource(model=llm.model, max_model_len=2048)
+    other.chat([ChatRequest([{"role": "user", "content": "hi"}], max_tokens=2)])
+    assert list(llm_module._ENGINES) == [other._engine_key()] and engine_processes() == 1
+    assert llm.engine() is not first
+
+
 def test_unreachable_server_is_a_clear_error():
     llm = LLMResource(backend="openai", base_url="http://127.0.0.1:9/v1", model="m")
     with pytest.raises(LLMError, match="cannot reach the LLM server at http://127.0.0.1:9/v1"):

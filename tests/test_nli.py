@@ -42,3 +42,22 @@ def test_a_classifier_without_a_contradiction_label_is_refused(tmp_path):
     nli = NLIResource(backend="transformers", model=model)
     with pytest.raises(ValueError, match="no contradiction label"):
         nli.judge([("a", "b")], LLMResource())
+
+
+def test_embedding_backend_tells_rewordings_from_other_requirements():
+    """The offline default judge on real pairs from a run: back-translations that reword the
+    instruction are kept, ones that ask for something unrelated are contradictions."""
+    nli = NLIResource()
+    judged = nli.judge([
+        ("Do not include the words 'very' or 'really'", "Do not use the words 'very' or 'really' anywhere"),
+        ("End your answer with the exact phrase 'Is there anything else?'", 'End with the phrase "Is there anything else?'),
+        ("Include the keyword 'python' at least twice", "End the response with an exclamation mark"),
+        ("Answer in exactly three sentences", "Include a markdown table"),
+    ], LLMResource())
+    assert [label for label, _ in judged] == ["entailment", "entailment", "contradiction", "contradiction"]
+    assert nli.describe(LLMResource()) == {"nli_backend": "embedding", "nli_model": "all-MiniLM-L6-v2"}
+
+
+def test_similarity_thresholds_map_to_labels():
+    nli = NLIResource(contradiction_below=0.3, entailment_from=0.7)
+    assert [nli.label_similarity(s) for s in (0.1, 0.3, 0.69, 0.7)] == ["contradiction", "neutral", "neutral", "entailment"]

@@ -30,7 +30,7 @@ def responses(
     cfg = autoif.responses
     jobs = [(p, k) for p in instruction_prompts.iter_rows(named=True) for k in range(cfg.samples_per_prompt)]
     requests = [
-        cfg.sampling.request([{"role": "user", "content": p["prompt"]}], seed=autoif.seed + k) for p, k in jobs
+        cfg.sampling.request(prompts.response_prompt(p["prompt"]), seed=autoif.seed + k) for p, k in jobs
     ]
     dropped: Counter = Counter()
     rows = []

@@ -109,19 +109,28 @@ NLI_SCHEMA = {
 }
 
 
-NLI_TASK = (
-    "You compare two format instructions given to a writer: A, the original, and B, written "
-    "back from the code that checks A. Label the pair:\n"
-    "entailment: B asks for the same thing as A (in other words is fine).\n"
-    "neutral: B asks for part of A, or for something close to it.\n"
-    "contradiction: B asks for something different from A, or incompatible with it.\n"
-    'Reply with JSON: {"label": "entailment" | "neutral" | "contradiction"}.'
+def nli_prompt(premise: str, hypothesis: str) -> Messages:
+    """For the LLM judge (not the default: see resources/nli.py)."""
+    return [{"role": "user", "content": (
+        "Do two instructions ask for the same thing?\n"
+        f"Instruction A: {premise}\nInstruction B: {hypothesis}\n"
+        "Answer 'entailment' if following A means following B, 'contradiction' if they "
+        "demand incompatible things, otherwise 'neutral'. "
+        'Reply with JSON: {"label": "entailment" | "neutral" | "contradiction"}.'
+    )}]
+
+
+# The responding model's system turn while sampling (not part of the SFT sample): without it
+# small models often answer with the instruction's own words ("Is there anything else?")
+# and ignore the query.
+RESPONSE_SYSTEM = (
+    "Answer the user's request helpfully and completely. When they add a format instruction, "
+    "follow it exactly while still answering the request."
 )
 
 
-def nli_prompt(premise: str, hypothesis: str) -> Messages:
-    return [{"role": "system", "content": NLI_TASK},
-            {"role": "user", "content": f"A: {premise}\nB: {hypothesis}"}]
+def response_prompt(prompt: str) -> Messages:
+    return [{"role": "system", "content": RESPONSE_SYSTEM}, {"role": "user", "content": prompt}]
 
 
 def instruction_query_prompt(instruction: str, query: str) -> str:

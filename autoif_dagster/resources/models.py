@@ -52,10 +52,11 @@ EMBEDDED_MODELS = {
         size=1117320768, sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     ),
 }
-# The default run is the paper's strong-to-weak setting: the 1.5B writes instructions,
-# verifiers and judgements, the 0.5B answers (README, "Choosing the default models").
+# The default run is the paper's self-alignment setting on the 1.5B: it writes instructions,
+# verifiers and judgements and answers the queries (the 0.5B as policy answered with the
+# instruction's own words; README, "Choosing the default models").
 DEFAULT_SUPERVISOR = "qwen2.5-coder-1.5b-instruct"
-DEFAULT_POLICY = "qwen2.5-coder-0.5b-instruct"
+DEFAULT_POLICY = DEFAULT_SUPERVISOR
 SMOKE_MODEL = "smollm2-135m-instruct"  # the fast tests' model: plumbing, not quality
 MARKER = "autoif-embedded.json"  # written last: its presence means the checkpoint is whole
 

@@ -93,7 +93,7 @@ class QueryConfig(dg.Config):
 
 
 class ResponseConfig(dg.Config):
-    samples_per_prompt: int = Field(3, ge=1, description="Responses sampled per prompt. Paper: 8.")
+    samples_per_prompt: int = Field(4, ge=1, description="Responses sampled per prompt. Paper: 8.")
     pass_rate_above: float = Field(
         0.5,
         ge=0.0,

@@ -13,6 +13,7 @@ Writes benchmarks/results/engine_peak.json ({model: {dtype: tokens/s}}), merged 
 import argparse
 import json
 import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 import sys
 import time
 from pathlib import Path
@@ -59,9 +60,10 @@ def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     print(f"\n=== engine peak: one batch of {args.n} chat requests, max_tokens {args.max_tokens}, {args.dtype} ===")
     for model in args.models:
-        # each model in its own process: one engine's memory is gone before the next starts
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            figures = pool.apply(measure, (model, args.dtype, args.n, args.max_tokens))
+        # each model in its own (non-daemonic: vLLM starts processes) process, so one
+        # engine's memory is gone before the next starts
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            figures = pool.submit(measure, model, args.dtype, args.n, args.max_tokens).result()
         results.setdefault(model, {})[args.dtype] = figures
         print(f"{model:32s} {figures['tokens_per_s']:6.1f} tokens/s  ({figures['tokens']} tokens in "
               f"{figures['seconds']} s; engine start {figures['engine_start_s']} s)", flush=True)

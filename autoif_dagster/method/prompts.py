@@ -122,10 +122,12 @@ def nli_prompt(premise: str, hypothesis: str) -> Messages:
 
 # The responding model's system turn while sampling (not part of the SFT sample): without it
 # small models often answer with the instruction's own words ("Is there anything else?")
-# and ignore the query.
+# and ignore the query; "concisely": a quarter of the default run's answers ran past
+# max_tokens (dropped as truncated) without it.
 RESPONSE_SYSTEM = (
-    "Answer the user's request helpfully and completely. When they add a format instruction, "
-    "follow it exactly while still answering the request."
+    "Answer the user's request helpfully and concisely, in under 120 words unless the request "
+    "or its instruction needs more. When they add a format instruction, follow it exactly "
+    "while still answering the request."
 )
 
 

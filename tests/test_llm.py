@@ -39,7 +39,7 @@ def test_model_dir_without_config(tmp_path):
 
 def _verifier_requests(n: int, seed: int = 0) -> list[ChatRequest]:
     return [
-        ChatRequest(prompts.verifier_prompt("Write your entire answer in capital letters"), max_tokens=256,
+        ChatRequest(prompts.verifier_prompt("Write your entire answer in capital letters"), max_tokens=400,
                     temperature=0.8, seed=seed + i, json_schema=prompts.verifier_schema(2))
         for i in range(n)
     ]

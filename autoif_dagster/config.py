@@ -1,7 +1,7 @@
 """Every K, threshold and sampling parameter of the method, in one place.
 
 The defaults are the small "demo" scale that runs end to end on a 2-core CPU with the
-embedded 135M model; `AutoIFConfig.paper()` is the paper's scale. Each field's description
+embedded 1.5B model in about half an hour; `AutoIFConfig.paper()` is the paper's scale. Each field's description
 names the paper's (and, where it differs, the release's) value. The config is a Dagster
 resource, so every value can be changed per run from the UI launchpad or run config.
 """

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config", help="YAML of method settings over the profile, e.g. 'responses: {samples_per_prompt: 8}'")
     run.add_argument("--supervisor-model", help="embedded alias, local checkpoint dir or HF id "
                      "(alone, it also answers: self-alignment)")
-    run.add_argument("--policy-model", help="the responding model (default: the 0.5B, or the supervisor's if named)")
+    run.add_argument("--policy-model", help="the responding model (default: the supervisor's; a weaker one for strong-to-weak)")
     run.add_argument("--llm-backend", choices=["vllm", "openai"], default="vllm")
     run.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     run.add_argument("--sandbox", choices=["docker", "host", "local"], default="docker",

@@ -103,13 +103,15 @@ def cross_validation(
     function_drops: Counter = Counter()
     case_drops: Counter = Counter()
     verifier_rows, case_rows = [], []
-    all_probes: list[tuple[list, list]] = []  # per instruction: (verdicts on its inputs, on "")
+    # each function's verdicts on its instruction's inputs and on "": all functions, kept ones
+    probes: tuple[list, list] = ([], [])
     kept_probes: tuple[list, list] = ([], [])
     for iid in order:
         sources, pooled = list(funcs[iid]), list(cases[iid])
         probed = [next(verdicts) for _ in sources]
         matrix = [row[:-1] for row in probed]
-        all_probes.append(([row[:-1] for row in probed], [row[-1] for row in probed]))
+        probes[0].extend(matrix)
+        probes[1].extend(row[-1] for row in probed)
         result = cross_validate(
             [label for _, label in pooled], matrix,
             min_functions=cfg.min_functions, min_cases=cfg.min_cases,
@@ -146,9 +148,7 @@ def cross_validation(
             instructions_in=len(order),
             instructions_kept=verifiers["instruction_id"].n_unique(),
             instructions_dropped=dg.MetadataValue.json(dict(instruction_drops)),
-            probes_all_functions=dg.MetadataValue.json(
-                probe_counts([r for rows, _ in all_probes for r in rows], [e for _, es in all_probes for e in es])
-            ),
+            probes_all_functions=dg.MetadataValue.json(probe_counts(*probes)),
             probes_kept_verifiers=dg.MetadataValue.json(probe_counts(*kept_probes)),
             sandbox_calls=dg.MetadataValue.json(sandbox.last_stats),
             **sandbox.describe(),

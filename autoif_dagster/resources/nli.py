@@ -11,7 +11,9 @@ embedded 1.5B labelled every pair alike whatever the prompt (all neutral, all co
 or all "same"), so it is not the default.
 """
 
+import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
@@ -74,9 +76,6 @@ class NLIResource(dg.ConfigurableResource):
 
     def similarities(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Cosine similarity of mean-pooled sentence embeddings (the model's own pooling)."""
-        import importlib.util
-        from pathlib import Path
-
         import torch
         from transformers import AutoModel, AutoTokenizer
 

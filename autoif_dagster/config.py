@@ -101,6 +101,14 @@ class ResponseConfig(dg.Config):
         description="Keep responses whose verifier pass rate is above this. Paper: 0.5 "
         "(more than half); release: 0.0 (at least one).",
     )
+    query_only_samples: int = Field(
+        1,
+        ge=0,
+        description="Responses also sampled per prompt for its query alone, the instruction left "
+        "out (paper: 0). Judged like the others; one that fails every verifier is the DPO "
+        "rejected answer that ignored the instruction, which a prompt's own samples rarely give "
+        "a small model (their pass rates move together: all pass or all fail).",
+    )
     sampling: Sampling = Sampling(temperature=0.7, max_tokens=256)
 
 
@@ -153,7 +161,7 @@ class AutoIFConfig(dg.ConfigurableResource):
             verifiers=VerifierConfig(samples_per_instruction=8),
             crossval=CrossValConfig(min_functions=3, min_cases=10, function_min_accuracy=0.51),
             queries=QueryConfig(pool_size=200_000, per_instruction=16),
-            responses=ResponseConfig(samples_per_prompt=8),
+            responses=ResponseConfig(samples_per_prompt=8, query_only_samples=0),
             **overrides,
         )
 

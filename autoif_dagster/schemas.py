@@ -84,6 +84,8 @@ SCHEMAS: dict[str, pl.Schema] = {
             "response_id": pl.String,
             "prompt_id": pl.String,
             "sample_index": pl.Int64,
+            # False: sampled for the query alone, without the instruction (a DPO negative)
+            "with_instruction": pl.Boolean,
             "model": pl.String,
             "response": pl.String,
             "finish_reason": pl.String,
@@ -125,6 +127,8 @@ SCHEMAS: dict[str, pl.Schema] = {
             "rejected": pl.String,
             "chosen_pass_rate": pl.Float64,
             "rejected_pass_rate": pl.Float64,
+            # False: the rejected response was sampled for the query without the instruction
+            "rejected_with_instruction": pl.Boolean,
         }
     ),
 }

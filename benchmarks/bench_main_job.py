@@ -20,21 +20,23 @@ import psutil
 PEAKS = Path(__file__).resolve().parent / "results" / "engine_peak.json"
 
 
-def tree_memory(proc: psutil.Process) -> tuple[int, int]:
-    """(RSS, PSS) summed over the process tree. RSS counts pages shared between the processes
+def tree_memory(proc: psutil.Process) -> tuple[int, int, dict[str, int]]:
+    """(RSS, PSS) summed over the process tree, and PSS per process ("name pid"). RSS counts pages shared between the processes
     (torch is loaded in three of them) once per process; PSS splits them, so it is the sum
     that matches what the machine really holds. Read from smaps_rollup: psutil's
     memory_full_info walks every mapping of a 12 GB engine and cost a core of this 2-core
     machine, slowing the run it measures."""
-    rss = pss = 0
+    rss = 0
+    parts: dict[str, int] = {}
     for p in [proc, *proc.children(recursive=True)]:
         try:
             fields = dict(line.split(":", 1) for line in Path(f"/proc/{p.pid}/smaps_rollup").read_text().splitlines()[1:])
+            name = Path(f"/proc/{p.pid}/comm").read_text().strip()
         except (OSError, ValueError):
             continue
         rss += int(fields["Rss"].split()[0]) * 1024
-        pss += int(fields["Pss"].split()[0]) * 1024
-    return rss, pss
+        parts[f"{name} {p.pid}"] = int(fields["Pss"].split()[0]) * 1024
+    return rss, sum(parts.values()), parts
 
 
 def stage_table(rows: list[dict]) -> None:
@@ -62,9 +64,12 @@ def main() -> int:
     proc = subprocess.Popen(cmd)
     ps = psutil.Process(proc.pid)
     peak_rss = peak_pss = 0
+    peak_parts: dict[str, int] = {}
     while proc.poll() is None:
-        rss, pss = tree_memory(ps)
-        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        rss, pss, parts = tree_memory(ps)
+        peak_rss = max(peak_rss, rss)
+        if pss > peak_pss:
+            peak_pss, peak_parts = pss, parts
         time.sleep(1.0)
     wall = time.perf_counter() - start
     print("\n=== main job benchmark ===")
@@ -73,6 +78,8 @@ def main() -> int:
     print(f"wall time:      {wall:.0f} s ({wall / 60:.1f} min; target < 30 min)")
     print(f"peak memory:    {peak_pss / 2**30:.2f} GiB PSS, {peak_rss / 2**30:.2f} GiB RSS "
           "(summed over the process tree, sampled every second; target < 12 GiB)")
+    at_peak = sorted(peak_parts.items(), key=lambda kv: -kv[1])[:5]
+    print("at the peak:    " + ", ".join(f"{name} {pss / 2**30:.2f} GiB" for name, pss in at_peak))
     if funnel.exists():
         rows = json.loads(funnel.read_text())
         print(f"assets:         {len(rows)} materialized")

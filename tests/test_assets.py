@@ -6,9 +6,9 @@ import polars as pl
 
 from autoif_dagster.assets.datasets import dpo_pairs, sft_dataset
 from autoif_dagster.assets.queries import instruction_prompts
-from autoif_dagster.assets.responses import response_verdicts
+from autoif_dagster.assets.responses import response_verdicts, sampling_plan
 from autoif_dagster.assets.verifiers import cross_validation
-from autoif_dagster.config import AutoIFConfig, CrossValConfig, QueryConfig
+from autoif_dagster.config import AutoIFConfig, CrossValConfig, QueryConfig, ResponseConfig
 from autoif_dagster.resources.sandbox import SandboxResource
 from autoif_dagster.schemas import conform, content_id, frame
 
@@ -61,7 +61,8 @@ def _prompts_and_responses():
     ])
     texts = ["A cat.", "Big dog, long tusk", "The elephant", "Seven eels"]
     responses = frame("responses", [
-        {"response_id": f"r{i}", "prompt_id": "p1", "sample_index": i, "model": "m", "response": t, "finish_reason": "stop"}
+        {"response_id": f"r{i}", "prompt_id": "p1", "sample_index": i, "with_instruction": i < 3, "model": "m",
+         "response": t, "finish_reason": "stop"}
         for i, t in enumerate(texts)
     ])
     verifiers = frame("verifiers", [
@@ -103,6 +104,17 @@ def test_sft_and_dpo_from_verdicts_and_scores():
     # r1 passes the verifiers but failed the quality bar: not a chosen response
     assert list(zip(dpo.value["chosen_response_id"], dpo.value["rejected_response_id"])) == [("r0", "r3")]
     assert dpo.value["pair_id"][0] == content_id("pair", "r0", "r3")
+    # r3 was sampled for the query alone: the pair says so
+    assert dpo.value["rejected_with_instruction"].to_list() == [False]
+    assert dpo.metadata["pairs_rejected_query_only"].value == 1
+
+
+def test_sampling_plan_sends_the_query_alone_after_the_prompt_samples():
+    prompts, _, _ = _prompts_and_responses()
+    row = prompts.to_dicts()[0]
+    plan = sampling_plan([row], ResponseConfig(samples_per_prompt=2, query_only_samples=1))
+    assert [(k, text) for _, k, text in plan] == [(0, row["prompt"]), (1, row["prompt"]), (2, "Name an animal")]
+    assert len(sampling_plan([row, row], ResponseConfig(samples_per_prompt=3, query_only_samples=0))) == 6
 
 
 def test_instruction_prompts_pair_each_instruction_with_k_queries():

@@ -75,7 +75,7 @@ def test_quality_scores_with_the_real_model(llm, tiny_config):
         {"prompt_id": "p1", "instruction_id": "i1", "query_id": "q1", "instruction": "Do not use any commas",
          "query": "How do I make tea?", "prompt": "How do I make tea?\n\nFollow this instruction strictly in your answer: Do not use any commas"}])
     texts = ["Boil water then pour it over the tea leaves and wait three minutes.", "Tea is nice.", "I like trains"]
-    responses = frame("responses", [{"response_id": f"r{i}", "prompt_id": "p1", "sample_index": i, "model": "m",
+    responses = frame("responses", [{"response_id": f"r{i}", "prompt_id": "p1", "sample_index": i, "with_instruction": True, "model": "m",
                                      "response": t, "finish_reason": "stop"} for i, t in enumerate(texts)])
     verdicts = frame("response_verdicts", [{"response_id": f"r{i}", "prompt_id": "p1", "n_verifiers": 1, "n_passed": 1,
                                             "n_errors": 0, "pass_rate": 1.0} for i in range(3)])

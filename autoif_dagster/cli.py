@@ -33,7 +33,7 @@ def _run_config(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     }
     llms: dict[str, Any] = {}
     for role, model in roles.items():
-        llm: dict[str, Any] = {"backend": args.llm_backend, "model": model}
+        llm: dict[str, Any] = {"backend": args.llm_backend, "model": model, "ledger_path": str(home / "ledger.sqlite")}
         if args.base_url:
             llm["base_url"] = args.base_url
         llms[role] = {"config": llm}
@@ -41,7 +41,7 @@ def _run_config(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         "resources": {
             "autoif": {"config": method},
             **llms,
-            "sandbox": {"config": {"backend": args.sandbox, "cache_path": str(home / "cache" / "verdicts.sqlite")}},
+            "sandbox": {"config": {"backend": args.sandbox, "ledger_path": str(home / "ledger.sqlite")}},
             "io_manager": {"config": {"base_dir": str(home / "assets")}},
         }
     }
@@ -76,7 +76,9 @@ def funnel_rows(result: Any) -> list[dict[str, Any]]:
         meta = {k: v.value for k, v in mat.metadata.items()}
         rows.append(
             {"asset": mat.asset_key.to_user_string(), "in": meta.get("rows_in"), "out": meta.get("rows_out"),
-             "dropped": meta.get("dropped") or {}, "llm": {k: v for k, v in meta.items() if k.startswith("llm_")}}
+             "dropped": meta.get("dropped") or {},
+             "llm": {k: v for k, v in meta.items() if k.startswith(("llm_", "ledger_"))},
+             "sandbox": meta.get("sandbox_calls") or {}}
         )
     return rows
 
@@ -140,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--supervisor-model", help="embedded alias, local checkpoint dir or HF id "
                      "(alone, it also answers: self-alignment)")
     run.add_argument("--policy-model", help="the responding model (default: the supervisor's; a weaker one for strong-to-weak)")
-    run.add_argument("--llm-backend", choices=["vllm", "openai"], default="vllm")
+    run.add_argument("--llm-backend", choices=["vllm", "openai", "replay"], default="vllm",
+                     help="replay: answer only from the ledger in --home (re-parse a run without a model)")
     run.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     run.add_argument("--sandbox", choices=["docker", "host", "local"], default="docker",
                      help="where verifiers run: a hardened container (default), host namespaces, or a plain process")

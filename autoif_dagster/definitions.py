@@ -35,18 +35,20 @@ autoif_job = dg.define_asset_job(
 
 
 def default_resources() -> dict:
+    # one ledger: every LLM completion and sandbox verdict, so a re-run asks nothing twice
+    ledger = str(autoif_home() / "ledger.sqlite")
     return {
         "autoif": AutoIFConfig(),
-        "supervisor_llm": LLMResource(model=DEFAULT_SUPERVISOR),
+        "supervisor_llm": LLMResource(model=DEFAULT_SUPERVISOR, ledger_path=ledger),
         # The responding model, the one being trained (online DPO samples from it). The
         # supervisor's model by default (self-alignment: the roles share one engine); a weaker
         # one gives the paper's strong-to-weak setting.
-        "policy_llm": LLMResource(model=DEFAULT_POLICY),
+        "policy_llm": LLMResource(model=DEFAULT_POLICY, ledger_path=ledger),
         "nli": NLIResource(),
         # Docker by default (scripts/setup_docker.sh); "host" or "local" only when chosen.
         "sandbox": SandboxResource(
             backend=os.environ.get("AUTOIF_SANDBOX", "docker"),
-            cache_path=str(autoif_home() / "cache" / "verdicts.sqlite"),
+            ledger_path=ledger,
         ),
         "io_manager": ParquetIOManager(base_dir=str(autoif_home() / "assets")),
     }

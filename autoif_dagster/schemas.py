@@ -27,6 +27,7 @@ SCHEMAS: dict[str, pl.Schema] = {
             "candidate_id": pl.String,
             "instruction_id": pl.String,
             "sample_index": pl.Int64,
+            "generation_id": pl.String,  # the ledger's completion behind the row
             "raw": pl.String,
             "func": pl.String,
             "cases": pl.List(CASE),
@@ -55,6 +56,7 @@ SCHEMAS: dict[str, pl.Schema] = {
             "back_translation_id": pl.String,
             "instruction_id": pl.String,
             "verifier_id": pl.String,
+            "generation_id": pl.String,
             "back_translation": pl.String,
         }
     ),
@@ -87,6 +89,7 @@ SCHEMAS: dict[str, pl.Schema] = {
             # False: sampled for the query alone, without the instruction (a DPO negative)
             "with_instruction": pl.Boolean,
             "model": pl.String,
+            "generation_id": pl.String,
             "response": pl.String,
             "finish_reason": pl.String,
         }
@@ -102,7 +105,8 @@ SCHEMAS: dict[str, pl.Schema] = {
         }
     ),
     "quality_scores": pl.Schema(
-        {"response_id": pl.String, "prompt_id": pl.String, "score": pl.Int64, "raw": pl.String}
+        {"response_id": pl.String, "prompt_id": pl.String, "generation_id": pl.String, "score": pl.Int64,
+         "raw": pl.String}
     ),
     "sft_dataset": pl.Schema(
         {

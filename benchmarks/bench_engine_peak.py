@@ -44,7 +44,7 @@ def measure(model: str, dtype: str, n: int, max_tokens: int, kv_gib: int) -> dic
     llm.chat(batch(2, 8))  # warm-up
     requests = batch(n, max_tokens)
     start = time.perf_counter()
-    out = llm.chat(requests)
+    out = llm.chat(requests).completions
     seconds = time.perf_counter() - start
     _, pss, _ = tree_memory(psutil.Process())  # this process and its engine process, KV cache full
     shutdown_engines()

@@ -48,10 +48,10 @@ def main() -> None:
     llm.chat(requests[:2])  # warm-up
 
     start = time.perf_counter()
-    batched = llm.chat(requests)
+    batched = llm.chat(requests).completions
     t_batch = time.perf_counter() - start
     start = time.perf_counter()
-    single = [llm.chat([r])[0] for r in requests]
+    single = [llm.chat([r]).completions[0] for r in requests]
     t_single = time.perf_counter() - start
 
     tok_b, tok_s = sum(c.n_tokens for c in batched), sum(c.n_tokens for c in single)

@@ -8,6 +8,7 @@ figures, the run's funnel, and each LLM stage's tokens/s against its model's eng
 Targets (issue #6): under 30 minutes and under 12 GiB peak on a 2-core CPU machine.
 """
 
+import argparse
 import json
 import subprocess
 import sys
@@ -56,10 +57,10 @@ def stage_table(rows: list[dict]) -> None:
         print(f"(no engine peaks yet: run benchmarks/bench_engine_peak.py to fill {PEAKS})")
 
 
-def main() -> int:
-    home = Path(tempfile.mkdtemp(prefix="autoif-bench-"))
+def run(home: Path, extra: list[str], label: str) -> tuple[int, float, list[dict]]:
+    """One `autoif run` in `home`; prints its wall time, peak memory and stage table."""
     funnel = home / "funnel.json"
-    cmd = [sys.executable, "-m", "autoif_dagster.cli", "run", "--home", str(home), "--funnel-json", str(funnel), *sys.argv[1:]]
+    cmd = [sys.executable, "-m", "autoif_dagster.cli", "run", "--home", str(home), "--funnel-json", str(funnel), *extra]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd)
     ps = psutil.Process(proc.pid)
@@ -72,7 +73,7 @@ def main() -> int:
             peak_pss, peak_parts = pss, parts
         time.sleep(1.0)
     wall = time.perf_counter() - start
-    print("\n=== main job benchmark ===")
+    print(f"\n=== main job benchmark: {label} ===")
     print(f"command:        {' '.join(cmd[1:])}")
     print(f"exit code:      {proc.returncode}")
     print(f"wall time:      {wall:.0f} s ({wall / 60:.1f} min; target < 30 min)")
@@ -80,11 +81,36 @@ def main() -> int:
           "(summed over the process tree, sampled every second; target < 12 GiB)")
     at_peak = sorted(peak_parts.items(), key=lambda kv: -kv[1])[:5]
     print("at the peak:    " + ", ".join(f"{name} {pss / 2**30:.2f} GiB" for name, pss in at_peak))
-    if funnel.exists():
-        rows = json.loads(funnel.read_text())
-        print(f"assets:         {len(rows)} materialized")
-        stage_table(rows)
-    return proc.returncode
+    rows = json.loads(funnel.read_text()) if funnel.exists() else []
+    print(f"assets:         {len(rows)} materialized")
+    stage_table(rows)
+    return proc.returncode, wall, rows
+
+
+def calls(rows: list[dict]) -> tuple[int, int, int]:
+    """(LLM requests sent to a model, answered by the ledger, sandbox executions) of a run."""
+    sent = sum((r.get("llm") or {}).get("ledger_misses", 0) for r in rows)
+    hits = sum((r.get("llm") or {}).get("ledger_hits", 0) for r in rows)
+    executed = sum((r.get("sandbox") or {}).get("executed", 0) for r in rows)
+    return sent, hits, executed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rerun", action="store_true",
+                        help="then run again in the same home: the warm re-run, served by the ledger")
+    args, extra = parser.parse_known_args()
+    home = Path(tempfile.mkdtemp(prefix="autoif-bench-"))
+    code, cold, rows = run(home, extra, "cold run")
+    if code or not args.rerun:
+        return code
+    code, warm, warm_rows = run(home, extra, "warm re-run (same home: the ledger answers)")
+    print("\n=== cold vs warm ===")
+    for label, wall, r in (("cold", cold, rows), ("warm", warm, warm_rows)):
+        sent, hits, executed = calls(r)
+        print(f"{label}: {wall:7.0f} s  LLM calls sent {sent:5d}, from the ledger {hits:5d}; sandbox executions {executed}")
+    print(f"warm / cold wall time: {warm / cold:.1%} (target < 5%)")
+    return code
 
 
 if __name__ == "__main__":

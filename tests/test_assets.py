@@ -129,8 +129,8 @@ def test_instruction_prompts_pair_each_instruction_with_k_queries():
     assert row["prompt_id"] == content_id("prompt", row["instruction_id"], row["query_id"])
 
 
-def test_rerun_of_cross_validation_executes_nothing_with_a_verdict_cache(sandbox, tmp_path):
-    cached = SandboxResource(backend=sandbox.backend, timeout_s=2.0, cache_path=str(tmp_path / "verdicts.sqlite"))
+def test_rerun_of_cross_validation_executes_nothing_with_a_ledger(sandbox, tmp_path):
+    cached = SandboxResource(backend=sandbox.backend, timeout_s=2.0, ledger_path=str(tmp_path / "ledger.sqlite"))
     autoif = AutoIFConfig(crossval=CrossValConfig(min_functions=2, min_cases=3))
     first = {o.output_name: o for o in cross_validation(dg.build_asset_context(), autoif, cached, _candidates())}
     second = {o.output_name: o for o in cross_validation(dg.build_asset_context(), autoif, cached, _candidates())}

@@ -40,7 +40,9 @@ def test_config_file_overrides_the_profile_section_by_section(tmp_path):
     assert method["responses"]["samples_per_prompt"] == 8
     assert method["responses"]["pass_rate_above"] == 0.5  # the rest of the section stays
     assert method["crossval"]["min_functions"] == 3 and method["crossval"]["min_cases"] == 2
-    assert rc["sandbox"]["config"] == {"backend": "host", "cache_path": str(tmp_path / "cache" / "verdicts.sqlite")}
+    ledger = str(tmp_path / "ledger.sqlite")  # one ledger for the LLM roles and the sandbox
+    assert rc["sandbox"]["config"] == {"backend": "host", "ledger_path": ledger}
+    assert rc["supervisor_llm"]["config"]["ledger_path"] == rc["policy_llm"]["config"]["ledger_path"] == ledger
     assert rc["io_manager"]["config"]["base_dir"] == str(tmp_path / "assets")
 
 

@@ -49,20 +49,20 @@ def _json_requests(n: int, seed: int = 0) -> list[ChatRequest]:
 
 @pytest.mark.engine
 def test_structured_output_is_json_of_the_schema(llm):
-    completions = llm.chat(_json_requests(6))
-    finished = [c for c in completions if c.finish_reason == "stop"]
+    result = llm.chat(_json_requests(6))
+    finished = [c for c in result.completions if c.finish_reason == "stop"]
     assert len(finished) >= 5
     for c in finished:
         assert parse_nli_label(c.text) in prompts.NLI_LABELS and set(json.loads(c.text)) == {"label"}
-    stats = llm.take_stats()
-    assert stats["llm_requests"] == 6 and stats["llm_generated_tokens"] == sum(c.n_tokens for c in completions)
-    assert llm.take_stats()["llm_requests"] == 0  # taking resets
+    stats = result.metadata()
+    assert stats["llm_requests"] == 6 and stats["llm_generated_tokens"] == sum(c.n_tokens for c in result.completions)
+    assert stats["llm_model"] == llm.model and stats["ledger_misses"] == 6 and stats["ledger_hits"] == 0
 
 
 @pytest.mark.engine
 def test_seeded_sampling_is_reproducible_and_per_request(llm):
-    a = llm.chat(_json_requests(2, seed=7))
-    b = llm.chat(_json_requests(2, seed=7)[::-1])[::-1]  # batch order does not matter
+    a = llm.chat(_json_requests(2, seed=7)).completions
+    b = llm.chat(_json_requests(2, seed=7)[::-1]).completions[::-1]  # batch order does not matter
     assert [c.text for c in a] == [c.text for c in b]
 
 
@@ -73,7 +73,7 @@ def test_seeded_batch_larger_than_one_prefill_step(llm):
     requests = [ChatRequest(prompts.verifier_prompt(f"Use no commas, variant {i}"), max_tokens=4,
                             temperature=0.8, seed=i) for i in range(48)]
     assert sum(len(str(r.messages)) for r in requests) > 4 * 4096  # well over 4096 tokens
-    completions = llm.chat(requests)
+    completions = llm.chat(requests).completions
     assert len(completions) == 48 and all(c.n_tokens > 0 for c in completions)
 
 
@@ -137,7 +137,7 @@ def vllm_server():
 @pytest.mark.engine
 def test_openai_backend_against_a_real_vllm_server(vllm_server):
     llm = LLMResource(backend="openai", base_url=vllm_server, model="smollm2", max_concurrency=4)
-    completions = llm.chat(_json_requests(4))
+    completions = llm.chat(_json_requests(4)).completions
     assert [c.finish_reason for c in completions].count("stop") >= 3
     for c in completions:
         if c.finish_reason == "stop":

@@ -30,7 +30,8 @@ def test_transformers_backend_judges_every_pair(tmp_path):
     model = _tiny_classifier(tmp_path, ["entailment", "neutral", "contradiction"])
     nli = NLIResource(backend="transformers", model=model, batch_size=2)
     pairs = [("Use no commas", "Write no commas")] * 3 + [("Answer in capitals", "Use capitals")] * 2
-    judged = nli.judge(pairs, LLMResource())
+    judged, stats = nli.judge(pairs, LLMResource())
+    assert stats == {}  # no LLM asked
     assert len(judged) == 5
     assert all(label in {"entailment", "neutral", "contradiction"} and reason is None for label, reason in judged)
     assert judged[0] == judged[1] == judged[2]  # same input, same verdict, across batches
@@ -48,7 +49,7 @@ def test_embedding_backend_tells_rewordings_from_other_requirements():
     """The offline default judge on real pairs from a run: back-translations that reword the
     instruction are kept, ones that ask for something unrelated are contradictions."""
     nli = NLIResource()
-    judged = nli.judge([
+    judged, _ = nli.judge([
         ("Do not include the words 'very' or 'really'", "Do not use the words 'very' or 'really' anywhere"),
         ("End your answer with the exact phrase 'Is there anything else?'", 'End with the phrase "Is there anything else?'),
         ("Include the keyword 'python' at least twice", "End the response with an exclamation mark"),

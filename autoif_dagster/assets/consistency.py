@@ -8,18 +8,19 @@ import polars as pl
 
 from ..config import AutoIFConfig
 from ..method import prompts
-from ..method.parsing import ParseError, parse_back_translation
+from ..method import stages
 from ..method.selection import dedupe_key, is_consistent
 from ..resources.llm import LLMResource
 from ..resources.nli import NLIResource
 from ..schemas import content_id, frame
+from .llm_stage import run_stage
 from .reporting import funnel
 
 GROUP = "consistency"
 _EXAMPLE_INSTRUCTIONS = {dedupe_key(text) for text, _ in prompts.VERIFIER_EXAMPLES}
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version="1", pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version=stages.BACK_TRANSLATION.version, pool="llm")
 def back_translations(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
@@ -35,26 +36,22 @@ def back_translations(
         .head(cfg.per_instruction)
         .to_dicts()
     )
-    requests = [
-        cfg.sampling.request(prompts.back_translation_prompt(v["func"]), seed=autoif.seed) for v in chosen
-    ]
-    dropped: Counter = Counter()
+    run = run_stage(context, supervisor_llm, stages.BACK_TRANSLATION,
+                    [(v, (v["func"],), autoif.seed) for v in chosen], cfg.sampling)
+    dropped = run.dropped
     rows = []
-    for v, completion in zip(chosen, supervisor_llm.chat(requests, log=context.log)):
-        try:
-            text = parse_back_translation(completion.text)
-        except ParseError as exc:
-            dropped[exc.reason] += 1
-            continue
+    for p in run.parsed:
+        v, text = p.item, p.value
         if dedupe_key(text) in _EXAMPLE_INSTRUCTIONS:  # says what the example checks, not this function
             dropped["copied_prompt_example"] += 1
             continue
         rows.append(
             {"back_translation_id": content_id("back_translation", v["verifier_id"], text),
-             "instruction_id": v["instruction_id"], "verifier_id": v["verifier_id"], "back_translation": text}
+             "instruction_id": v["instruction_id"], "verifier_id": v["verifier_id"],
+             "generation_id": p.completion.generation_id, "back_translation": text}
         )
     df = frame("back_translations", rows)
-    return dg.Output(df, metadata=funnel(len(chosen), df, dropped, **supervisor_llm.take_stats()))
+    return dg.Output(df, metadata=funnel(len(chosen), df, dropped, **run.metadata))
 
 
 @dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1", pool="llm")
@@ -68,9 +65,9 @@ def nli_verdicts(
 ) -> dg.Output[pl.DataFrame]:
     """NLI label of each (original instruction, back-translation) pair."""
     pairs = back_translations.join(augmented_instructions.select("instruction_id", "instruction"), on="instruction_id")
-    judgements = nli.judge(
+    judgements, stats = nli.judge(
         list(zip(pairs["instruction"].to_list(), pairs["back_translation"].to_list())),
-        supervisor_llm, seed=autoif.seed, log=context.log,
+        supervisor_llm, seed=autoif.seed, context=context,
     )
     dropped: Counter = Counter()
     rows = []
@@ -81,7 +78,6 @@ def nli_verdicts(
         rows.append({"back_translation_id": row["back_translation_id"], "instruction_id": row["instruction_id"], "label": label})
     df = frame("nli_verdicts", rows)
     labels = dict(Counter(df["label"].to_list()))
-    stats = supervisor_llm.take_stats() if nli.backend == "llm" else {}
     return dg.Output(
         df, metadata=funnel(pairs.height, df, dropped, labels=dg.MetadataValue.json(labels), **nli.describe(supervisor_llm), **stats)
     )

@@ -6,12 +6,13 @@ import dagster as dg
 import polars as pl
 
 from ..config import AutoIFConfig
-from ..method import prompts
-from ..method.parsing import ParseError, parse_instruction_line, split_lines
+from ..method import stages
+from ..method.parsing import ParseError, parse_instruction_line
 from ..method.selection import dedupe_key, sample_for
 from ..resources.llm import LLMResource
 from ..schemas import content_id, frame
 from ..sources import load_seeds
+from .llm_stage import run_stage
 from .reporting import funnel
 
 GROUP = "instructions"
@@ -25,7 +26,7 @@ def seed_instructions(context: dg.AssetExecutionContext, autoif: AutoIFConfig) -
     return dg.Output(df, metadata=funnel(len(seeds), df, Counter(), source=autoif.seeds_path or "packaged"))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version="1", pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version=stages.AUGMENT.version, pool="llm")
 def augmented_instructions(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
@@ -36,21 +37,15 @@ def augmented_instructions(
     cfg = autoif.augment
     seeds = seed_instructions["instruction"].to_list()
     n_examples = min(cfg.examples_per_round, len(seeds))
-    requests = [
-        cfg.sampling.request(
-            prompts.augment_prompt(sample_for(f"round-{r}", seeds, n_examples, autoif.seed), cfg.new_per_round),
-            seed=autoif.seed + r,
-        )
-        for r in range(cfg.rounds)
-    ]
-    completions = supervisor_llm.chat(requests, log=context.log)
+    items = [(r, (sample_for(f"round-{r}", seeds, n_examples, autoif.seed), cfg.new_per_round), autoif.seed + r)
+             for r in range(cfg.rounds)]
+    run = run_stage(context, supervisor_llm, stages.AUGMENT, items, cfg.sampling)
 
-    dropped: Counter = Counter()
+    dropped = run.dropped
     rows = [{**row, "origin": "seed", "generation_id": None} for row in seed_instructions.to_dicts()]
     seen = {dedupe_key(s) for s in seeds}
-    for request, completion in zip(requests, completions):
-        generation_id = content_id("generation", supervisor_llm.model, request.messages, request.seed)
-        for line in split_lines(completion.text):
+    for parsed in run.parsed:
+        for line in parsed.value:
             try:
                 text = parse_instruction_line(line)
             except ParseError as exc:
@@ -62,9 +57,9 @@ def augmented_instructions(
             seen.add(dedupe_key(text))
             rows.append(
                 {"instruction_id": content_id("instruction", text), "instruction": text,
-                 "origin": "augmented", "generation_id": generation_id}
+                 "origin": "augmented", "generation_id": parsed.completion.generation_id}
             )
-    parsed = len(rows) - len(seeds) + sum(dropped.values())
+    candidates = len(rows) - len(seeds) + sum(dropped.values())  # lines, and completions dropped whole
     if len(rows) > cfg.max_instructions:
         keep = set(sample_for("cap", [r["instruction_id"] for r in rows], cfg.max_instructions, autoif.seed))
         dropped["over_max_instructions"] += len(rows) - len(keep)
@@ -73,8 +68,8 @@ def augmented_instructions(
     return dg.Output(
         df,
         metadata=funnel(
-            len(seeds) + parsed, df, dropped,
+            len(seeds) + candidates, df, dropped,
             new_instructions=int((df["origin"] == "augmented").sum()),
-            **supervisor_llm.take_stats(),
+            **run.metadata,
         ),
     )

@@ -6,12 +6,12 @@ import dagster as dg
 import polars as pl
 
 from ..config import AutoIFConfig, ResponseConfig
-from ..method import prompts
-from ..method.parsing import ParseError, parse_score
+from ..method import stages
 from ..method.selection import pass_rate
 from ..resources.llm import LLMResource
 from ..resources.sandbox import SandboxResource, VerifierJob
 from ..schemas import content_id, frame
+from .llm_stage import run_stage
 from .reporting import funnel, histogram
 
 GROUP = "responses"
@@ -24,7 +24,7 @@ def sampling_plan(prompt_rows: list[dict], cfg: ResponseConfig) -> list[tuple[di
     return [(p, k, p["prompt"] if k < cfg.samples_per_prompt else p["query"]) for p in prompt_rows for k in range(n)]
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version="2", pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version=stages.RESPONSE.version, pool="llm")
 def responses(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
@@ -37,30 +37,25 @@ def responses(
     dropped: neither is a training sample."""
     cfg = autoif.responses
     jobs = sampling_plan(instruction_prompts.to_dicts(), cfg)
-    requests = [cfg.sampling.request(prompts.response_prompt(text), seed=autoif.seed + k) for _, k, text in jobs]
-    dropped: Counter = Counter()
+    run = run_stage(context, policy_llm, stages.RESPONSE, [((p, k), (text,), autoif.seed + k) for p, k, text in jobs],
+                    cfg.sampling)
+    dropped = run.dropped
     rows = []
     seen: set[tuple[str, str]] = set()
-    for (p, k, _), c in zip(jobs, policy_llm.chat(requests, log=context.log)):
-        text = c.text.strip()
-        if c.finish_reason == "error":
-            dropped["llm_error"] += 1
-        elif c.finish_reason == "length":
-            dropped["truncated"] += 1
-        elif not text:
-            dropped["empty"] += 1
-        elif (p["prompt_id"], text) in seen:
+    for parsed in run.parsed:
+        (p, k), text = parsed.item, parsed.value
+        if (p["prompt_id"], text) in seen:
             dropped["duplicate"] += 1
-        else:
-            seen.add((p["prompt_id"], text))
-            rows.append(
-                {"response_id": content_id("response", p["prompt_id"], policy_llm.model, k, text),
-                 "prompt_id": p["prompt_id"], "sample_index": k, "with_instruction": k < cfg.samples_per_prompt,
-                 "model": policy_llm.model,
-                 "response": text, "finish_reason": c.finish_reason}
-            )
+            continue
+        seen.add((p["prompt_id"], text))
+        rows.append(
+            {"response_id": content_id("response", p["prompt_id"], policy_llm.model, k, text),
+             "prompt_id": p["prompt_id"], "sample_index": k, "with_instruction": k < cfg.samples_per_prompt,
+             "model": policy_llm.model, "generation_id": parsed.completion.generation_id,
+             "response": text, "finish_reason": parsed.completion.finish_reason}
+        )
     df = frame("responses", rows)
-    return dg.Output(df, metadata=funnel(len(jobs), df, dropped, **policy_llm.take_stats()))
+    return dg.Output(df, metadata=funnel(len(jobs), df, dropped, **run.metadata))
 
 
 @dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1")
@@ -104,7 +99,7 @@ def response_verdicts(
     return dg.Output(df, metadata=meta)
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version="1", pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version=stages.QUALITY.version, pool="llm")
 def quality_scores(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
@@ -121,22 +116,15 @@ def quality_scores(
         .join(instruction_prompts.select("prompt_id", "instruction", "query"), on="prompt_id")
     )
     rows_in = passing.to_dicts()
-    requests = [
-        cfg.sampling.request(prompts.quality_prompt(r["instruction"], r["query"], r["response"]),
-                             seed=autoif.seed, json_schema=prompts.SCORE_SCHEMA)
-        for r in rows_in
-    ]
-    dropped: Counter = Counter({"below_pass_rate": response_verdicts.height - len(rows_in)})
-    rows = []
-    for r, c in zip(rows_in, supervisor_llm.chat(requests, log=context.log)):
-        try:
-            score = parse_score(c.text)
-        except ParseError as exc:
-            dropped[exc.reason] += 1
-            continue
-        rows.append({"response_id": r["response_id"], "prompt_id": r["prompt_id"], "score": score, "raw": c.text})
+    run = run_stage(context, supervisor_llm, stages.QUALITY,
+                    [(r, (r["instruction"], r["query"], r["response"]), autoif.seed) for r in rows_in], cfg.sampling)
+    dropped = run.dropped
+    dropped["below_pass_rate"] = response_verdicts.height - len(rows_in)
+    rows = [{"response_id": p.item["response_id"], "prompt_id": p.item["prompt_id"],
+             "generation_id": p.completion.generation_id, "score": p.value, "raw": p.completion.text}
+            for p in run.parsed]
     df = frame("quality_scores", rows)
-    meta = funnel(response_verdicts.height, df, dropped, **supervisor_llm.take_stats())
+    meta = funnel(response_verdicts.height, df, dropped, **run.metadata)
     if df.height:
         meta["score_histogram"] = histogram(df["score"].to_list(), "quality score", bins=list(range(12)))
     return dg.Output(df, metadata=meta)

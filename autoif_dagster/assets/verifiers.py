@@ -6,18 +6,18 @@ import dagster as dg
 import polars as pl
 
 from ..config import AutoIFConfig
-from ..method import prompts
+from ..method import stages
 from ..method.crossval import cross_validate, probe_counts
-from ..method.parsing import ParseError, parse_verifier
 from ..resources.llm import LLMResource
 from ..resources.sandbox import SandboxResource, VerifierJob
 from ..schemas import content_id, frame
+from .llm_stage import run_stage
 from .reporting import funnel
 
 GROUP = "verifiers"
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version="1", pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version=stages.VERIFIER.version, pool="llm")
 def verifier_candidates(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
@@ -27,35 +27,20 @@ def verifier_candidates(
     """K generations per instruction of `evaluate(response)` plus test cases, parsed from JSON
     (the raw generation is kept beside the parsed function and cases)."""
     cfg = autoif.verifiers
-    instructions = augmented_instructions.to_dicts()
-    jobs = [(row, k) for row in instructions for k in range(cfg.samples_per_instruction)]
-    requests = [
-        cfg.sampling.request(
-            prompts.verifier_prompt(row["instruction"]),
-            seed=autoif.seed + k,
-            json_schema=prompts.verifier_schema(cfg.cases_per_sample),
-        )
-        for row, k in jobs
-    ]
-    completions = supervisor_llm.chat(requests, log=context.log)
-    dropped: Counter = Counter()
+    items = [((row, k), (row["instruction"],), autoif.seed + k)
+             for row in augmented_instructions.to_dicts() for k in range(cfg.samples_per_instruction)]
+    run = run_stage(context, supervisor_llm, stages.VERIFIER, items, cfg.sampling, schema_args=(cfg.cases_per_sample,))
     rows = []
     bad_cases = 0
-    for (row, k), completion in zip(jobs, completions):
-        if completion.finish_reason == "length":
-            dropped["truncated"] += 1
-            continue
-        try:
-            sample = parse_verifier(completion.text)
-        except ParseError as exc:
-            dropped[exc.reason] += 1
-            continue
+    for p in run.parsed:
+        (row, k), sample, completion = p.item, p.value, p.completion
         bad_cases += sample.bad_cases
         rows.append(
             {
-                "candidate_id": content_id("candidate", row["instruction_id"], k, completion.text),
+                "candidate_id": content_id("candidate", row["instruction_id"], completion.generation_id),
                 "instruction_id": row["instruction_id"],
                 "sample_index": k,
+                "generation_id": completion.generation_id,
                 "raw": completion.text,
                 "func": sample.func,
                 "cases": [{"input": i, "output": o} for i, o in sample.cases],
@@ -63,7 +48,7 @@ def verifier_candidates(
         )
     df = frame("verifier_candidates", rows)
     return dg.Output(
-        df, metadata=funnel(len(jobs), df, dropped, malformed_cases_dropped=bad_cases, **supervisor_llm.take_stats())
+        df, metadata=funnel(len(items), df, run.dropped, malformed_cases_dropped=bad_cases, **run.metadata)
     )
 
 

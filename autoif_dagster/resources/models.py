@@ -102,6 +102,36 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def model_identity(name: str) -> str:
+    """What a model's outputs depend on, as a string for the ledger's keys: an embedded model
+    by its pinned weights hash (or package version) and conversion, a local checkpoint by a
+    fingerprint of its config, tokenizer files and weight file sizes (hashing gigabytes of
+    weights on every run would cost more than it guards), a Hugging Face id by itself."""
+    if name in EMBEDDED_MODELS:
+        model = EMBEDDED_MODELS[name]
+        weights = model.sha256 or ",".join(f"{p}=={_version(p)}" for p in model.packages)
+        return f"embedded:{name}:{weights}:conversion{CONVERSION}"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(path.iterdir()):
+            if file.suffix in (".json", ".jinja", ".txt", ".model"):
+                digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+            elif file.suffix in (".safetensors", ".bin", ".pt"):
+                digest.update(f"{file.name}:{file.stat().st_size}\0".encode())
+        return f"local:{digest.hexdigest()[:32]}"
+    return f"hf:{name}"
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
 def is_complete(checkpoint: Path) -> bool:
     """Whole, and written by this version of the conversion."""
     try:

@@ -19,8 +19,8 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from ..method import prompts
-from ..method.parsing import ParseError, parse_nli_label
+from ..method import stages
+from ..method.parsing import ParseError
 from .llm import ChatRequest, LLMResource
 
 Judgement = tuple[str | None, str | None]  # (label, drop reason)
@@ -58,16 +58,17 @@ class NLIResource(dg.ConfigurableResource):
         return {"nli_backend": self.backend, "nli_model": name}
 
     def judge(
-        self, pairs: Sequence[tuple[str, str]], llm: LLMResource, seed: int = 0, log: Any = None
-    ) -> list[Judgement]:
-        """(premise, hypothesis) pairs -> (label, None) or (None, reason it could not be judged)."""
+        self, pairs: Sequence[tuple[str, str]], llm: LLMResource, seed: int = 0, context: Any = None
+    ) -> tuple[list[Judgement], dict[str, Any]]:
+        """(premise, hypothesis) pairs -> (label, None) or (None, reason it could not be judged)
+        per pair, and the LLM call's stats (llm backend; else empty)."""
         if not pairs:
-            return []
+            return [], {}
         if self.backend == "llm":
-            return self._judge_llm(pairs, llm, seed, log)
+            return self._judge_llm(pairs, llm, seed, context)
         if self.backend == "embedding":
-            return [(self.label_similarity(s), None) for s in self.similarities(pairs)]
-        return self._judge_transformers(pairs)
+            return [(self.label_similarity(s), None) for s in self.similarities(pairs)], {}
+        return self._judge_transformers(pairs), {}
 
     def label_similarity(self, similarity: float) -> str:
         if similarity < self.contradiction_below:
@@ -99,19 +100,22 @@ class NLIResource(dg.ConfigurableResource):
             out += (embed([a for a, _ in batch]) * embed([b for _, b in batch])).sum(-1).tolist()
         return out
 
-    def _judge_llm(self, pairs: Sequence[tuple[str, str]], llm: LLMResource, seed: int, log: Any) -> list[Judgement]:
+    def _judge_llm(self, pairs: Sequence[tuple[str, str]], llm: LLMResource, seed: int,
+                   context: Any) -> tuple[list[Judgement], dict[str, Any]]:
+        stage = stages.NLI
         requests = [
-            ChatRequest(prompts.nli_prompt(p, h), max_tokens=self.max_tokens, temperature=0.0,
-                        seed=seed, json_schema=prompts.NLI_SCHEMA)
+            ChatRequest(stage.prompt(p, h), max_tokens=self.max_tokens, temperature=0.0, seed=seed,
+                        json_schema=stage.schema())
             for p, h in pairs
         ]
+        result = llm.chat(requests, context=context)
         out: list[Judgement] = []
-        for completion in llm.chat(requests, log=log):
+        for completion in result.completions:
             try:
-                out.append((parse_nli_label(completion.text), None))
+                out.append((stage.parse(completion.text), None))
             except ParseError as exc:
                 out.append((None, exc.reason))
-        return out
+        return out, result.metadata()
 
     def _judge_transformers(self, pairs: Sequence[tuple[str, str]]) -> list[Judgement]:
         import torch

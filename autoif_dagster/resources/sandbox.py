@@ -21,8 +21,8 @@ by the settings that shape them, the next judge() call with the same settings ta
 again, and they are stopped when the process exits (or by `shutdown_supervisors()`). A
 container is started once per run, not once per call.
 
-With `cache_path`, verdicts are kept in a SQLite file (see verdict_cache.py) keyed by the
-verifier's source, the input and `sandbox_version()`: a pair judged before is not run again.
+With `ledger_path`, verdicts are kept in the ledger (see ledger.py) keyed by the verifier's
+source, the input and `sandbox_version()`: a pair judged before is not run again.
 """
 
 import contextlib
@@ -38,7 +38,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 from tqdm import tqdm
 
-from ..sandbox.protocol import CRASH, Verdict
+from ..sandbox.protocol import CRASH, KINDS, TIMEOUT, Verdict
 from .supervisors import (
     CONTAINER_USER,
     ContainerSupervisor,
@@ -54,7 +54,7 @@ from .supervisors import (
     supervisor_env,
     verdict_from_json,
 )
-from .verdict_cache import NOT_CACHED, VerdictCache, VerdictCacheError, verdict_keys
+from .ledger import Ledger, LedgerError, verdict_keys
 
 SUPERVISOR_MODULE = "autoif_dagster.sandbox.supervisor"
 # Jobs sent to a supervisor before the first of them is answered: one being judged, one
@@ -69,8 +69,26 @@ CONTAINER_OVERHEAD_MB = 256  # the supervisor and page cache, on top of one chil
 # made every fork, i.e. every job, about three times slower; the few verifiers that use them
 # import them in their own child instead (~0.3 s each).
 CONTAINER_PRELOAD = "emoji"
-# Verdicts stored in the cache per transaction: what a crash can lose at most.
+# Verdicts stored in the ledger per transaction: what a crash can lose at most.
 CACHE_BATCH = 2000
+# Never stored: whether a call finishes in time depends on the machine's load, and a crash
+# can come from outside the verifier (the supervisor or container killed, memory pressure).
+NOT_CACHED = (TIMEOUT, CRASH)
+
+
+def _verdicts(ledger: Ledger, keys) -> dict[bytes, Verdict]:
+    """The stored verdicts among `keys` (one object per distinct verdict)."""
+    shared: dict[tuple, Verdict] = {}
+    found = {}
+    for key, row in ledger.get_many("verdicts", keys).items():
+        if row[0] not in KINDS:
+            raise LedgerError(f"ledger {ledger.path} cannot be read: unknown verdict kind {row[0]!r}")
+        found[key] = shared.setdefault(row, Verdict(*row))
+    return found
+
+
+def _store(ledger: Ledger, items: list[tuple[bytes, Verdict]]) -> int:
+    return ledger.put_many("verdicts", [(key, v.kind, v.detail) for key, v in items])
 
 
 class VerifierJob(NamedTuple):
@@ -98,10 +116,10 @@ class SandboxResource(dg.ConfigurableResource):
         description="Keep supervisors (containers) running after judge() for later calls in this "
         "process; they stop when it exits. False: started and stopped by each call.",
     )
-    cache_path: str | None = Field(
+    ledger_path: str | None = Field(
         None,
-        description="SQLite file of verdicts keyed by (sandbox version, verifier source, input): "
-        "pairs judged before are not run again. None: no cache.",
+        description="The ledger (SQLite file) that keeps verdicts keyed by (sandbox version, "
+        "verifier source, input): pairs judged before are not run again. None: no ledger.",
     )
 
     _last_stats: dict[str, int] = PrivateAttr(default_factory=dict)
@@ -128,10 +146,10 @@ class SandboxResource(dg.ConfigurableResource):
             isolation = HostCommand(self.memory_mb).describe()
         else:
             isolation = "separate process, rlimits, per-call SIGKILL timeout (no network isolation)"
-        cache = (f"{self.cache_path} (sandbox version {self.sandbox_version()}; timeouts and crashes "
-                 "are not cached)") if self.cache_path else "off"
+        ledger = (f"{self.ledger_path} (sandbox version {self.sandbox_version()}; timeouts and crashes "
+                  "are not stored)") if self.ledger_path else "off"
         return {"sandbox_backend": self.backend, "isolation": isolation, "sandbox_limits": limits,
-                "verdict_cache": cache}
+                "verdict_ledger": ledger}
 
     def sandbox_version(self) -> str:
         """What a verdict depends on besides the verifier and its input: the supervisor's code,
@@ -151,7 +169,7 @@ class SandboxResource(dg.ConfigurableResource):
         jobs = list(jobs)
         total = sum(len(job.inputs) for job in jobs)
         self._last_stats = {}
-        if not self.cache_path:
+        if not self.ledger_path:
             results: list[list[Verdict]] = [[] for _ in jobs]  # a job without inputs stays []
 
             def done(index: int, verdicts: list[Verdict]) -> None:
@@ -160,13 +178,13 @@ class SandboxResource(dg.ConfigurableResource):
             self._run(jobs, progress, done)
             self._last_stats = {"verdicts": total, "cache_hits": 0, "executed": total, "duplicates": 0, "stored": 0}
             return results
-        with VerdictCache(self.cache_path) as cache:
-            return self._judge_cached(jobs, total, cache, progress)
+        with Ledger(self.ledger_path) as ledger:
+            return self._judge_cached(jobs, total, ledger, progress)
 
-    def _judge_cached(self, jobs: list[VerifierJob], total: int, cache: VerdictCache,
+    def _judge_cached(self, jobs: list[VerifierJob], total: int, ledger: Ledger,
                       progress: bool) -> list[list[Verdict]]:
         keys = verdict_keys(self.sandbox_version(), [(job.source, job.inputs) for job in jobs])
-        known = cache.get_many(k for row in keys for k in row)
+        known = _verdicts(ledger, [k for row in keys for k in row])
         slots: list[list[Verdict | None]] = [[known.get(k) for k in row] for row in keys]
         # Pairs to run: each distinct missing key once, in the first job that has it.
         where: dict[bytes, list[tuple[int, int]]] = {}
@@ -197,16 +215,16 @@ class SandboxResource(dg.ConfigurableResource):
                 if verdict.kind not in NOT_CACHED:
                     unsaved.append((key, verdict))
             if len(unsaved) >= CACHE_BATCH:
-                stored += cache.put_many(unsaved)
+                stored += _store(ledger, unsaved)
                 unsaved.clear()
 
         try:
             self._run(to_run, progress, done, already_done=len(jobs) - len(to_run))
         except BaseException:
-            with contextlib.suppress(VerdictCacheError):  # keep what was judged before the error
-                cache.put_many(unsaved)
+            with contextlib.suppress(LedgerError):  # keep what was judged before the error
+                _store(ledger, unsaved)
             raise
-        stored += cache.put_many(unsaved)
+        stored += _store(ledger, unsaved)
         executed = sum(len(job.inputs) for job in to_run)
         hits = sum(1 for row in keys for key in row if key in known)
         self._last_stats = {"verdicts": total, "cache_hits": hits, "executed": executed,

@@ -1,5 +1,6 @@
-"""The verdict cache: on its own (SQLite file) and behind SandboxResource.judge(). No mocks:
-verifiers run in the real local supervisor."""
+"""The ledger: on its own (SQLite file) and, for verdicts, behind SandboxResource.judge() (its
+completions behind LLMResource.chat() are in test_llm_ledger.py). No mocks: verifiers run in
+the real local supervisor."""
 
 import multiprocessing
 import sqlite3
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob
-from autoif_dagster.resources.verdict_cache import VerdictCache, VerdictCacheError, verdict_keys
+from autoif_dagster.resources.ledger import SCHEMA_VERSION, Ledger, LedgerError, verdict_keys
 from autoif_dagster.sandbox.protocol import CRASH, EXCEPTION, FAIL, PASS, TIMEOUT, Verdict
 
 NO_LETTER_E = "def evaluate(response):\n    return 'e' not in response.lower()\n"
@@ -26,7 +27,7 @@ def reads(path: Path) -> str:
 
 @pytest.fixture
 def cached(tmp_path) -> SandboxResource:
-    return SandboxResource(timeout_s=1.0, workers=2, cache_path=str(tmp_path / "verdicts.sqlite"))
+    return SandboxResource(timeout_s=1.0, workers=2, ledger_path=str(tmp_path / "ledger.sqlite"))
 
 
 # ---------------------------------------------------------------- through judge()
@@ -107,14 +108,14 @@ def test_sandbox_version_names_backend_and_code():
 
 def test_describe_and_stats_without_a_cache():
     sandbox = SandboxResource(timeout_s=1.0)
-    assert sandbox.describe()["verdict_cache"] == "off"
+    assert sandbox.describe()["verdict_ledger"] == "off"
     sandbox.judge([VerifierJob(NO_LETTER_E, ["a", "e"])])
     assert sandbox.last_stats == {"verdicts": 2, "cache_hits": 0, "executed": 2, "duplicates": 0, "stored": 0}
 
 
 def test_describe_names_the_cache(cached):
     facts = cached.describe()
-    assert cached.cache_path in facts["verdict_cache"] and "not cached" in facts["verdict_cache"]
+    assert cached.ledger_path in facts["verdict_ledger"] and "not stored" in facts["verdict_ledger"]
 
 
 def test_a_fully_cached_call_starts_no_supervisor(cached, monkeypatch):
@@ -143,32 +144,67 @@ def test_keys_depend_on_every_part():
 
 
 def test_put_and_get(tmp_path):
-    path = tmp_path / "sub" / "cache.sqlite"  # parent directories are made
-    with VerdictCache(path, batch_size=3) as cache:
-        items = [(bytes([i]) * 32, Verdict(PASS if i % 2 else EXCEPTION, f"detail {i}")) for i in range(10)]
-        assert cache.put_many(items + [(b"t" * 32, Verdict(TIMEOUT, "x")), (b"c" * 32, Verdict(CRASH))]) == 10
-        assert len(cache) == 10
-        assert cache.get_many([k for k, _ in items] + [b"t" * 32, b"z" * 32]) == dict(items)
-    with VerdictCache(path) as cache:  # reopened
-        assert cache.get_many([items[3][0]]) == {items[3][0]: items[3][1]}
-        assert cache.put_many([(items[3][0], Verdict(FAIL))]) == 1  # present: the first verdict stays
-        assert cache.get_many([items[3][0]])[items[3][0]] == items[3][1]
+    path = tmp_path / "sub" / "ledger.sqlite"  # parent directories are made
+    with Ledger(path, batch_size=3) as ledger:
+        rows = [(bytes([i]) * 16, PASS if i % 2 else EXCEPTION, f"detail {i}") for i in range(10)]
+        assert ledger.put_many("verdicts", rows) == 10
+        assert ledger.count("verdicts") == 10 and ledger.count("completions") == 0
+        assert ledger.get_many("verdicts", [r[0] for r in rows] + [b"z" * 16]) == {r[0]: r[1:] for r in rows}
+    with Ledger(path) as ledger:  # reopened
+        assert ledger.get_many("verdicts", [rows[3][0]]) == {rows[3][0]: rows[3][1:]}
+        ledger.put_many("verdicts", [(rows[3][0], FAIL, "")])  # present: the first row stays
+        assert ledger.get_many("verdicts", [rows[3][0]])[rows[3][0]] == rows[3][1:]
+        assert ledger.get_many("completions", [rows[3][0]]) == {}  # tables do not mix
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_timeouts_and_crashes_are_never_stored(cached):
+    jobs = [VerifierJob("import time\ndef evaluate(response):\n    time.sleep(5)\n    return True\n", ["a"]),
+            VerifierJob("import os\ndef evaluate(response):\n    os._exit(3)\n", ["b"])]
+    assert {v[0].kind for v in cached.judge(jobs)} <= {TIMEOUT, CRASH}
+    with Ledger(cached.ledger_path) as ledger:
+        assert ledger.count("verdicts") == 0
+
+
+def test_a_verdict_cache_of_schema_1_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "verdicts.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('schema', '1')")
+    db.execute("CREATE TABLE verdicts (key BLOB PRIMARY KEY, kind TEXT NOT NULL, detail TEXT NOT NULL) WITHOUT ROWID")
+    db.execute("INSERT INTO verdicts VALUES (?, 'pass', '')", (b"k" * 16,))
+    db.commit()
+    db.close()
+    with Ledger(path) as ledger:
+        assert ledger.get_many("verdicts", [b"k" * 16]) == {b"k" * 16: (PASS, "")}
+        assert ledger.count("completions") == 0
+    assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_ledger_of_another_schema_version_names_it(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value='99'")
+    db.commit()
+    db.close()
+    with pytest.raises(LedgerError, match=f"{path}.*schema '99', expected '{SCHEMA_VERSION}'"):
+        Ledger(path)
+
+
 def _writer(path: str, worker: int, rounds: int) -> None:
-    with VerdictCache(path, busy_timeout_s=60, batch_size=50) as cache:
+    with Ledger(path, busy_timeout_s=60, batch_size=50) as ledger:
         for r in range(rounds):
             # Overlapping keys: both processes write some of the same ones.
-            items = [(f"{(r * 100 + i) % 500}".encode().ljust(32, b"."), Verdict(FAIL, str((r * 100 + i) % 500)))
-                     for i in range(worker * 50, worker * 50 + 150)]
-            cache.put_many(items)
-            cache.get_many(key for key, _ in items)
+            rows = [(f"{(r * 100 + i) % 500}".encode().ljust(16, b"."), FAIL, str((r * 100 + i) % 500))
+                    for i in range(worker * 50, worker * 50 + 150)]
+            ledger.put_many("verdicts", rows)
+            ledger.get_many("verdicts", (row[0] for row in rows))
 
 
 def test_concurrent_writers_in_two_processes(tmp_path):
     path = str(tmp_path / "shared.sqlite")
-    VerdictCache(path).close()
+    Ledger(path).close()
     context = multiprocessing.get_context("spawn")
     procs = [context.Process(target=_writer, args=(path, worker, 40)) for worker in range(2)]
     for proc in procs:
@@ -178,40 +214,40 @@ def test_concurrent_writers_in_two_processes(tmp_path):
     assert [proc.exitcode for proc in procs] == [0, 0]
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    with VerdictCache(path) as cache:
-        keys = [f"{n}".encode().ljust(32, b".") for n in range(500)]
-        found = cache.get_many(keys)
-        assert len(found) == 500 and all(found[k].detail == k.rstrip(b".").decode() for k in keys)
+    with Ledger(path) as ledger:
+        keys = [f"{n}".encode().ljust(16, b".") for n in range(500)]
+        found = ledger.get_many("verdicts", keys)
+        assert len(found) == 500 and all(found[k][1] == k.rstrip(b".").decode() for k in keys)
 
 
 def test_a_corrupt_file_names_itself(tmp_path):
-    path = tmp_path / "verdicts.sqlite"
+    path = tmp_path / "ledger.sqlite"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(VerdictCacheError, match=f"{path}.*not a usable verdict cache"):
-        VerdictCache(path)
-    with pytest.raises(VerdictCacheError, match=str(path)):  # through judge() too
-        SandboxResource(cache_path=str(path)).judge([VerifierJob(NO_LETTER_E, ["a"])])
+    with pytest.raises(LedgerError, match=f"{path}.*not a usable ledger"):
+        Ledger(path)
+    with pytest.raises(LedgerError, match=str(path)):  # through judge() too
+        SandboxResource(ledger_path=str(path)).judge([VerifierJob(NO_LETTER_E, ["a"])])
 
 
 def test_a_damaged_database_names_itself(tmp_path):
-    path = tmp_path / "verdicts.sqlite"
-    with VerdictCache(path) as cache:
-        cache.put_many([(bytes([i % 256, i // 256]) * 16, Verdict(FAIL, "x" * 100)) for i in range(3000)])
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path) as ledger:
+        ledger.put_many("verdicts", [(bytes([i % 256, i // 256]) * 8, FAIL, "x" * 100) for i in range(3000)])
     sqlite3.connect(path).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     data = bytearray(path.read_bytes())
     data[4096 * 3:4096 * 6] = b"\xff" * (4096 * 3)  # scribble over B-tree pages
     path.write_bytes(bytes(data))
-    with pytest.raises(VerdictCacheError, match=str(path)):
-        with VerdictCache(path) as cache:
-            cache.get_many(bytes([i % 256, i // 256]) * 16 for i in range(3000))
+    with pytest.raises(LedgerError, match=str(path)):
+        with Ledger(path) as ledger:
+            ledger.get_many("verdicts", (bytes([i % 256, i // 256]) * 8 for i in range(3000)))
 
 
 def test_an_unopenable_path_and_a_foreign_database_name_themselves(tmp_path):
     directory = tmp_path / "a_directory"
     directory.mkdir()
-    with pytest.raises(VerdictCacheError, match=f"{directory}.*cannot be opened|{directory}.*not a usable"):
-        VerdictCache(directory)
+    with pytest.raises(LedgerError, match=f"{directory}.*cannot be opened|{directory}.*not a usable"):
+        Ledger(directory)
     foreign = tmp_path / "other.sqlite"
     sqlite3.connect(foreign).execute("CREATE TABLE people (name TEXT)")
-    with pytest.raises(VerdictCacheError, match=f"{foreign}.*other tables \\(people\\)"):
-        VerdictCache(foreign)
+    with pytest.raises(LedgerError, match=f"{foreign}.*other tables \\(people\\)"):
+        Ledger(foreign)

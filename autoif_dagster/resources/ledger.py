@@ -1,0 +1,185 @@
+"""The ledger: what every LLM call returned and what every verifier said, by content address.
+
+One SQLite file, one table per kind of record, each row keyed by a hash of everything that
+can change it:
+- `verdicts`: (sandbox version, verifier source, input) -> verdict. A verdict is a function
+  of the three for a verifier that behaves (no randomness, no clock, no state kept between
+  calls). TIMEOUT and CRASH verdicts are never stored: whether a call finishes in time
+  depends on the machine's load, and a crash can come from outside the verifier.
+- `completions`: (model identity, messages, sampling parameters, output schema) -> the raw
+  text, finish reason and token count, with the request itself and the run that asked, so a
+  parser change re-parses without re-asking and `autoif trace` can show the generation.
+  Requests that failed (finish reason "error") are not stored: they are asked again.
+
+Readers do not block writers (WAL mode), writers take turns (waiting up to
+`busy_timeout_s`), so several runs and processes can share one file. Writes are committed
+in batches as results arrive; a crash loses at most the batch being written, and SQLite's
+journal keeps the file consistent. A file that is not a ledger, is damaged, or has another
+schema version raises LedgerError naming it. A version-1 file (the verdict cache that came
+before) is upgraded in place: its verdicts stay valid.
+
+The store is this one class behind get_many/put_many, so a shared database (the PostgreSQL
+server a production Dagster instance already runs) can stand in for the file: the README says
+how.
+"""
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+SCHEMA_VERSION = "2"
+_QUERY_CHUNK = 500  # keys per SELECT ... IN (...): under every SQLite's variable limit
+# 128 bits: a chance collision stays below 1e-20 for a billion records; shorter keys make
+# lookups ~1.5x faster than full 32-byte digests.
+KEY_BYTES = 16
+# table -> its value columns (every table also has `key BLOB PRIMARY KEY`)
+TABLES: dict[str, tuple[str, ...]] = {
+    "verdicts": ("kind TEXT NOT NULL", "detail TEXT NOT NULL"),
+    "completions": (
+        "text TEXT NOT NULL", "finish_reason TEXT NOT NULL", "n_tokens INTEGER NOT NULL",
+        "model TEXT NOT NULL", "request TEXT NOT NULL", "run_id TEXT NOT NULL", "created_at REAL NOT NULL",
+    ),
+}
+_KEY_DOMAINS = {"verdicts": b"autoif-verdict-key-v1\0", "completions": b"autoif-completion-key-v1\0"}
+
+
+class LedgerError(RuntimeError):
+    """The ledger file cannot be used (not a ledger, damaged, unreadable, full)."""
+
+
+def _digest(text: str) -> bytes:
+    # surrogatepass: LLM text may hold lone surrogates, which strict UTF-8 refuses.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def verdict_keys(version: str, jobs: Sequence[tuple[str, Sequence[str]]]) -> list[list[bytes]]:
+    """For each (source, inputs) pair, the key of each input: a SHA-256 of the sandbox
+    version, the source and the input (each hashed on its own first, so that no choice of
+    strings can make two different triples collide by concatenation), cut to KEY_BYTES."""
+    scope = hashlib.sha256(_KEY_DOMAINS["verdicts"] + _digest(version)).digest()
+    texts: dict[str, bytes] = {}
+    keys = []
+    for source, inputs in jobs:
+        prefix = scope + _digest(source)
+        row = []
+        for text in inputs:
+            digest = texts.get(text)
+            if digest is None:
+                digest = texts[text] = _digest(text)
+            row.append(hashlib.sha256(prefix + digest).digest()[:KEY_BYTES])
+        keys.append(row)
+    return keys
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per value: sorted keys, no spaces, non-ASCII kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def completion_key(request: dict[str, Any]) -> bytes:
+    """The key of an LLM request given as the dict of everything that can change its output
+    (LLMResource.request_identity): its canonical JSON, hashed."""
+    return hashlib.sha256(_KEY_DOMAINS["completions"] + _digest(canonical_json(request))).digest()[:KEY_BYTES]
+
+
+class Ledger:
+    """get_many / put_many per table over one SQLite file; use as a context manager."""
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 60.0, batch_size: int = 2000) -> None:
+        self.path = Path(path)
+        self.batch_size = batch_size
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+            self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._error("cannot be opened", exc) from exc
+        try:
+            self._set_up()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise self._error("is not a usable ledger", exc) from exc
+
+    def _set_up(self) -> None:
+        db = self._db
+        # Reading the header first: a file that is not SQLite fails here, before anything is written.
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if db.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+            raise sqlite3.DatabaseError("cannot switch to WAL journal mode")
+        db.execute("PRAGMA synchronous=NORMAL")  # with WAL: consistent after a crash, fsync per checkpoint
+        db.execute("BEGIN IMMEDIATE")  # two processes creating the file take turns
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables:
+                if "meta" not in tables or not tables & set(TABLES):
+                    raise sqlite3.DatabaseError(f"a SQLite file with other tables ({', '.join(sorted(tables))})")
+                row = db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
+                version = row[0] if row else None
+                if version not in ("1", SCHEMA_VERSION):  # 1: the verdict cache, upgraded below
+                    raise sqlite3.DatabaseError(f"schema {version!r}, expected {SCHEMA_VERSION!r}")
+            else:
+                db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                db.execute("INSERT INTO meta VALUES ('schema', '')")
+            for table, columns in TABLES.items():
+                if table not in tables:
+                    db.execute(f"CREATE TABLE {table} (key BLOB PRIMARY KEY, {', '.join(columns)}) WITHOUT ROWID")
+            db.execute("UPDATE meta SET value=? WHERE name='schema'", (SCHEMA_VERSION,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def get_many(self, table: str, keys: Iterable[bytes]) -> dict[bytes, tuple]:
+        """The stored rows (value columns, in TABLES order) among `keys`."""
+        wanted = sorted(set(keys))  # in key order: fewer B-tree pages visited
+        found: dict[bytes, tuple] = {}
+        columns = ", ".join(c.split()[0] for c in TABLES[table])
+        try:
+            for start in range(0, len(wanted), _QUERY_CHUNK):
+                chunk = wanted[start:start + _QUERY_CHUNK]
+                rows = self._db.execute(
+                    f"SELECT key, {columns} FROM {table} WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                )
+                for key, *values in rows:
+                    found[bytes(key)] = tuple(values)
+        except sqlite3.Error as exc:
+            raise self._error("cannot be read", exc) from exc
+        return found
+
+    def put_many(self, table: str, rows: Iterable[tuple]) -> int:
+        """Store (key, *values) rows, committing every batch_size; the number given. A key
+        already present keeps its row."""
+        rows = sorted(rows, key=lambda r: r[0])  # key order: ~2x faster inserts
+        marks = ",".join("?" * (1 + len(TABLES[table])))
+        try:
+            for start in range(0, len(rows), self.batch_size):
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})",
+                                         rows[start:start + self.batch_size])
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise self._error("cannot be written", exc) from exc
+        return len(rows)
+
+    def count(self, table: str) -> int:
+        return self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _error(self, what: str, exc: BaseException) -> LedgerError:
+        return LedgerError(f"ledger {self.path} {what}: {exc} (delete the file to start afresh)")

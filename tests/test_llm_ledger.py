@@ -1,0 +1,111 @@
+"""Completions in the ledger: what LLMResource.chat() answers from it, what it asks the model,
+what it commits and when. The replay backend reads the ledger without an engine; the engine
+tests record with the real one."""
+
+import dataclasses
+import sqlite3
+from types import SimpleNamespace
+
+import pytest
+
+from autoif_dagster.resources.ledger import Ledger, LedgerError, canonical_json, completion_key
+from autoif_dagster.resources.llm import ChatRequest, LLMError, LLMResource
+from autoif_dagster.resources.models import SMOKE_MODEL
+
+REQUEST = ChatRequest([{"role": "user", "content": "Name a fruit, in lowercase."}], max_tokens=16,
+                      temperature=0.7, top_p=0.95, seed=3, json_schema=None)
+
+
+def record(llm: LLMResource, request: ChatRequest, text: str, run_id: str = "run-a") -> bytes:
+    """Store a completion for `request` as `llm` would have."""
+    identity = llm.request_identity(request)
+    key = completion_key(identity)
+    with Ledger(llm.ledger_path) as ledger:
+        ledger.put_many("completions", [(key, text, "stop", 2, identity["model"], canonical_json(identity), run_id, 0.0)])
+    return key
+
+
+@pytest.fixture
+def replay(tmp_path) -> LLMResource:
+    return LLMResource(backend="replay", model=SMOKE_MODEL, ledger_path=str(tmp_path / "ledger.sqlite"))
+
+
+def test_replay_answers_from_the_ledger_with_the_generation_and_its_run(replay):
+    key = record(replay, REQUEST, "an apple")
+    result = replay.chat([REQUEST, REQUEST], context=SimpleNamespace(run=SimpleNamespace(run_id="run-b"), log=None))
+    assert [c.text for c in result.completions] == ["an apple", "an apple"]
+    assert result.completions[0].generation_id == f"gen-{key.hex()}" and result.completions[0].run_id == "run-a"
+    meta = result.metadata()
+    assert (meta["ledger_hits"], meta["ledger_misses"], meta["llm_generated_tokens"]) == (2, 0, 0)
+    assert meta["ledger_hits_by_run"] == {"run-a": 2}
+
+
+@pytest.mark.parametrize("change", [
+    {"messages": [{"role": "user", "content": "Name a fruit, in lowercase!"}]},
+    {"messages": [{"role": "system", "content": ""}, {"role": "user", "content": "Name a fruit, in lowercase."}]},
+    {"max_tokens": 17}, {"temperature": 0.0}, {"top_p": 0.9}, {"seed": 4},
+    {"json_schema": {"type": "object"}},
+])
+def test_a_request_that_differs_in_anything_is_never_answered_from_the_ledger(replay, change):
+    record(replay, REQUEST, "an apple")
+    with pytest.raises(LLMError, match="replay: the ledger .* has no completion for 1 of 1 requests"):
+        replay.chat([dataclasses.replace(REQUEST, **change)])
+
+
+def test_another_model_or_dtype_is_another_request(replay):
+    record(replay, REQUEST, "an apple")
+    for other in (replay.model_copy(update={"model": "qwen2.5-coder-0.5b-instruct"}),
+                  replay.model_copy(update={"dtype": "bfloat16"})):
+        with pytest.raises(LLMError, match="no completion"):
+            other.chat([REQUEST])
+    # what does not change an output does not change the key
+    same = replay.model_copy(update={"ledger_chunk": 1, "max_concurrency": 1, "request_timeout_s": 1.0})
+    assert same.chat([REQUEST]).completions[0].text == "an apple"
+
+
+def test_replay_without_a_usable_ledger_is_a_clear_error(tmp_path):
+    with pytest.raises(LLMError, match="replay backend answers from a ledger: set ledger_path"):
+        LLMResource(backend="replay", model=SMOKE_MODEL).chat([REQUEST])
+    directory = tmp_path / "dir"
+    directory.mkdir()
+    with pytest.raises(LedgerError, match=f"{directory}.*cannot be opened|{directory}.*not a usable"):
+        LLMResource(backend="replay", model=SMOKE_MODEL, ledger_path=str(directory)).chat([REQUEST])
+
+
+@pytest.mark.engine
+def test_the_engine_records_and_a_second_call_asks_nothing(llm, tmp_path, monkeypatch):
+    ledgered = llm.model_copy(update={"ledger_path": str(tmp_path / "ledger.sqlite"), "ledger_chunk": 2})
+    requests = [dataclasses.replace(REQUEST, seed=i) for i in range(5)]
+    first = ledgered.chat(requests, context=SimpleNamespace(run=SimpleNamespace(run_id="run-1"), log=None))
+    assert first.stats.ledger_misses == 5 and first.stats.tokens > 0
+    with Ledger(ledgered.ledger_path) as ledger:
+        assert ledger.count("completions") == 5
+    # the second call must not reach the engine at all
+    monkeypatch.setattr(LLMResource, "_generate", lambda *a: pytest.fail("the engine was asked"))
+    second = ledgered.chat(requests)
+    assert [c.text for c in second.completions] == [c.text for c in first.completions]
+    assert second.stats.ledger_hits == 5 and second.stats.hits_by_run == {"run-1": 5}
+
+
+@pytest.mark.engine
+def test_a_call_killed_midway_keeps_every_finished_chunk(llm, tmp_path, monkeypatch):
+    ledgered = llm.model_copy(update={"ledger_path": str(tmp_path / "ledger.sqlite"), "ledger_chunk": 2})
+    requests = [dataclasses.replace(REQUEST, seed=10 + i) for i in range(5)]
+    real = LLMResource._chat_vllm
+    calls = []
+
+    def dies_on_the_third_chunk(self, engine, chunk):
+        calls.append(len(chunk))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the run is killed while this chunk is in flight
+        return real(self, engine, chunk)
+
+    monkeypatch.setattr(LLMResource, "_chat_vllm", dies_on_the_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        ledgered.chat(requests)
+    with Ledger(ledgered.ledger_path) as ledger:
+        assert ledger.count("completions") == 4  # two whole chunks were committed
+    monkeypatch.setattr(LLMResource, "_chat_vllm", real)
+    again = ledgered.chat(requests)
+    assert (again.stats.ledger_hits, again.stats.ledger_misses) == (4, 1)
+    assert sqlite3.connect(ledgered.ledger_path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -1,6 +1,7 @@
-"""`autoif`: run the AutoIF graph from a terminal and print its funnel.
+"""`autoif`: run the AutoIF graph from a terminal and print its funnel; trace any row.
 
     autoif run                       # the whole graph at demo scale on the embedded models
+    autoif trace sft-1a2b3c4d5e6f7a8b   # a training sample's chain back to its seed instruction
     autoif run --profile paper --supervisor-model Qwen/Qwen2-72B-Instruct
     autoif run --llm-backend openai --base-url http://127.0.0.1:8000/v1 --supervisor-model NAME
 """
@@ -133,6 +134,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from .trace import Tracer, TraceError, render
+
+    home = Path(args.home or os.environ.get("AUTOIF_HOME", ".autoif")).resolve()
+    try:
+        tree = Tracer(home).trace(args.id)
+    except TraceError as exc:
+        print(f"autoif trace: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(tree, indent=2, default=str) if args.json else render(tree))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="autoif", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")
     run.add_argument("--funnel-json", help="also write the funnel to this JSON file")
     run.set_defaults(func=cmd_run)
+    trace = sub.add_parser("trace", help="print the whole chain of a row (sft-..., pair-..., resp-...) back to its seed")
+    trace.add_argument("id", help="any row's id, or a generation id (gen-...)")
+    trace.add_argument("--home", help="the home `autoif run` wrote to (default ./.autoif)")
+    trace.add_argument("--json", action="store_true", help="the chain as JSON, for machines")
+    trace.set_defaults(func=cmd_trace)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -5,6 +5,7 @@ engine (an engine takes ~25 s to start on a CPU and minutes on a GPU; Dagster's 
 executor would start one per step).
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -34,6 +35,27 @@ autoif_job = dg.define_asset_job(
 )
 
 
+
+class TraceConfig(dg.Config):
+    id: str  # any row's id (sft-..., pair-..., resp-...) or a generation id (gen-...)
+
+
+@dg.op(description="`autoif trace` from the UI: the chain of one row back to its seed instruction.")
+def trace_row(context: dg.OpExecutionContext, config: TraceConfig) -> None:
+    from .trace import Tracer, render
+
+    tree = Tracer(autoif_home()).trace(config.id)  # a bad id fails the run with the message
+    text = render(tree)
+    context.log.info(text)
+    context.add_output_metadata({"trace": dg.MetadataValue.md(f"```\n{text}\n```"),
+                                 "trace_json": dg.MetadataValue.json(json.loads(json.dumps(tree, default=str)))})
+
+
+@dg.job(description="Trace one row (launchpad: ops.trace_row.config.id) back to its seed instruction.")
+def trace_job():
+    trace_row()
+
+
 def default_resources() -> dict:
     # one ledger: every LLM completion and sandbox verdict, so a re-run asks nothing twice
     ledger = str(autoif_home() / "ledger.sqlite")
@@ -56,7 +78,7 @@ def default_resources() -> dict:
 
 defs = dg.Definitions(
     assets=all_assets,
-    jobs=[autoif_job],
+    jobs=[autoif_job, trace_job],
     resources=default_resources(),
     executor=dg.in_process_executor,
 )

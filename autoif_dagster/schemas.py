@@ -102,6 +102,8 @@ SCHEMAS: dict[str, pl.Schema] = {
             "n_passed": pl.Int64,
             "n_errors": pl.Int64,
             "pass_rate": pl.Float64,
+            # what each of the instruction's verifiers said ("pass", "fail", "timeout"...)
+            "verdicts": pl.List(pl.Struct({"verifier_id": pl.String, "kind": pl.String})),
         }
     ),
     "quality_scores": pl.Schema(
@@ -142,16 +144,62 @@ class SchemaError(ValueError):
     """A frame does not match its artifact's declared schema."""
 
 
-def content_id(kind: str, *parts: object) -> str:
-    """A stable id from the content that defines a row (16 hex chars of SHA-256).
+# kind -> the prefix of its ids ("resp-1a2b..."): an id says which table it belongs to
+ID_PREFIXES = {
+    "instruction": "ins", "candidate": "cand", "verifier": "ver", "case": "case", "back_translation": "bt",
+    "query": "qry", "prompt": "prm", "response": "resp", "sft": "sft", "pair": "pair",
+}
+GENERATION_PREFIX = "gen"  # a completion in the ledger (LLMResource), not a table row
 
-    `kind` namespaces ids so that, e.g., an instruction and a query with equal text differ.
-    """
+# asset -> the column that identifies its rows
+PRIMARY_KEYS = {
+    "seed_instructions": "instruction_id", "augmented_instructions": "instruction_id",
+    "verifier_candidates": "candidate_id", "verifiers": "verifier_id", "test_cases": "case_id",
+    "back_translations": "back_translation_id", "nli_verdicts": "back_translation_id",
+    "consistent_instructions": "instruction_id", "queries": "query_id", "instruction_prompts": "prompt_id",
+    "responses": "response_id", "response_verdicts": "response_id", "quality_scores": "response_id",
+    "sft_dataset": "sample_id", "dpo_pairs": "pair_id",
+}
+# id prefix -> the asset whose rows it names
+ID_ASSETS = {
+    "ins": "augmented_instructions", "cand": "verifier_candidates", "ver": "verifiers", "case": "test_cases",
+    "bt": "back_translations", "qry": "queries", "prm": "instruction_prompts", "resp": "responses",
+    "sft": "sft_dataset", "pair": "dpo_pairs",
+}
+# (child asset, column) -> (parent asset, column): every row's parents, the chain `autoif trace`
+# walks. (A `generation_id` column names a completion in the ledger.)
+REFERENCES = [
+    ("verifier_candidates", "instruction_id", "augmented_instructions", "instruction_id"),
+    ("verifiers", "instruction_id", "augmented_instructions", "instruction_id"),
+    ("test_cases", "instruction_id", "augmented_instructions", "instruction_id"),
+    ("back_translations", "verifier_id", "verifiers", "verifier_id"),
+    ("nli_verdicts", "back_translation_id", "back_translations", "back_translation_id"),
+    ("consistent_instructions", "instruction_id", "verifiers", "instruction_id"),
+    ("instruction_prompts", "instruction_id", "consistent_instructions", "instruction_id"),
+    ("instruction_prompts", "query_id", "queries", "query_id"),
+    ("responses", "prompt_id", "instruction_prompts", "prompt_id"),
+    ("response_verdicts", "response_id", "responses", "response_id"),
+    ("quality_scores", "response_id", "responses", "response_id"),
+    ("sft_dataset", "response_id", "responses", "response_id"),
+    ("sft_dataset", "query_id", "queries", "query_id"),
+    ("dpo_pairs", "chosen_response_id", "responses", "response_id"),
+    ("dpo_pairs", "rejected_response_id", "responses", "response_id"),
+]
+
+
+def stable_hash(kind: str, *parts: object) -> str:
+    """16 hex chars of SHA-256 over `kind` and the parts (kept apart by a separator)."""
     h = hashlib.sha256(kind.encode())
     for part in parts:
         h.update(b"\x1f")
         h.update(str(part).encode())
     return h.hexdigest()[:16]
+
+
+def content_id(kind: str, *parts: object) -> str:
+    """A stable id from the content that defines a row, named for its kind: "resp-1a2b...".
+    Equal text of two kinds (an instruction and a query) gives two ids."""
+    return f"{ID_PREFIXES[kind]}-{stable_hash(kind, *parts)}"
 
 
 def frame(name: str, rows: list[dict]) -> pl.DataFrame:

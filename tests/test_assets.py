@@ -78,6 +78,9 @@ def test_response_verdicts_pass_rates(sandbox):
     out = response_verdicts(AutoIFConfig(), sandbox, responses, prompts, verifiers)
     rates = dict(zip(out.value["response_id"].to_list(), out.value["pass_rate"].to_list()))
     assert rates == {"r0": 1.0, "r1": 2 / 3, "r2": 1 / 3, "r3": 0.0}
+    # which verifier said what is kept per response: "The elephant" passes only v3 (it has an "a")
+    assert out.value["verdicts"][2].to_list() == [
+        {"verifier_id": "v1", "kind": "fail"}, {"verifier_id": "v2", "kind": "fail"}, {"verifier_id": "v3", "kind": "pass"}]
     assert out.value["n_verifiers"].to_list() == [3, 3, 3, 3]
     assert out.metadata["passing"].value == 2  # above the default 0.5
     assert "pass_rate_histogram" in out.metadata

@@ -8,41 +8,53 @@ import polars as pl
 import pytest
 
 from autoif_dagster.definitions import all_assets
-from autoif_dagster.schemas import SCHEMAS
+from autoif_dagster.schemas import REFERENCES, SCHEMAS
+from autoif_dagster.trace import Tracer
 
 # stages whose output rows and dropped rows together account for every input row
 RECONCILED = ["augmented_instructions", "verifier_candidates", "verifiers", "test_cases", "back_translations",
               "nli_verdicts", "consistent_instructions", "queries", "responses", "response_verdicts",
               "quality_scores", "sft_dataset"]
 
-# (child asset, column) -> (parent asset, column): the lineage every row must satisfy
-LINEAGE = [
-    ("verifier_candidates", "instruction_id", "augmented_instructions", "instruction_id"),
-    ("verifiers", "instruction_id", "augmented_instructions", "instruction_id"),
-    ("test_cases", "instruction_id", "augmented_instructions", "instruction_id"),
-    ("back_translations", "verifier_id", "verifiers", "verifier_id"),
-    ("nli_verdicts", "back_translation_id", "back_translations", "back_translation_id"),
-    ("consistent_instructions", "instruction_id", "verifiers", "instruction_id"),
-    ("instruction_prompts", "instruction_id", "consistent_instructions", "instruction_id"),
-    ("instruction_prompts", "query_id", "queries", "query_id"),
-    ("responses", "prompt_id", "instruction_prompts", "prompt_id"),
-    ("response_verdicts", "response_id", "responses", "response_id"),
-    ("quality_scores", "response_id", "responses", "response_id"),
-    ("sft_dataset", "response_id", "responses", "response_id"),
-    ("sft_dataset", "query_id", "queries", "query_id"),
-    ("dpo_pairs", "chosen_response_id", "responses", "response_id"),
-    ("dpo_pairs", "rejected_response_id", "responses", "response_id"),
-]
+
+def materialize(resources: dict, home) -> tuple[dict[str, pl.DataFrame], dict[str, dict]]:
+    result = dg.materialize(all_assets, resources=resources)
+    assert result.success
+    frames = {name: pl.read_parquet(home / "assets" / f"{name}.parquet") for name in SCHEMAS}
+    materializations = [ev.event_specific_data.materialization for ev in result.get_asset_materialization_events()]
+    metadata = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()} for m in materializations}
+    return frames, metadata
+
+
+def with_ledger(resources: dict, home) -> dict:
+    """The LLM roles and the sandbox sharing one ledger in `home`, as `autoif run` sets them."""
+    ledger = str(home / "ledger.sqlite")
+    return {**resources, **{name: resources[name].model_copy(update={"ledger_path": ledger})
+                            for name in ("supervisor_llm", "policy_llm", "sandbox")}}
+
+
+def llm_calls(metadata: dict[str, dict]) -> int:
+    return sum(m.get("ledger_misses", 0) for m in metadata.values())
+
+
+def sandbox_executions(metadata: dict[str, dict]) -> int:
+    return sum(m["sandbox_calls"]["executed"] for m in metadata.values() if "sandbox_calls" in m)
+
+
+def chain(node: dict) -> list[dict]:
+    """Every node of a trace tree."""
+    return [node] + [n for parent in node.get("parents", []) for n in chain(parent)]
+
+
+def traces_to_a_seed(tracer, row_id: str) -> bool:
+    nodes = chain(tracer.trace(row_id))
+    assets = {n["asset"] for n in nodes}
+    return not any(n.get("missing") for n in nodes) and {"augmented_instructions", "queries"} <= assets
 
 
 @pytest.fixture
 def run(resources, tmp_path):
-    result = dg.materialize(all_assets, resources=resources)
-    assert result.success
-    frames = {name: pl.read_parquet(tmp_path / "assets" / f"{name}.parquet") for name in SCHEMAS}
-    materializations = [ev.event_specific_data.materialization for ev in result.get_asset_materialization_events()]
-    metadata = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()} for m in materializations}
-    return frames, metadata
+    return materialize(with_ledger(resources, tmp_path), tmp_path)
 
 
 @pytest.mark.engine
@@ -55,13 +67,26 @@ def test_whole_graph_on_the_embedded_model(run):
     for name in RECONCILED:
         m = metadata[name]
         assert m["rows_in"] == m["rows_out"] + m["dropped_total"], (name, m)
-    for child, col, parent, pcol in LINEAGE:
+    for child, col, parent, pcol in REFERENCES:
         missing = set(frames[child][col].to_list()) - set(frames[parent][pcol].to_list())
         assert not missing, f"{child}.{col} ids not in {parent}: {missing}"
     # the LLM stages really generated: tokens were counted by the engine
     assert metadata["verifier_candidates"]["llm_generated_tokens"] > 0
     assert metadata["verifier_candidates"]["rows_in"] == metadata["augmented_instructions"]["rows_out"] * 3
     assert metadata["queries"]["rows_out"] == 6
+
+
+@pytest.mark.engine
+def test_a_second_materialization_asks_nothing_and_every_response_traces(run, resources, tmp_path):
+    frames, metadata = run
+    assert llm_calls(metadata) > 0 and sandbox_executions(metadata) > 0
+    again_frames, again = materialize(with_ledger(resources, tmp_path), tmp_path)
+    assert llm_calls(again) == 0 and sandbox_executions(again) == 0
+    for name in ("responses", "verifiers", "sft_dataset"):
+        assert again_frames[name].equals(frames[name]), name
+    tracer = Tracer(tmp_path)
+    for response_id in frames["responses"]["response_id"].to_list():
+        assert traces_to_a_seed(tracer, response_id), response_id
 
 
 @pytest.mark.engine
@@ -113,18 +138,14 @@ def test_default_models_end_to_end(tmp_path, queries_file, sandbox):
     )
     resources = {**default_resources(), "autoif": config, "sandbox": sandbox,
                  "io_manager": ParquetIOManager(base_dir=str(tmp_path / "assets"))}
-    result = dg.materialize(all_assets, resources=resources)
-    assert result.success
-    frames = {name: pl.read_parquet(tmp_path / "assets" / f"{name}.parquet") for name in SCHEMAS}
-    meta = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()}
-            for m in (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())}
+    frames, meta = materialize(with_ledger(resources, tmp_path), tmp_path)
     assert len(llm_module._ENGINES) == 1
     assert frames["responses"]["model"].unique().to_list() in ([], [resources["policy_llm"].model])
     assert meta["nli_verdicts"]["nli_backend"] == "embedding"
     assert meta["verifier_candidates"]["llm_generated_tokens"] > 0
     probes = meta["verifiers"]["probes_kept_verifiers"]
     assert probes["accept_every_test_input"] == probes["reject_every_test_input"] == 0
-    for child, col, parent, pcol in LINEAGE:
+    for child, col, parent, pcol in REFERENCES:
         assert set(frames[child][col].to_list()) <= set(frames[parent][pcol].to_list()), (child, col)
     # re-judge every SFT response with its instruction's verifiers, outside the graph
     sft, verifiers = frames["sft_dataset"], frames["verifiers"]
@@ -136,6 +157,9 @@ def test_default_models_end_to_end(tmp_path, queries_file, sandbox):
     texts = sft.select(pl.col("messages").list.get(0).struct.field("content").alias("prompt"),
                        pl.col("messages").list.get(1).struct.field("content").alias("response"))
     assert texts.is_unique().all()  # one row per prompt and response text
+    tracer = Tracer(tmp_path)
+    for row_id in sft["sample_id"].to_list() + frames["dpo_pairs"]["pair_id"].to_list():
+        assert traces_to_a_seed(tracer, row_id), row_id
 
 
 @pytest.mark.engine
@@ -160,3 +184,69 @@ def test_vllm_reads_the_converted_checkpoint_as_transformers_does():
         out = model.generate(**ids, max_new_tokens=12, do_sample=False)
     hf_text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert vllm_out.text == hf_text
+
+
+CHILD = """
+import sys, dagster as dg
+from autoif_dagster.definitions import all_assets
+from autoif_dagster.config import AutoIFConfig, AugmentConfig, CrossValConfig, QueryConfig, ResponseConfig, VerifierConfig
+from autoif_dagster.resources.io_manager import ParquetIOManager
+from autoif_dagster.resources.llm import LLMResource
+from autoif_dagster.resources.nli import NLIResource
+from autoif_dagster.resources.sandbox import SandboxResource
+home, queries = sys.argv[1], sys.argv[2]
+llm = LLMResource(model="smollm2-135m-instruct", ledger_path=home + "/ledger.sqlite", ledger_chunk=2)
+result = dg.materialize(all_assets, resources={
+    "autoif": AutoIFConfig(queries_path=queries, augment=AugmentConfig(rounds=1, max_instructions=4),
+                           verifiers=VerifierConfig(samples_per_instruction=3),
+                           crossval=CrossValConfig(min_functions=1, min_cases=1, case_agreement_above=0.0,
+                                                   function_min_accuracy=0.5),
+                           queries=QueryConfig(pool_size=6, per_instruction=1),
+                           responses=ResponseConfig(samples_per_prompt=4, pass_rate_above=0.0)),
+    "supervisor_llm": llm, "policy_llm": llm, "nli": NLIResource(),
+    "sandbox": SandboxResource(backend="local", ledger_path=home + "/ledger.sqlite"),
+    "io_manager": ParquetIOManager(base_dir=home + "/assets")})
+for event in result.get_asset_materialization_events():
+    m = event.event_specific_data.materialization
+    if m.asset_key.to_user_string() == "responses":
+        print("responses", m.metadata["ledger_hits"].value, m.metadata["ledger_misses"].value)
+"""
+
+
+@pytest.mark.engine
+def test_a_run_killed_during_responses_loses_no_finished_call(tmp_path, queries_file):
+    """SIGKILL while the responses stage is generating (its first chunks committed), then the
+    same run again: every completion committed before the kill is served by the ledger."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from autoif_dagster.method.prompts import RESPONSE_SYSTEM
+    from autoif_dagster.resources.ledger import Ledger
+
+    def responses_in_ledger() -> int:
+        try:
+            db = sqlite3.connect(f"file:{tmp_path}/ledger.sqlite?mode=ro", uri=True, timeout=5)
+            return db.execute("SELECT count(*) FROM completions WHERE instr(request, ?) > 0",
+                              (RESPONSE_SYSTEM[:40],)).fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), queries_file],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while responses_in_ledger() < 2 and child.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    committed = responses_in_ledger()
+    assert committed >= 2, "the responses stage never committed a chunk"
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        assert ledger.count("completions") > committed  # the earlier stages' calls are there too
+    # the same run again: the responses stage asks only for what was not committed
+    rerun = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path), queries_file], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    _, hits, misses = next(line for line in rerun.stdout.splitlines() if line.startswith("responses ")).split()
+    assert int(hits) >= committed and int(misses) > 0  # killed midway: some were still to come

@@ -71,25 +71,28 @@ def response_verdicts(
     by_instruction: dict[str, list[dict]] = defaultdict(list)
     for r in responses.iter_rows(named=True):
         by_instruction[instruction_of[r["prompt_id"]]].append(r)
-    funcs: dict[str, list[str]] = defaultdict(list)
+    funcs: dict[str, list[tuple[str, str]]] = defaultdict(list)  # instruction -> (verifier id, source)
     for v in verifiers.iter_rows(named=True):
-        funcs[v["instruction_id"]].append(v["func"])
+        funcs[v["instruction_id"]].append((v["verifier_id"], v["func"]))
     # One sandbox job per verifier over all responses to its instruction: the unit the
     # sandbox forks a worker for, so a verifier is compiled once per batch.
-    plan = [(iid, f) for iid in by_instruction for f in funcs[iid]]
-    results = sandbox.judge([VerifierJob(f, [r["response"] for r in by_instruction[iid]]) for iid, f in plan], progress=True)
-    per_response: dict[str, list] = defaultdict(list)
-    for (iid, _), verdicts in zip(plan, results):
+    plan = [(iid, vid, f) for iid in by_instruction for vid, f in funcs[iid]]
+    results = sandbox.judge([VerifierJob(f, [r["response"] for r in by_instruction[iid]]) for iid, _, f in plan],
+                            progress=True)
+    per_response: dict[str, list] = defaultdict(list)  # response -> [(verifier id, verdict)]
+    for (iid, vid, _), verdicts in zip(plan, results):
         for r, v in zip(by_instruction[iid], verdicts):
-            per_response[r["response_id"]].append(v)
+            per_response[r["response_id"]].append((vid, v))
     rows = []
     error_kinds: Counter = Counter()
     for r in responses.iter_rows(named=True):
-        verdicts = per_response[r["response_id"]]
+        judged = per_response[r["response_id"]]
+        verdicts = [v for _, v in judged]
         passed, errors, rate = pass_rate(verdicts)
         error_kinds.update(v.kind for v in verdicts if v.is_error)
         rows.append({"response_id": r["response_id"], "prompt_id": r["prompt_id"], "n_verifiers": len(verdicts),
-                     "n_passed": passed, "n_errors": errors, "pass_rate": rate})
+                     "n_passed": passed, "n_errors": errors, "pass_rate": rate,
+                     "verdicts": [{"verifier_id": vid, "kind": v.kind} for vid, v in judged]})
     df = frame("response_verdicts", rows)
     above = int((df["pass_rate"] > autoif.responses.pass_rate_above).sum())
     meta = funnel(responses.height, df, Counter(), passing=above, verifier_errors=dg.MetadataValue.json(dict(error_kinds)),

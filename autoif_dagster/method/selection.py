@@ -3,7 +3,7 @@
 from collections.abc import Iterable, Sequence
 from itertools import product
 
-from ..schemas import content_id
+from ..schemas import stable_hash
 from ..sandbox.protocol import Verdict
 
 
@@ -30,7 +30,7 @@ def is_consistent(nli_labels: Iterable[str]) -> bool:
 def sample_for(key: str, pool: Sequence[str], k: int, seed: int) -> list[str]:
     """k items of `pool` chosen for `key` by a seeded hash order: deterministic, independent
     of the order of the pool, and stable when other keys are added or removed."""
-    return sorted(pool, key=lambda item: content_id("sample", seed, key, item))[:k]
+    return sorted(pool, key=lambda item: stable_hash("sample", seed, key, item))[:k]
 
 
 def dpo_pairs(

@@ -31,7 +31,7 @@ ui: install sandbox
 
 bench: install sandbox
 	$(PY) benchmarks/bench_engine_peak.py
-	$(PY) benchmarks/bench_main_job.py
+	$(PY) benchmarks/bench_main_job.py --rerun
 	$(PY) benchmarks/bench_model_yield.py
 	$(PY) benchmarks/bench_llm_batching.py
 	$(PY) benchmarks/bench_sandbox.py

@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from .resources.ledger import Ledger, LedgerError
-from .schemas import GENERATION_PREFIX, ID_ASSETS, PRIMARY_KEYS
+from .schemas import GENERATION_PREFIX, ID_ASSETS, PRIMARY_KEYS, REFERENCES
 
 # asset -> (asset, column) whose rows pointing at this row are shown with it
 DETAILS = {
@@ -81,12 +81,14 @@ class Tracer:
         if details:
             node["details"] = details
         parents = []
+        declared = {col: parent for child, col, parent, _ in REFERENCES if child == asset}
         for column, value in row.items():
             if column == PRIMARY_KEYS[asset] or not column.endswith("_id") or not isinstance(value, str):
                 continue
-            prefix = value.split("-", 1)[0]
-            if prefix in ID_ASSETS and value not in seen:
-                parent = ID_ASSETS[prefix]
+            # the id's own prefix names its asset; unprefixed ids (your queries' own) follow the
+            # declared reference of their column
+            parent = ID_ASSETS.get(value.split("-", 1)[0]) or declared.get(column)
+            if parent is not None and value not in seen:
                 found = self.rows(parent, PRIMARY_KEYS[parent], value)
                 parents.append(self._node(parent, found[0], seen) if found
                                else {"asset": parent, "id": value, "missing": True})

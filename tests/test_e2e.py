@@ -29,7 +29,9 @@ def materialize(resources: dict, home) -> tuple[dict[str, pl.DataFrame], dict[st
 def with_ledger(resources: dict, home) -> dict:
     """The LLM roles and the sandbox sharing one ledger in `home`, as `autoif run` sets them."""
     ledger = str(home / "ledger.sqlite")
-    return {**resources, **{name: resources[name].model_copy(update={"ledger_path": ledger})
+    # built anew: Dagster re-creates a resource from its constructor arguments, which
+    # model_copy(update=...) does not change
+    return {**resources, **{name: type(resources[name])(**{**dict(resources[name]), "ledger_path": ledger})
                             for name in ("supervisor_llm", "policy_llm", "sandbox")}}
 
 
@@ -189,64 +191,74 @@ def test_vllm_reads_the_converted_checkpoint_as_transformers_does():
 CHILD = """
 import sys, dagster as dg
 from autoif_dagster.definitions import all_assets
-from autoif_dagster.config import AutoIFConfig, AugmentConfig, CrossValConfig, QueryConfig, ResponseConfig, VerifierConfig
+from autoif_dagster.config import AutoIFConfig, ResponseConfig
 from autoif_dagster.resources.io_manager import ParquetIOManager
-from autoif_dagster.resources.llm import LLMResource
+from autoif_dagster.resources.llm import LLMResource, shutdown_engines
 from autoif_dagster.resources.nli import NLIResource
 from autoif_dagster.resources.sandbox import SandboxResource
-home, queries = sys.argv[1], sys.argv[2]
+home = sys.argv[1]
 llm = LLMResource(model="smollm2-135m-instruct", ledger_path=home + "/ledger.sqlite", ledger_chunk=2)
-result = dg.materialize(all_assets, resources={
-    "autoif": AutoIFConfig(queries_path=queries, augment=AugmentConfig(rounds=1, max_instructions=4),
-                           verifiers=VerifierConfig(samples_per_instruction=3),
-                           crossval=CrossValConfig(min_functions=1, min_cases=1, case_agreement_above=0.0,
-                                                   function_min_accuracy=0.5),
-                           queries=QueryConfig(pool_size=6, per_instruction=1),
-                           responses=ResponseConfig(samples_per_prompt=4, pass_rate_above=0.0)),
-    "supervisor_llm": llm, "policy_llm": llm, "nli": NLIResource(),
-    "sandbox": SandboxResource(backend="local", ledger_path=home + "/ledger.sqlite"),
+result = dg.materialize(all_assets, selection=["responses"], resources={
+    "autoif": AutoIFConfig(responses=ResponseConfig(samples_per_prompt=4)), "policy_llm": llm,
+    "supervisor_llm": llm, "nli": NLIResource(), "sandbox": SandboxResource(),  # unused by this asset
     "io_manager": ParquetIOManager(base_dir=home + "/assets")})
 for event in result.get_asset_materialization_events():
     m = event.event_specific_data.materialization
-    if m.asset_key.to_user_string() == "responses":
-        print("responses", m.metadata["ledger_hits"].value, m.metadata["ledger_misses"].value)
+    print("responses", m.metadata["ledger_hits"].value, m.metadata["ledger_misses"].value, flush=True)
+shutdown_engines()  # as `autoif run` does
 """
 
 
 @pytest.mark.engine
-def test_a_run_killed_during_responses_loses_no_finished_call(tmp_path, queries_file):
-    """SIGKILL while the responses stage is generating (its first chunks committed), then the
-    same run again: every completion committed before the kill is served by the ledger."""
+def test_a_run_killed_during_responses_loses_no_finished_call(tmp_path):
+    """SIGKILL while the responses stage is generating (its first chunks of two committed),
+    then the same run again: every completion committed before the kill is served by the
+    ledger, and only the rest is generated."""
+    import os
     import signal
     import sqlite3
     import subprocess
     import sys
     import time
 
-    from autoif_dagster.method.prompts import RESPONSE_SYSTEM
-    from autoif_dagster.resources.ledger import Ledger
+    from autoif_dagster.schemas import frame
 
-    def responses_in_ledger() -> int:
+    (tmp_path / "assets").mkdir()
+    queries = ["How do I make tea?", "Why is the sky blue?", "Give me a tip for learning the guitar."]
+    frame("instruction_prompts", [
+        {"prompt_id": f"prm-{i}", "instruction_id": "ins-0", "query_id": f"q{i}", "instruction": "Answer in lowercase",
+         "query": q, "prompt": f"{q}\n\nFollow this instruction strictly in your answer: Answer in lowercase"}
+        for i, q in enumerate(queries)
+    ]).write_parquet(tmp_path / "assets" / "instruction_prompts.parquet")
+
+    def committed() -> int:
         try:
             db = sqlite3.connect(f"file:{tmp_path}/ledger.sqlite?mode=ro", uri=True, timeout=5)
-            return db.execute("SELECT count(*) FROM completions WHERE instr(request, ?) > 0",
-                              (RESPONSE_SYSTEM[:40],)).fetchone()[0]
+            return db.execute("SELECT count(*) FROM completions").fetchone()[0]
         except sqlite3.Error:
             return 0
 
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), queries_file],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while responses_in_ledger() < 2 and child.poll() is None and time.time() < deadline:
-        time.sleep(0.5)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    committed = responses_in_ledger()
-    assert committed >= 2, "the responses stage never committed a chunk"
-    with Ledger(tmp_path / "ledger.sqlite") as ledger:
-        assert ledger.count("completions") > committed  # the earlier stages' calls are there too
-    # the same run again: the responses stage asks only for what was not committed
-    rerun = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path), queries_file], capture_output=True, text=True)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    _, hits, misses = next(line for line in rerun.stdout.splitlines() if line.startswith("responses ")).split()
-    assert int(hits) >= committed and int(misses) > 0  # killed midway: some were still to come
+    def start() -> subprocess.Popen:
+        # its own process group: the kill takes the run with its engine processes, as stopping
+        # a run's container or `kill -9 -PGID` does (vLLM's engine outlives a parent killed alone)
+        return subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+
+    child = start()
+    try:
+        deadline = time.time() + 600
+        while committed() < 2 and child.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    before = committed()
+    assert 2 <= before < 15, before  # 3 prompts x (4 + 1 query-alone) requests; killed midway
+    rerun = start()
+    try:
+        line = next(line for line in rerun.stdout if line.startswith("responses "))
+        assert rerun.wait(timeout=300) == 0
+    finally:
+        os.killpg(rerun.pid, signal.SIGKILL)
+    _, hits, misses = line.split()
+    assert int(hits) == before and int(misses) == 15 - before

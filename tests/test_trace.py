@@ -19,7 +19,7 @@ def home(tmp_path):
     gen = "gen-" + "ab" * 16
     ins = content_id("instruction", INSTRUCTION)
     ver = content_id("verifier", ins, "def evaluate(r): return r.islower()")
-    qry = content_id("query", QUERY)
+    qry = "q7"  # a query id of the user's own file: no kind prefix
     prm = content_id("prompt", ins, qry)
     resp = content_id("response", prm, "m", 0, "an apple")
     sft = content_id("sft", resp)

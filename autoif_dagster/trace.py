@@ -77,7 +77,7 @@ class Tracer:
         node: dict[str, Any] = {"asset": asset, "id": own, "run_id": self.run_of(asset), "row": row}
         if row.get("generation_id"):
             node["generation"] = self.generation(row["generation_id"])
-        details = {f"{a}": self.rows(a, col, own) for a, col in DETAILS.get(asset, [])}
+        details = {a: self.rows(a, col, own) for a, col in DETAILS.get(asset, [])}
         if details:
             node["details"] = details
         parents = []

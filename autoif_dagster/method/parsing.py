@@ -146,6 +146,14 @@ def parse_verifier(raw: str) -> VerifierSample:
 _LEADIN = re.compile(r"^(?:the\s+)?instruction\s*(?:is)?\s*[:\-]\s*", re.IGNORECASE)
 
 
+def parse_response(raw: str) -> str:
+    """A sampled answer, stripped; an empty one is dropped."""
+    text = raw.strip()
+    if not text:
+        raise ParseError("empty")
+    return text
+
+
 def parse_back_translation(raw: str) -> str:
     for line in split_lines(raw):
         text = normalise_instruction(_LEADIN.sub("", line.strip()))

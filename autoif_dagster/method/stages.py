@@ -16,16 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import parsing, prompts
-from .parsing import ParseError
 
 Messages = list[dict[str, str]]
-
-
-def parse_response(raw: str) -> str:
-    text = raw.strip()
-    if not text:
-        raise ParseError("empty")
-    return text
 
 
 @dataclass(frozen=True)
@@ -33,7 +25,7 @@ class Stage:
     name: str
     prompt: Callable[..., Messages]
     probe: tuple  # arguments the prompt is rendered on for the version fingerprint
-    parse: Callable[[str], Any]  # raises ParseError(reason): the drop reason
+    parse: Callable[[str], Any]  # raises parsing.ParseError(reason): the drop reason
     schema: Callable[..., dict] | None = None  # JSON schema (structured output) from schema_args
     schema_probe: tuple = ()
     keep_truncated: bool = False  # parse output cut at max_tokens instead of dropping it
@@ -56,6 +48,7 @@ BACK_TRANSLATION = Stage("back_translation", prompts.back_translation_prompt,
                          ("def evaluate(response):\n    return response.islower()",), parsing.parse_back_translation)
 NLI = Stage("nli", prompts.nli_prompt, ("Answer in lowercase.", "Write only lowercase letters."),
             parsing.parse_nli_label, schema=lambda: prompts.NLI_SCHEMA)
-RESPONSE = Stage("response", prompts.response_prompt, ("Name a fruit.\n\nAnswer in lowercase.",), parse_response)
+RESPONSE = Stage("response", prompts.response_prompt, ("Name a fruit.\n\nAnswer in lowercase.",),
+                 parsing.parse_response)
 QUALITY = Stage("quality", prompts.quality_prompt, ("Answer in lowercase.", "Name a fruit.", "an apple"),
                 parsing.parse_score, schema=lambda: prompts.SCORE_SCHEMA)

@@ -88,24 +88,28 @@ def test_the_engine_records_and_a_second_call_asks_nothing(llm, tmp_path, monkey
 
 
 @pytest.mark.engine
-def test_a_call_killed_midway_keeps_every_finished_chunk(llm, tmp_path, monkeypatch):
-    ledgered = llm.model_copy(update={"ledger_path": str(tmp_path / "ledger.sqlite"), "ledger_chunk": 2})
+def test_a_call_interrupted_midway_keeps_every_finished_completion(llm, tmp_path, monkeypatch):
+    ledgered = llm.model_copy(update={"ledger_path": str(tmp_path / "ledger.sqlite"), "ledger_chunk": 100})
     requests = [dataclasses.replace(REQUEST, seed=10 + i) for i in range(5)]
     real = LLMResource._chat_vllm
-    calls = []
 
-    def dies_on_the_third_chunk(self, engine, chunk):
-        calls.append(len(chunk))
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # the run is killed while this chunk is in flight
-        return real(self, engine, chunk)
+    def interrupted_after_three(self, engine, batch, finished):
+        seen = []
 
-    monkeypatch.setattr(LLMResource, "_chat_vllm", dies_on_the_third_chunk)
+        def on_finished(i, c):
+            if len(seen) == 3:
+                raise KeyboardInterrupt  # the run is stopped with two requests still to finish
+            seen.append(i)
+            finished(i, c)
+        real(self, engine, batch, on_finished)
+
+    monkeypatch.setattr(LLMResource, "_chat_vllm", interrupted_after_three)
     with pytest.raises(KeyboardInterrupt):
         ledgered.chat(requests)
     with Ledger(ledgered.ledger_path) as ledger:
-        assert ledger.count("completions") == 4  # two whole chunks were committed
+        assert ledger.count("completions") == 3  # committed on the way out, though the chunk was not full
+    assert not ledgered.engine().llm_engine.has_unfinished_requests()  # the rest were aborted, not left queued
     monkeypatch.setattr(LLMResource, "_chat_vllm", real)
     again = ledgered.chat(requests)
-    assert (again.stats.ledger_hits, again.stats.ledger_misses) == (4, 1)
+    assert (again.stats.ledger_hits, again.stats.ledger_misses) == (3, 2)
     assert sqlite3.connect(ledgered.ledger_path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -11,8 +11,8 @@ import atexit
 import os
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Literal
@@ -141,8 +141,9 @@ class LLMResource(dg.ConfigurableResource):
     api_key: str = "EMPTY"
     ledger_path: str | None = Field(None, description="The ledger (SQLite file) of completions. None: none kept.")
     ledger_chunk: int = Field(
-        128, ge=1, description="Requests per engine call with a ledger: each call's results are "
-        "committed before the next starts (what a crash can lose at most).",
+        16, ge=1, description="Finished completions per ledger commit. The engine is fed every "
+        "request at once and each result is kept as it finishes, so a killed run loses only the "
+        "requests in flight and fewer than this many finished ones.",
     )
     dtype: str = Field("auto", description="'auto' = float32 on CPU (no native bf16 on AVX2), model default on GPU.")
     max_model_len: int = Field(4096, ge=256)
@@ -203,22 +204,33 @@ class LLMResource(dg.ConfigurableResource):
                     f"{len(requests)} requests to {self.model!r} (first: {str(first.messages)[:300]})"
                 )
             order = list(todo.values())
-            chunk = self.ledger_chunk if ledger is not None else max(len(order), 1)
-            for start in range(0, len(order), chunk):
-                part = order[start:start + chunk]
-                done = self._generate([requests[i] for i in part], stats, log)
-                fresh = []
-                for i, c in zip(part, done):
-                    c = Completion(c.text, c.finish_reason, c.n_tokens, c.error, f"gen-{keys[i].hex()}", run_id)
-                    for j in positions[keys[i]]:
-                        results[j] = c
-                    if ledger is not None and c.finish_reason != "error":  # refused requests are asked again
-                        fresh.append((keys[i], c.text, c.finish_reason, c.n_tokens, identities[i]["model"],
-                                      canonical_json(identities[i]), run_id, time.time()))
-                if ledger is not None:
+            fresh: list[tuple] = []  # finished, not yet committed
+            generated = 0
+
+            def commit() -> None:
+                if ledger is not None and fresh:
                     ledger.put_many("completions", fresh)
-                    if log is not None and len(order) > chunk:
-                        log.info(f"{self.model}: {min(start + chunk, len(order))}/{len(order)} requests done, in the ledger")
+                    fresh.clear()
+
+            def finished(i: int, c: Completion) -> None:  # called as each request finishes
+                nonlocal generated
+                generated += 1
+                c = Completion(c.text, c.finish_reason, c.n_tokens, c.error, f"gen-{keys[i].hex()}", run_id)
+                for j in positions[keys[i]]:
+                    results[j] = c
+                if ledger is not None and c.finish_reason != "error":  # refused requests are asked again
+                    fresh.append((keys[i], c.text, c.finish_reason, c.n_tokens, identities[i]["model"],
+                                  canonical_json(identities[i]), run_id, time.time()))
+                    if len(fresh) >= self.ledger_chunk:
+                        commit()
+                        if log is not None:
+                            log.info(f"{self.model}: {generated}/{len(order)} requests done, in the ledger")
+
+            try:
+                if order:
+                    self._generate([requests[i] for i in order], stats, lambda k, c: finished(order[k], c))
+            finally:  # an interrupted call keeps what finished before it stopped
+                commit()
         finally:
             if ledger is not None:
                 ledger.close()
@@ -245,19 +257,28 @@ class LLMResource(dg.ConfigurableResource):
                 "max_tokens": r.max_tokens, "temperature": r.temperature, "top_p": r.top_p, "seed": r.seed,
                 "json_schema": r.json_schema}
 
-    def _generate(self, requests: list[ChatRequest], stats: GenerationStats, log: Any) -> list[Completion]:
+    def _generate(self, requests: list[ChatRequest], stats: GenerationStats,
+                  finished: Callable[[int, Completion], None]) -> None:
+        """Generate every request, calling `finished(index, completion)` as each one ends."""
+        def count(i: int, c: Completion) -> None:
+            stats.tokens += c.n_tokens
+            finished(i, c)
+
         if self.backend == "vllm":
             engine, started = self._engine_timed()  # started before the clock: throughput is generation only
             if started is not None:
                 stats.engine_start_seconds = started
             start = time.perf_counter()
-            completions = self._chat_vllm(engine, requests)
+            try:
+                self._chat_vllm(engine, requests, count)
+            finally:
+                stats.seconds += time.perf_counter() - start
         else:
             start = time.perf_counter()
-            completions = self._chat_openai(requests)
-        stats.seconds += time.perf_counter() - start
-        stats.tokens += sum(c.n_tokens for c in completions)
-        return completions
+            try:
+                self._chat_openai(requests, count)
+            finally:
+                stats.seconds += time.perf_counter() - start
 
     # --- vLLM offline engine ------------------------------------------------------------------
 
@@ -316,7 +337,12 @@ class LLMResource(dg.ConfigurableResource):
         except Exception as exc:  # vLLM raises many types; name the model in one clear error
             raise LLMError(f"could not start vLLM with model {self.model!r} ({path}): {exc}") from exc
 
-    def _chat_vllm(self, engine: Any, requests: Sequence[ChatRequest]) -> list[Completion]:
+    def _chat_vllm(self, engine: Any, requests: Sequence[ChatRequest],
+                   finished: Callable[[int, Completion], None]) -> None:
+        """All requests go to the engine at once and are stepped here rather than by
+        `LLM.chat`, so each result is handed on as it finishes (the ledger keeps it then)
+        instead of when the whole batch is done."""
+        from tqdm import tqdm
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
@@ -330,16 +356,28 @@ class LLMResource(dg.ConfigurableResource):
             )
             for r in requests
         ]
-        outputs = engine.chat([r.messages for r in requests], sampling_params=params, use_tqdm=True)
-        completions = []
-        for out in outputs:
-            o = out.outputs[0]
-            completions.append(Completion(o.text, o.finish_reason or "stop", len(o.token_ids)))
-        return completions
+        internal = engine.enqueue_chat([r.messages for r in requests], sampling_params=params, use_tqdm=False)
+        # outputs carry the id vLLM was given; enqueue returns it with a random suffix added
+        index = {request_id.rsplit("-", 1)[0]: i for i, request_id in enumerate(internal)}
+        pending = set(index)
+        try:
+            with tqdm(total=len(index), desc=f"{self.model} generating", dynamic_ncols=True) as bar:
+                while pending and engine.llm_engine.has_unfinished_requests():
+                    for out in engine.llm_engine.step():
+                        if out.finished and out.request_id in pending:
+                            pending.discard(out.request_id)
+                            o = out.outputs[0]
+                            finished(index[out.request_id], Completion(o.text, o.finish_reason or "stop", len(o.token_ids)))
+                            bar.update(1)
+            if pending:
+                raise LLMError(f"vLLM stopped with {len(pending)} of {len(index)} requests unanswered")
+        finally:
+            if pending:  # interrupted: the cached engine must not carry these into the next call
+                engine.llm_engine.abort_request([internal[index[p]] for p in pending], internal=True)
 
     # --- OpenAI-compatible server -------------------------------------------------------------
 
-    def _chat_openai(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+    def _chat_openai(self, requests: Sequence[ChatRequest], finished: Callable[[int, Completion], None]) -> None:
         import httpx
 
         if not self.base_url:
@@ -349,7 +387,13 @@ class LLMResource(dg.ConfigurableResource):
         with httpx.Client(timeout=self.request_timeout_s, headers=headers) as client:
             self._check_server(client, url)
             with ThreadPoolExecutor(self.max_concurrency) as pool:
-                return list(pool.map(lambda r: self._post(client, url, r), requests))
+                futures = {pool.submit(self._post, client, url, r): i for i, r in enumerate(requests)}
+                try:
+                    for future in as_completed(futures):
+                        finished(futures[future], future.result())
+                finally:  # interrupted: do not send what has not started
+                    for future in futures:
+                        future.cancel()
 
     def _check_server(self, client: Any, url: str) -> None:
         import httpx

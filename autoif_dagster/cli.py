@@ -1,6 +1,7 @@
 """`autoif`: run the AutoIF graph from a terminal and print its funnel; trace any row.
 
     autoif run                       # the whole graph at demo scale on the embedded models
+    autoif run --stale               # only the assets a code or input change made stale, and downstream
     autoif trace sft-1a2b3c4d5e6f7a8b   # a training sample's chain back to its seed instruction
     autoif run --profile paper --supervisor-model Qwen/Qwen2-72B-Instruct
     autoif run --llm-backend openai --base-url http://127.0.0.1:8000/v1 --supervisor-model NAME
@@ -118,8 +119,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_config = _run_config(args, home)
     job = defs.resolve_job_def("autoif")
     with dg.DagsterInstance.get() as instance:
+        selection = None
+        if args.stale:
+            from .versions import stale_assets, to_refresh
+
+            stale = stale_assets(instance, defs)
+            if not stale:
+                print(f"autoif: nothing is stale in {os.environ['DAGSTER_HOME']}: every asset is up to date")
+                return 0
+            for key, causes in stale.items():
+                print(f"stale: {key.to_user_string()}: {'; '.join(causes)}")
+            selection = to_refresh(stale, defs)
         try:
-            result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+            result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False,
+                                            asset_selection=selection)
         finally:
             shutdown_engines()
     rows = funnel_rows(result)
@@ -165,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--queries", help="your queries (.jsonl, .json, .parquet with a 'query' column)")
     run.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")
     run.add_argument("--funnel-json", help="also write the funnel to this JSON file")
+    run.add_argument("--stale", action="store_true", help="only what changed: assets never materialized, or whose "
+                     "code or inputs changed since (as the UI shows them stale), and what depends on them")
     run.set_defaults(func=cmd_run)
     trace = sub.add_parser("trace", help="print the whole chain of a row (sft-..., pair-..., resp-...) back to its seed")
     trace.add_argument("id", help="any row's id, or a generation id (gen-...)")

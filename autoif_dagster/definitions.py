@@ -18,6 +18,7 @@ from .resources.llm import LLMResource
 from .resources.models import DEFAULT_POLICY, DEFAULT_SUPERVISOR
 from .resources.nli import NLIResource
 from .resources.sandbox import SandboxResource
+from .versions import with_code_versions
 
 
 def autoif_home() -> Path:
@@ -26,7 +27,8 @@ def autoif_home() -> Path:
 
 
 ASSET_MODULES = [instructions, verifiers, consistency, queries, responses, datasets]
-all_assets = dg.load_assets_from_modules(ASSET_MODULES)
+# each asset's code version is a fingerprint of what defines it (versions.py)
+all_assets = with_code_versions(dg.load_assets_from_modules(ASSET_MODULES))
 
 autoif_job = dg.define_asset_job(
     "autoif",

@@ -39,7 +39,7 @@ class Tracer:
         if not self.assets_dir.is_dir():
             raise TraceError(f"no artifacts in {self.home}: run `autoif run --home {self.home}` first")
         self._frames: dict[str, pl.DataFrame | None] = {}
-        self._runs: dict[str, str | None] | None = None
+        self._materializations: dict[str, dict[str, str]] | None = None
 
     def frame(self, asset: str) -> pl.DataFrame | None:
         if asset not in self._frames:
@@ -74,7 +74,7 @@ class Tracer:
     def _node(self, asset: str, row: dict[str, Any], seen: set[str]) -> dict[str, Any]:
         own = row[PRIMARY_KEYS[asset]]
         seen.add(own)
-        node: dict[str, Any] = {"asset": asset, "id": own, "run_id": self.run_of(asset), "row": row}
+        node: dict[str, Any] = {"asset": asset, "id": own, **self.materialization_of(asset), "row": row}
         if row.get("generation_id"):
             node["generation"] = self.generation(row["generation_id"])
         details = {a: self.rows(a, col, own) for a, col in DETAILS.get(asset, [])}
@@ -115,10 +115,11 @@ class Tracer:
         return {"model": model, "request": json.loads(request), "text": text, "finish_reason": finish_reason,
                 "n_tokens": n_tokens, "run_id": run_id}
 
-    def run_of(self, asset: str) -> str | None:
-        """The Dagster run that last materialized `asset` (from the instance in HOME/dagster)."""
-        if self._runs is None:
-            self._runs = {}
+    def materialization_of(self, asset: str) -> dict[str, str]:
+        """The Dagster run that last materialized `asset` (from the instance in HOME/dagster),
+        with the asset's code version and data version then."""
+        if self._materializations is None:
+            self._materializations = {}
             dagster_home = self.home / "dagster"
             if (dagster_home / "dagster.yaml").exists():
                 import dagster as dg
@@ -126,8 +127,12 @@ class Tracer:
                 with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
                     for name in PRIMARY_KEYS:
                         event = instance.get_latest_materialization_event(dg.AssetKey(name))
-                        self._runs[name] = event.run_id if event else None
-        return self._runs.get(asset)
+                        if event is not None:
+                            tags = event.asset_materialization.tags or {}
+                            self._materializations[name] = {
+                                "run_id": event.run_id, "code_version": tags.get("dagster/code_version", ""),
+                                "data_version": tags.get("dagster/data_version", "")}
+        return self._materializations.get(asset, {})
 
 
 def render(node: dict[str, Any], indent: int = 0, width: int = 100) -> str:
@@ -138,7 +143,7 @@ def render(node: dict[str, Any], indent: int = 0, width: int = 100) -> str:
         text = " ".join(str(value).split())
         return text if len(text) <= width else text[: width - 3] + "..."
 
-    run = f"  (run {node['run_id'][:8]})" if node.get("run_id") else ""
+    run = f"  (run {node['run_id'][:8]}, code {node['code_version']})" if node.get("run_id") else ""
     lines = [f"{pad}{node['asset']} {node['id']}{run}" + ("  MISSING" if node.get("missing") else "")]
     for key, value in (node.get("row") or {}).items():
         if key != PRIMARY_KEYS.get(node["asset"]) and not key.endswith("_id") and value is not None:

@@ -99,9 +99,17 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rerun", action="store_true",
                         help="then run again in the same home: the warm re-run, served by the ledger")
+    parser.add_argument("--record", metavar="FILE.jsonl.gz",
+                        help="export the cold run's completions (tests/fixtures/default_run.jsonl.gz is one: "
+                             "tests replay the default run from it)")
     args, extra = parser.parse_known_args()
     home = Path(tempfile.mkdtemp(prefix="autoif-bench-"))
     code, cold, rows = run(home, extra, "cold run")
+    if args.record and not code:
+        from autoif_dagster.resources.ledger import Ledger
+
+        with Ledger(home / "ledger.sqlite") as ledger:
+            print(f"recorded {ledger.export_completions(args.record)} completions in {args.record}")
     if code or not args.rerun:
         return code
     code, warm, warm_rows = run(home, extra, "warm re-run (same home: the ledger answers)")

@@ -185,15 +185,14 @@ def main() -> None:
         print(f"{'  one cold call':<24} {cold:>10,.0f} verdicts/s  {cold / baseline:.2f}x  start-up + one pass")
         if not args.no_cache:
             with tempfile.TemporaryDirectory() as scratch:
-                cached = sandbox.model_copy(update={"cache_path": f"{scratch}/verdicts.sqlite"})
+                cached = sandbox.model_copy(update={"ledger_path": f"{scratch}/ledger.sqlite"})
                 start = time.perf_counter()
-                first = cached.judge(jobs)
+                first, stats = cached.judge_with_stats(jobs)
                 filling = time.perf_counter() - start
-                stats = cached.last_stats
                 start = time.perf_counter()
-                again = cached.judge(jobs)
+                again, again_stats = cached.judge_with_stats(jobs)
                 hit = time.perf_counter() - start
-                assert again == first and cached.last_stats["executed"] == 0, cached.last_stats
+                assert again == first and again_stats["executed"] == 0, again_stats
             print(f"{'  cache, first pass':<24} {calls / filling:>10,.0f} verdicts/s  "
                   f"{calls / filling / baseline:.2f}x  fills a fresh cache ({stats['stored']} stored; "
                   "timeouts and crashes are not)")

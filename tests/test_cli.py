@@ -66,3 +66,46 @@ def test_model_flags_set_both_llm_roles(tmp_path, supervisor, policy, expected):
     got = tuple(rc[role]["config"].get("model") for role in ("supervisor_llm", "policy_llm"))
     assert got == expected
     assert rc["policy_llm"]["config"]["base_url"] == rc["supervisor_llm"]["config"]["base_url"] == "http://h:1/v1"
+
+
+@pytest.mark.engine
+def test_run_then_nothing_stale_then_trace(tmp_path, monkeypatch, capsys, tiny_config, sandbox):
+    """The README's path: `autoif run` on the real engine; `autoif run --stale` right after
+    finds nothing to do (and starts no engine); `autoif trace` names the run and code version
+    that made each row of a response's chain."""
+    import json
+
+    import polars as pl
+    import yaml
+
+    from autoif_dagster.definitions import all_assets
+    from autoif_dagster.resources import llm as llm_module
+    from autoif_dagster.resources.models import SMOKE_MODEL
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("AUTOIF_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config.model_dump(mode="json")))
+    args = ["run", "--home", str(home), "--config", str(config), "--supervisor-model", SMOKE_MODEL,
+            "--sandbox", sandbox.backend]
+    assert cli.main(args) == 0
+    first = capsys.readouterr().out
+    assert "succeeded" in first
+    run_id = first.split("\nrun ")[1].split(":")[0]
+
+    monkeypatch.setattr(llm_module.LLMResource, "_build_engine", lambda self: pytest.fail("an engine was started"))
+    assert cli.main([*args, "--stale"]) == 0
+    assert "nothing is stale" in capsys.readouterr().out
+
+    response_id = pl.read_parquet(home / "assets" / "responses.parquet")["response_id"][0]
+    assert cli.main(["trace", response_id, "--home", str(home), "--json"]) == 0
+    tree = json.loads(capsys.readouterr().out)
+    versions = {k.to_user_string(): v for a in all_assets for k, v in a.code_versions_by_key.items()}
+
+    def nodes(node):
+        return [node] + [n for p in node.get("parents", []) for n in nodes(p)]
+    chain = nodes(tree)
+    assert {"responses", "instruction_prompts", "augmented_instructions", "queries"} <= {n["asset"] for n in chain}
+    for node in chain:
+        assert node["run_id"] == run_id and node["code_version"] == versions[node["asset"]], node["asset"]

@@ -38,14 +38,14 @@ def test_a_second_judge_executes_nothing_and_returns_the_same(cached, tmp_path):
     switch.write_text("yes")
     jobs = [VerifierJob(reads(switch), ["a", "b"]), VerifierJob(NO_LETTER_E, ["abc", "eee", "xyz"]),
             VerifierJob(NO_LETTER_E, [])]
-    first = cached.judge(jobs)
+    first, stats = cached.judge_with_stats(jobs)
     assert [kinds(v) for v in first] == [[PASS, PASS], [PASS, FAIL, PASS], []]
-    assert cached.last_stats == {"verdicts": 5, "cache_hits": 0, "executed": 5, "duplicates": 0, "stored": 5}
+    assert stats == {"verdicts": 5, "cache_hits": 0, "executed": 5, "duplicates": 0, "stored": 5}
 
     switch.write_text("no")  # run again, the first verifier would now fail
-    again = cached.judge(jobs)
+    again, stats = cached.judge_with_stats(jobs)
     assert again == first
-    assert cached.last_stats == {"verdicts": 5, "cache_hits": 5, "executed": 0, "duplicates": 0, "stored": 0}
+    assert stats == {"verdicts": 5, "cache_hits": 5, "executed": 0, "duplicates": 0, "stored": 0}
     # Without the cache it does run, and fails: the cache really answered above.
     plain = SandboxResource(timeout_s=1.0, workers=2).judge(jobs[:1])
     assert kinds(plain[0]) == [FAIL, FAIL]
@@ -56,17 +56,19 @@ def test_only_missing_pairs_run_and_results_match_an_uncached_run(cached):
                 "    return len(response) > 2\n"
     cached.judge([VerifierJob(NO_LETTER_E, ["abc", "eee"])])
     jobs = [VerifierJob(NO_LETTER_E, ["eee", "new", "abc", "more"]), VerifierJob(exploding, ["boom", "ab", "abcd"])]
-    assert cached.judge(jobs) == SandboxResource(timeout_s=1.0).judge(jobs)
-    assert cached.last_stats["cache_hits"] == 2 and cached.last_stats["executed"] == 5
-    result = cached.judge(jobs)
+    verdicts, stats = cached.judge_with_stats(jobs)
+    assert verdicts == SandboxResource(timeout_s=1.0).judge(jobs)
+    assert stats["cache_hits"] == 2 and stats["executed"] == 5
+    result, stats = cached.judge_with_stats(jobs)
     assert result[1][0] == Verdict(EXCEPTION, "ValueError: boom")  # details come back from the cache too
-    assert cached.last_stats["executed"] == 0
+    assert stats["executed"] == 0
 
 
 def test_repeated_pairs_within_a_call_run_once(cached):
     jobs = [VerifierJob(NO_LETTER_E, ["abc", "eee", "abc"]), VerifierJob(NO_LETTER_E, ["eee", "xyz"])]
-    assert [kinds(v) for v in cached.judge(jobs)] == [[PASS, FAIL, PASS], [FAIL, PASS]]
-    assert cached.last_stats == {"verdicts": 5, "cache_hits": 0, "executed": 3, "duplicates": 2, "stored": 3}
+    verdicts, stats = cached.judge_with_stats(jobs)
+    assert [kinds(v) for v in verdicts] == [[PASS, FAIL, PASS], [FAIL, PASS]]
+    assert stats == {"verdicts": 5, "cache_hits": 0, "executed": 3, "duplicates": 2, "stored": 3}
 
 
 def test_timeouts_and_crashes_are_not_cached(cached):
@@ -79,10 +81,11 @@ def test_timeouts_and_crashes_are_not_cached(cached):
     )
     jobs = [VerifierJob(source, ["ok", "hang", "die", "fine"])]
     cached_sandbox = cached.model_copy(update={"timeout_s": 0.3})
-    assert kinds(cached_sandbox.judge(jobs)[0]) == [PASS, TIMEOUT, CRASH, PASS]
-    assert cached_sandbox.last_stats["stored"] == 2
-    assert kinds(cached_sandbox.judge(jobs)[0]) == [PASS, TIMEOUT, CRASH, PASS]
-    assert cached_sandbox.last_stats["cache_hits"] == 2 and cached_sandbox.last_stats["executed"] == 2
+    verdicts, stats = cached_sandbox.judge_with_stats(jobs)
+    assert kinds(verdicts[0]) == [PASS, TIMEOUT, CRASH, PASS] and stats["stored"] == 2
+    verdicts, stats = cached_sandbox.judge_with_stats(jobs)
+    assert kinds(verdicts[0]) == [PASS, TIMEOUT, CRASH, PASS]
+    assert stats["cache_hits"] == 2 and stats["executed"] == 2
 
 
 def test_the_cache_is_keyed_by_sandbox_version(cached, tmp_path):
@@ -94,8 +97,8 @@ def test_the_cache_is_keyed_by_sandbox_version(cached, tmp_path):
     # Another memory limit can change what a verifier does (MemoryError): another version.
     other = cached.model_copy(update={"memory_mb": 256})
     assert other.sandbox_version() != cached.sandbox_version()
-    assert kinds(other.judge([job])[0]) == [FAIL]
-    assert other.last_stats["executed"] == 1
+    verdicts, stats = other.judge_with_stats([job])
+    assert kinds(verdicts[0]) == [FAIL] and stats["executed"] == 1
     assert kinds(cached.judge([job])[0]) == [PASS]  # the first version's verdict is still there
 
 
@@ -109,8 +112,8 @@ def test_sandbox_version_names_backend_and_code():
 def test_describe_and_stats_without_a_cache():
     sandbox = SandboxResource(timeout_s=1.0)
     assert sandbox.describe()["verdict_ledger"] == "off"
-    sandbox.judge([VerifierJob(NO_LETTER_E, ["a", "e"])])
-    assert sandbox.last_stats == {"verdicts": 2, "cache_hits": 0, "executed": 2, "duplicates": 0, "stored": 0}
+    _, stats = sandbox.judge_with_stats([VerifierJob(NO_LETTER_E, ["a", "e"])])
+    assert stats == {"verdicts": 2, "cache_hits": 0, "executed": 2, "duplicates": 0, "stored": 0}
 
 
 def test_describe_names_the_cache(cached):
@@ -156,6 +159,20 @@ def test_put_and_get(tmp_path):
         assert ledger.get_many("verdicts", [rows[3][0]])[rows[3][0]] == rows[3][1:]
         assert ledger.get_many("completions", [rows[3][0]]) == {}  # tables do not mix
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_full_disk_is_named_and_keeps_every_batch_committed_before_it(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path, batch_size=50) as ledger:
+        pages = ledger._db.execute("PRAGMA page_count").fetchone()[0]
+        ledger._db.execute(f"PRAGMA max_page_count = {pages + 8}")  # the disk fills after a few pages
+        rows = [(i.to_bytes(16, "big"), PASS, "x" * 200) for i in range(2000)]
+        with pytest.raises(LedgerError, match=f"{path} cannot be written: .*full"):
+            ledger.put_many("verdicts", rows)
+        kept = ledger.count("verdicts")
+        assert 0 < kept < len(rows) and kept % 50 == 0  # whole batches, none half-written
+        assert set(ledger.get_many("verdicts", [r[0] for r in rows])) == {r[0] for r in rows[:kept]}
+    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def test_timeouts_and_crashes_are_never_stored(cached):

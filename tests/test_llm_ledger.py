@@ -63,6 +63,33 @@ def test_another_model_or_dtype_is_another_request(replay):
     assert same.chat([REQUEST]).completions[0].text == "an apple"
 
 
+def test_an_exported_run_replays_elsewhere_and_an_edited_request_is_another_request(replay, tmp_path):
+    record(replay, REQUEST, "an apple")
+    exported = tmp_path / "run.jsonl.gz"
+    with Ledger(replay.ledger_path) as ledger:
+        assert ledger.export_completions(exported) == 1
+    elsewhere = replay.model_copy(update={"ledger_path": str(tmp_path / "elsewhere.sqlite")})
+    with Ledger(elsewhere.ledger_path) as ledger:
+        assert ledger.import_completions(exported) == 1
+    assert elsewhere.chat([REQUEST]).completions[0].text == "an apple"
+
+    import gzip
+    import json
+    line = json.loads(gzip.decompress(exported.read_bytes()))
+    line["request"]["seed"] = 4  # an edited file: the completion is filed under the edited request
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text(json.dumps(line) + "\n")
+    third = replay.model_copy(update={"ledger_path": str(tmp_path / "third.sqlite")})
+    with Ledger(third.ledger_path) as ledger:
+        ledger.import_completions(edited)
+    with pytest.raises(LLMError, match="no completion"):
+        third.chat([REQUEST])
+    assert third.chat([dataclasses.replace(REQUEST, seed=4)]).completions[0].text == "an apple"
+    edited.write_text("{not json\n")
+    with Ledger(third.ledger_path) as ledger, pytest.raises(LedgerError, match="line 1 is not an exported completion"):
+        ledger.import_completions(edited)
+
+
 def test_replay_without_a_usable_ledger_is_a_clear_error(tmp_path):
     with pytest.raises(LLMError, match="replay backend answers from a ledger: set ledger_path"):
         LLMResource(backend="replay", model=SMOKE_MODEL).chat([REQUEST])

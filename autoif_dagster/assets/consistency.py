@@ -14,13 +14,14 @@ from ..resources.llm import LLMResource
 from ..resources.nli import NLIResource
 from ..schemas import content_id, frame
 from .llm_stage import run_stage
+from ..versions import output
 from .reporting import funnel
 
 GROUP = "consistency"
 _EXAMPLE_INSTRUCTIONS = {dedupe_key(text) for text, _ in prompts.VERIFIER_EXAMPLES}
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version=stages.BACK_TRANSLATION.version, pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm")
 def back_translations(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
@@ -51,10 +52,10 @@ def back_translations(
              "generation_id": p.completion.generation_id, "back_translation": text}
         )
     df = frame("back_translations", rows)
-    return dg.Output(df, metadata=funnel(len(chosen), df, dropped, **run.metadata))
+    return output(df, funnel(len(chosen), df, dropped, **run.metadata))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1", pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars"}, pool="llm")
 def nli_verdicts(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
@@ -78,12 +79,11 @@ def nli_verdicts(
         rows.append({"back_translation_id": row["back_translation_id"], "instruction_id": row["instruction_id"], "label": label})
     df = frame("nli_verdicts", rows)
     labels = dict(Counter(df["label"].to_list()))
-    return dg.Output(
-        df, metadata=funnel(pairs.height, df, dropped, labels=dg.MetadataValue.json(labels), **nli.describe(supervisor_llm), **stats)
-    )
+    return output(df, funnel(pairs.height, df, dropped, labels=dg.MetadataValue.json(labels),
+                             **nli.describe(supervisor_llm), **stats))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1")
+@dg.asset(group_name=GROUP, kinds={"polars"})
 def consistent_instructions(
     augmented_instructions: pl.DataFrame,
     verifiers: pl.DataFrame,
@@ -107,4 +107,4 @@ def consistent_instructions(
         else:
             rows.append({"instruction_id": iid, "instruction": row["instruction"], "n_verifiers": n_verifiers[iid]})
     df = frame("consistent_instructions", rows)
-    return dg.Output(df, metadata=funnel(augmented_instructions.height, df, dropped))
+    return output(df, funnel(augmented_instructions.height, df, dropped))

@@ -8,6 +8,7 @@ import polars as pl
 from ..config import AutoIFConfig
 from ..method.selection import dpo_pairs as make_pairs
 from ..schemas import content_id, frame
+from ..versions import output
 from .reporting import funnel
 
 GROUP = "datasets"
@@ -22,7 +23,7 @@ def _scored(responses: pl.DataFrame, response_verdicts: pl.DataFrame, quality_sc
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1")
+@dg.asset(group_name=GROUP, kinds={"polars"})
 def sft_dataset(
     autoif: AutoIFConfig,
     instruction_prompts: pl.DataFrame,
@@ -49,10 +50,10 @@ def sft_dataset(
                  "pass_rate": r["pass_rate"], "score": r["score"]}
             )
     df = frame("sft_dataset", rows)
-    return dg.Output(df, metadata=funnel(scored.height, df, dropped))
+    return output(df, funnel(scored.height, df, dropped))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1")
+@dg.asset(group_name=GROUP, kinds={"polars"})
 def dpo_pairs(
     autoif: AutoIFConfig,
     instruction_prompts: pl.DataFrame,
@@ -90,5 +91,5 @@ def dpo_pairs(
             )
     df = frame("dpo_pairs", rows)
     rejected_query_only = int((~df["rejected_with_instruction"]).sum())
-    return dg.Output(df, metadata=funnel(scored["prompt_id"].n_unique(), df, dropped, unit="prompts in, pairs out",
-                                         pairs_rejected_query_only=rejected_query_only))
+    return output(df, funnel(scored["prompt_id"].n_unique(), df, dropped, unit="prompts in, pairs out",
+                             pairs_rejected_query_only=rejected_query_only))

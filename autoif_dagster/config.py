@@ -44,7 +44,9 @@ class VerifierConfig(dg.Config):
         4, ge=2, description="Test cases asked for per sample, half following and half breaking "
         "the instruction. Paper: 3."
     )
-    sampling: Sampling = Sampling(temperature=0.7, max_tokens=320)
+    # 56 of 60 demo generations end within 120 tokens; the rest ran to 250-320 at a batch of
+    # one or two, a third of the stage's time, and were mostly cut off anyway
+    sampling: Sampling = Sampling(temperature=0.7, max_tokens=160)
 
 
 class CrossValConfig(dg.Config):
@@ -109,12 +111,12 @@ class ResponseConfig(dg.Config):
         "rejected answer that ignored the instruction, which a prompt's own samples rarely give "
         "a small model (their pass rates move together: all pass or all fail).",
     )
-    sampling: Sampling = Sampling(temperature=0.7, max_tokens=256)
+    sampling: Sampling = Sampling(temperature=0.7, max_tokens=192)  # 126 of 134 demo answers end within 192 tokens
 
 
 class ScoreConfig(dg.Config):
     min_score: int = Field(8, ge=0, le=10, description="Keep quality scores >= this (0-10). Paper: 8.")
-    sampling: Sampling = Sampling(temperature=0.0, max_tokens=128)
+    sampling: Sampling = Sampling(temperature=0.0, max_tokens=96)  # 67 of 68 demo scores end within 96
 
 
 class DPOConfig(dg.Config):

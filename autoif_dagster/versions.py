@@ -16,6 +16,7 @@ a run; output it changes gets a new data version, so what depends on it becomes 
 import hashlib
 import inspect
 import types
+import warnings
 from typing import Any
 
 import dagster as dg
@@ -57,8 +58,10 @@ def output(df: pl.DataFrame, metadata: dict[str, Any], output_name: str = "resul
     digest = hashlib.sha256(str(df.schema).encode())
     if df.height:
         digest.update(df.hash_rows(seed=0).to_numpy().tobytes())
-    return dg.Output(df, output_name=output_name, data_version=dg.DataVersion(digest.hexdigest()[:16]),
-                     metadata=metadata)
+    with warnings.catch_warnings():  # `data_version` is marked beta; we rely on it knowingly
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.Output(df, output_name=output_name, data_version=dg.DataVersion(digest.hexdigest()[:16]),
+                         metadata=metadata)
 
 
 def _ours(obj: Any) -> bool:

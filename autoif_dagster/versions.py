@@ -47,7 +47,7 @@ def with_code_versions(assets: list) -> list:
     """The assets, each with its function's fingerprint as its code version (a multi-asset's
     outputs share their function's)."""
     def versioned(a: dg.AssetsDefinition) -> dg.AssetsDefinition:
-        version = code_version(a.op.compute_fn.decorated_fn)
+        version = code_version(a.op.compute_fn.decorated_fn)  # the function under @asset
         return a.map_asset_specs(lambda spec: spec.replace_attributes(code_version=version))
     return [versioned(a) for a in assets]
 
@@ -56,7 +56,7 @@ def output(df: pl.DataFrame, metadata: dict[str, Any], output_name: str = "resul
     """An asset's output with its content as its data version: downstream assets are stale
     when, and only when, what they read has changed."""
     digest = hashlib.sha256(str(df.schema).encode())
-    if df.height:
+    if df.height:  # polars' row hash: stable within a polars version (an upgrade re-versions all data once)
         digest.update(df.hash_rows(seed=0).to_numpy().tobytes())
     with warnings.catch_warnings():  # `data_version` is marked beta; we rely on it knowingly
         warnings.simplefilter("ignore", dg.BetaWarning)
@@ -65,8 +65,11 @@ def output(df: pl.DataFrame, metadata: dict[str, Any], output_name: str = "resul
 
 
 def _ours(obj: Any) -> bool:
-    module = getattr(obj, "__module__", None) or ""
-    return module.split(".")[0] == PACKAGE and module not in NOT_DEFINING
+    return _defining_module(getattr(obj, "__module__", None) or "")
+
+
+def _defining_module(name: str) -> bool:
+    return name.split(".")[0] == PACKAGE and name not in NOT_DEFINING
 
 
 def _names(code: types.CodeType) -> set[str]:
@@ -107,7 +110,7 @@ def _follow(namespace: dict, names: set[str], parts: list[str], seen: set[int]) 
             continue
         value = namespace[name]
         if isinstance(value, types.ModuleType):
-            if _ours(types.SimpleNamespace(__module__=value.__name__)):
+            if _defining_module(value.__name__):
                 for attr in sorted(names):
                     if attr in vars(value):
                         _collect(vars(value)[attr], parts, seen)

@@ -93,9 +93,9 @@ def test_a_second_materialization_asks_nothing_and_every_response_traces(run, re
 
 @pytest.mark.engine
 def test_a_prompt_edit_reruns_exactly_what_is_downstream_and_asks_only_new_prompts(resources, tmp_path, monkeypatch):
-    """The back-translation prompt changes: only `back_translations` is stale, the refresh
-    runs it and what is downstream of it and nothing upstream, every back-translation is
-    asked again, and downstream stages ask only for prompts their new inputs made new."""
+    """The verifier prompt changes: only `verifier_candidates` is stale, the refresh runs it
+    and what is downstream of it and nothing upstream, every verifier prompt is asked again,
+    and downstream stages ask only for prompts their new inputs made new."""
     from autoif_dagster.definitions import ASSET_MODULES
     from autoif_dagster.method import prompts
     from autoif_dagster.resources.ledger import Ledger
@@ -107,27 +107,27 @@ def test_a_prompt_edit_reruns_exactly_what_is_downstream_and_asks_only_new_promp
         before = {name: pl.read_parquet(tmp_path / "assets" / f"{name}.parquet") for name in SCHEMAS}
         assert stale_assets(instance, dg.Definitions(assets=all_assets, resources=res)) == {}
 
-        monkeypatch.setattr(prompts, "BACK_TRANSLATION_TASK", prompts.BACK_TRANSLATION_TASK + " Use at most ten words.")
+        monkeypatch.setattr(prompts, "VERIFIER_TASK", prompts.VERIFIER_TASK + " Keep the function short.")
         edited = with_code_versions(dg.load_assets_from_modules(ASSET_MODULES))
         defs = dg.Definitions(assets=edited, resources=res)
         stale = stale_assets(instance, defs)
-        assert list(stale) == [dg.AssetKey("back_translations")], stale
+        assert list(stale) == [dg.AssetKey("verifier_candidates")], stale
         keys = to_refresh(stale, defs)
-        assert {k.to_user_string() for k in keys} == {
-            "back_translations", "nli_verdicts", "consistent_instructions", "instruction_prompts", "responses",
-            "response_verdicts", "quality_scores", "sft_dataset", "dpo_pairs"}
+        upstream = {"seed_instructions", "augmented_instructions", "queries"}
+        assert {k.to_user_string() for k in keys} == set(SCHEMAS) - upstream
         with Ledger(res["supervisor_llm"].ledger_path) as ledger:
             stored = ledger.count("completions")
         result = dg.materialize(edited, selection=keys, resources=res, instance=instance)
         assert result.success
         meta = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()}
                 for m in (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())}
-        assert set(meta) == {k.to_user_string() for k in keys}  # nothing upstream re-ran
-        bt = meta["back_translations"]
-        assert bt["ledger_misses"] == bt["llm_requests"] > 0  # every back-translation prompt is new
-        prompts_after = pl.read_parquet(tmp_path / "assets" / "instruction_prompts.parquet")
-        if prompts_after.equals(before["instruction_prompts"]):  # the same prompts: the same responses, from the ledger
-            assert meta["responses"]["ledger_misses"] == meta["quality_scores"]["ledger_misses"] == 0
+        assert set(meta) == set(SCHEMAS) - upstream  # nothing upstream re-ran
+        candidates = meta["verifier_candidates"]
+        assert candidates["ledger_misses"] == candidates["llm_requests"] > 0  # every verifier prompt is new
+        for name, stage in (("instruction_prompts", "responses"), ("verifiers", "back_translations")):
+            after = pl.read_parquet(tmp_path / "assets" / f"{name}.parquet")
+            if after.equals(before[name]):  # unchanged input: that stage is served by the ledger
+                assert meta[stage]["ledger_misses"] == 0, stage
         with Ledger(res["supervisor_llm"].ledger_path) as ledger:
             assert ledger.count("completions") == stored + sum(m.get("ledger_misses", 0) for m in meta.values())
         assert stale_assets(instance, defs) == {}
@@ -301,6 +301,7 @@ def test_a_run_killed_during_responses_loses_no_finished_call(tmp_path):
         line = next(line for line in rerun.stdout if line.startswith("responses "))
         assert rerun.wait(timeout=300) == 0
     finally:
-        os.killpg(rerun.pid, signal.SIGKILL)
+        if rerun.poll() is None:
+            os.killpg(rerun.pid, signal.SIGKILL)
     _, hits, misses = line.split()
     assert int(hits) == before and int(misses) == 15 - before

@@ -97,9 +97,13 @@ def shutdown_engines() -> None:
     with _ENGINES_LOCK:
         engines = list(_ENGINES.values())
         _ENGINES.clear()
+    _stop(engines)
+
+
+def _stop(engines: list[Any]) -> None:
     for engine in engines:
         engine.llm_engine.engine_core.shutdown()  # an engine process exits, freeing weights and KV cache
-    del engines
+    engines.clear()
     gc.collect()  # an engine in this process: its weights go with its last reference
 
 
@@ -271,17 +275,14 @@ class LLMResource(dg.ConfigurableResource):
             engine, started = self._engine_timed()  # started before the clock: throughput is generation only
             if started is not None:
                 stats.engine_start_seconds = started
-            start = time.perf_counter()
-            try:
+        start = time.perf_counter()
+        try:
+            if self.backend == "vllm":
                 self._chat_vllm(engine, requests, count)
-            finally:
-                stats.seconds += time.perf_counter() - start
-        else:
-            start = time.perf_counter()
-            try:
+            else:
                 self._chat_openai(requests, count)
-            finally:
-                stats.seconds += time.perf_counter() - start
+        finally:
+            stats.seconds += time.perf_counter() - start
 
     # --- vLLM offline engine ------------------------------------------------------------------
 
@@ -301,9 +302,9 @@ class LLMResource(dg.ConfigurableResource):
             if key in _ENGINES:
                 return _ENGINES[key], None
             if self.exclusive and _ENGINES:
-                for other in list(_ENGINES):
-                    _ENGINES.pop(other).llm_engine.engine_core.shutdown()
-                gc.collect()
+                others = list(_ENGINES.values())
+                _ENGINES.clear()
+                _stop(others)
             start = time.perf_counter()
             _ENGINES[key] = self._build_engine()
             return _ENGINES[key], round(time.perf_counter() - start, 1)

@@ -1,6 +1,6 @@
 # The verifier sandbox image: Debian's python3, the packages LLM-written verifiers commonly
 # import, and the sandbox supervisor as entrypoint. Built by scripts/setup_docker.sh, which
-# passes a build context holding only this file and autoif_dagster/sandbox/*.py.
+# passes a build context holding only this file and the supervisor's three sources.
 #
 # Docker Hub cannot be reached here, so the base is not `python:3.11-slim` but a Debian
 # root filesystem made with debootstrap and loaded with `docker import` (see the script).
@@ -25,7 +25,7 @@ RUN apt-get update \
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin sandbox
 
-COPY protocol.py supervisor.py /opt/autoif_sandbox/
+COPY protocol.py seccomp.py supervisor.py /opt/autoif_sandbox/
 
 USER 10001:10001
 WORKDIR /tmp

@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 BASE_IMAGE=autoif-sandbox-base:bookworm
 SUITE=bookworm
 DOCKERD_LOG=/var/log/autoif-dockerd.log
-SOURCES=(docker/sandbox.Dockerfile autoif_dagster/sandbox/protocol.py autoif_dagster/sandbox/supervisor.py)
+SOURCES=(docker/sandbox.Dockerfile autoif_dagster/sandbox/protocol.py autoif_dagster/sandbox/seccomp.py
+         autoif_dagster/sandbox/supervisor.py)
 # Must match sandbox_image_version() in autoif_dagster/resources/supervisors.py.
 VERSION=$(cat "${SOURCES[@]}" | sha256sum | cut -c1-12)
 IMAGE=autoif-sandbox:$VERSION

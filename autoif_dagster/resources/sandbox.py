@@ -12,9 +12,13 @@ re-send the jobs it had. Where the supervisor runs is the `backend`:
 - "docker": one long-lived hardened container per worker (no network, read-only root,
   non-root user, no capabilities, memory/pids/CPU limits), talking over the container's
   attached stdin and stdout. Needs scripts/setup_docker.sh to have run.
-- "host": the fallback without Docker. The supervisor runs on the host in new network, PID
-  and mount namespaces (util-linux `unshare`), with private tmpfs over the world-writable
-  directories, as `nobody` when we are root (`setpriv`); pipes as for "local".
+- "host": the fallback without Docker. bubblewrap gives the supervisor a private root (only
+  /usr, read-only, and empty tmpfs) in new user, PID, network, IPC, UTS and cgroup
+  namespaces, as `nobody` when we are root; pipes as for "local".
+
+On every backend each verifier child installs a seccomp filter on itself (no programs,
+processes or signals of its own: sandbox/seccomp.py) and reports hitting its memory limit
+as a `memory` verdict.
 
 Supervisors outlive a judge() call (`keep_warm`): they go back to a per-process pool keyed
 by the settings that shape them, the next judge() call with the same settings takes them
@@ -41,6 +45,7 @@ from tqdm import tqdm
 from ..sandbox.protocol import CRASH, KINDS, TIMEOUT, Verdict
 from .supervisors import (
     CONTAINER_USER,
+    HOST_LAYOUT,
     ContainerSupervisor,
     HostCommand,
     Pool,
@@ -136,7 +141,7 @@ class SandboxResource(dg.ConfigurableResource):
             isolation = (
                 f"one container per worker ({self._image()}): no network, read-only root, 64 MiB /tmp "
                 f"tmpfs, user {CONTAINER_USER}, all capabilities dropped, no-new-privileges, Docker's "
-                "default seccomp profile; child per verifier with rlimits, per-call SIGKILL timeout"
+                "default seccomp profile; child per verifier with rlimits, a seccomp filter (no processes, programs or signals), per-call SIGKILL timeout"
             )
             limits += f"; per container {self.memory_mb + CONTAINER_OVERHEAD_MB} MiB, " \
                       f"{self.container_pids} pids, {self.container_cpus:g} CPU"
@@ -159,8 +164,9 @@ class SandboxResource(dg.ConfigurableResource):
             # known by its id.
             where = self._image() if not self.image else f"{self.image}@{docker_client().images.get(self.image).id}"
             return f"docker:{where}:mem{self.memory_mb}:pids{self.container_pids}"
-        python = HostCommand(self.memory_mb).python if self.backend == "host" else sys.executable
-        return f"{self.backend}:{sandbox_code_hash()}:python{sys.version.split()[0]}@{python}:mem{self.memory_mb}"
+        if self.backend == "host":  # another interpreter, seen through another filesystem
+            return f"host:{HOST_LAYOUT}:{sandbox_code_hash()}:{os.path.realpath(HostCommand(self.memory_mb).python)}:mem{self.memory_mb}"
+        return f"local:{sandbox_code_hash()}:python{sys.version.split()[0]}@{sys.executable}:mem{self.memory_mb}"
 
     def judge(self, jobs: Sequence[VerifierJob], progress: bool = False) -> list[list[Verdict]]:
         """One list of verdicts per job, one verdict per input, both in order."""
@@ -305,7 +311,9 @@ class SandboxResource(dg.ConfigurableResource):
             return lambda: ContainerSupervisor(client, image, command, host_config)
         if self.backend == "host":
             host = HostCommand(self.memory_mb)
-            return lambda: Supervisor(host.command(), host.env(), scratch)
+            host.check(scratch)
+            command = host.command(scratch)
+            return lambda: Supervisor(command, host.env(), scratch)
         command = [sys.executable, "-m", SUPERVISOR_MODULE, "--memory-mb", str(self.memory_mb)]
         return lambda: Supervisor(command, supervisor_env(scratch), scratch)
 

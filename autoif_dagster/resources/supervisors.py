@@ -12,7 +12,6 @@ import os
 import select
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from ..sandbox.protocol import FAIL, PASS, Verdict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the directory holding autoif_dagster/
 SANDBOX_PACKAGE = PROJECT_ROOT / "autoif_dagster" / "sandbox"
+SANDBOX_SOURCES = ("protocol.py", "seccomp.py", "supervisor.py")  # all the supervisor runs
 DOCKERFILE = PROJECT_ROOT / "docker" / "sandbox.Dockerfile"
 SETUP_SCRIPT = "scripts/setup_docker.sh"
 SHUTDOWN_GRACE_S = 5.0
@@ -152,8 +152,8 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 def sandbox_code_hash() -> str:
     digest = hashlib.sha256()
-    for path in (SANDBOX_PACKAGE / "protocol.py", SANDBOX_PACKAGE / "supervisor.py"):
-        digest.update(path.read_bytes())
+    for name in SANDBOX_SOURCES:
+        digest.update((SANDBOX_PACKAGE / name).read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -161,7 +161,7 @@ def sandbox_image_version() -> str:
     """Content hash of what goes into the sandbox image: a Dockerfile or supervisor change
     asks for a new image. scripts/setup_docker.sh computes the same hash."""
     digest = hashlib.sha256()
-    for path in (DOCKERFILE, SANDBOX_PACKAGE / "protocol.py", SANDBOX_PACKAGE / "supervisor.py"):
+    for path in (DOCKERFILE, *(SANDBOX_PACKAGE / name for name in SANDBOX_SOURCES)):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -465,79 +465,105 @@ SupervisorLike = _SupervisorBase  # what a worker thread needs of its supervisor
 
 # ---------------------------------------------------------------- host backend
 
-# Run by `sh -c` as (namespace) root inside the new namespaces, before dropping privileges:
-# "$1" is the package's sandbox directory, the rest is the command to exec.
-_HOST_WRAPPER = r"""
-set -eu
-sources=$1; shift
-# Read the supervisor's sources now: the tmpfs mounts below may hide where they live.
-protocol=$(cat "$sources/protocol.py")
-supervisor=$(cat "$sources/supervisor.py")
-# Private, empty, size-capped stand-ins for the directories everyone may write to: what a
-# verifier writes there vanishes with the namespace instead of landing on the host.
-for dir in /tmp /dev/shm /run/lock; do
-  if [ -d "$dir" ]; then mount -t tmpfs -o size=64m,mode=1777,nosuid,nodev tmpfs "$dir"; fi
-done
-# /var/tmp holds the supervisor's code, read-only to the user it will run as.
-mount -t tmpfs -o size=1m,mode=0755,nosuid,nodev tmpfs /var/tmp
-mkdir /var/tmp/autoif-sandbox
-printf '%s\n' "$protocol" >/var/tmp/autoif-sandbox/protocol.py
-printf '%s\n' "$supervisor" >/var/tmp/autoif-sandbox/supervisor.py
-cd /
-exec "$@"
-"""
-_HOST_SUPERVISOR = "/var/tmp/autoif-sandbox/supervisor.py"
+HOST_PYTHON = "/usr/bin/python3"  # the distribution's: it lives under /usr, all that is bound
+HOST_ROOT = "/opt/autoif_sandbox"  # where the supervisor's sources appear inside
+HOST_LAYOUT = "bwrap1"  # part of the verdict cache key: what a verifier can see changed
 
 
 class HostCommand:
-    """The host backend's supervisor command line and environment.
-
-    unshare gives it new network (loopback only, down), PID (it is PID 1: out of the
-    verifiers' signal reach, and it can sweep their leftovers) and mount namespaces (private
-    tmpfs). As root we also drop to `nobody` with setpriv, so that host files are only
-    readable where anyone may read them. Not root: a user namespace maps us to its root, and
-    verifiers keep our own user's file access. No seccomp filter is applied.
+    """The host backend's supervisor command line: bubblewrap (Debian's `bubblewrap`) builds
+    a private root for it, new user, PID (it is PID 1: out of the verifiers' signal reach,
+    and it sweeps their leftovers), network (no interfaces but a down loopback), IPC, UTS and
+    cgroup namespaces, and a filesystem of only /usr read-only (the interpreter, its standard
+    library and the Debian packages verifiers may import), the loader's cache, the
+    supervisor's three sources, a private /proc, a minimal /dev, and empty size-capped tmpfs
+    at /tmp and /dev/shm. Nothing else of the host is there: no /home, /root, /var, /etc,
+    Docker socket or project. No capabilities, no-new-privs; each verifier child adds the
+    seccomp filter (sandbox/seccomp.py). As root, bwrap itself runs as `nobody`.
     """
 
     def __init__(self, memory_mb: int) -> None:
         self.memory_mb = memory_mb
         self.as_root = os.geteuid() == 0
-        self.python = _python_for_nobody() if self.as_root else sys.executable
-        missing = [tool for tool in ("unshare", "setpriv") if shutil.which(tool) is None]
-        if missing:
-            raise RuntimeError(f"sandbox backend 'host' needs util-linux's {' and '.join(missing)}")
+        self.python = HOST_PYTHON
 
-    def command(self) -> list[str]:
-        unshare = ["unshare", "--net", "--pid", "--mount", "--fork", "--kill-child", "--mount-proc"]
-        setpriv = ["setpriv", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all"]
-        supervisor = [self.python, "-I", _HOST_SUPERVISOR, "--memory-mb", str(self.memory_mb)]
-        if self.as_root:
-            setpriv += [f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    def check(self, scratch: str) -> None:
+        """Stop with what is missing, naming how to get it: no silent fallback to less
+        isolation. Runs the supervisor's own self-check inside the sandbox once."""
+        if shutil.which("bwrap") is None:
+            raise RuntimeError("sandbox backend 'host' needs bubblewrap: `sudo apt-get install bubblewrap` "
+                               "(or choose backend 'docker')")
+        if not Path(HOST_PYTHON).is_file():
+            raise RuntimeError(f"sandbox backend 'host' runs verifiers with the system's {HOST_PYTHON}, which "
+                               "is missing: `sudo apt-get install python3`")
+        try:
+            probe = subprocess.run(self.command(scratch) + ["--self-check"], capture_output=True, text=True,
+                                   timeout=60, env={})
+        except subprocess.TimeoutExpired:
+            raise RuntimeError("sandbox backend 'host': the sandbox did not start within 60 s") from None
+        if probe.returncode != 0:
+            problem = (probe.stderr or probe.stdout).strip().splitlines()[-1:] or ["no output"]
+            hint = ""
+            if "namespace" in problem[0]:
+                hint = (" (bubblewrap needs unprivileged user namespaces: `sudo sysctl -w "
+                        "kernel.unprivileged_userns_clone=1`, and user.max_user_namespaces > 0)")
+            raise RuntimeError(f"sandbox backend 'host' cannot confine verifiers here: {problem[0]}{hint}")
+
+    def command(self, scratch: str) -> list[str]:
+        """bwrap + supervisor. The sources are copied to `scratch` (which the user it runs as
+        may read) and bound read-only: the project itself stays out of sight."""
+        sources = self._stage_sources(scratch)
+        bwrap = ["bwrap", "--unshare-all", "--as-pid-1", "--new-session", "--cap-drop", "ALL",
+                 "--hostname", "sandbox", "--uid", str(NOBODY), "--gid", str(NOBODY),
+                 "--ro-bind", "/usr", "/usr", "--tmpfs", "/usr/local"]
+        for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):  # merged /usr: symlinks
+            path = Path("/", top)
+            if path.is_symlink():
+                bwrap += ["--symlink", os.readlink(path), str(path)]
+            elif path.is_dir():
+                bwrap += ["--ro-bind", str(path), str(path)]
+        for etc in ("/etc/ld.so.cache", "/etc/alternatives"):  # where the loader finds libraries
+            if os.path.exists(etc):
+                bwrap += ["--ro-bind", etc, etc]
+        bwrap += ["--proc", "/proc", "--dev", "/dev",
+                  "--size", str(64 * 1024 * 1024), "--perms", "1777", "--tmpfs", "/tmp",
+                  "--size", str(64 * 1024 * 1024), "--perms", "1777", "--tmpfs", "/dev/shm",
+                  "--ro-bind", sources, HOST_ROOT,
+                  # bwrap builds the root and /dev on writable tmpfs: read-only once set up, or
+                  # a verifier could leave files there for the next one
+                  "--remount-ro", "/dev", "--remount-ro", "/usr/local", "--remount-ro", "/", "--chdir", "/tmp",
+                  "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
+                  "--setenv", "TMPDIR", "/tmp"]
+        supervisor = [self.python, "-I", f"{HOST_ROOT}/supervisor.py", "--memory-mb", str(self.memory_mb)]
+        drop: list[str] = []
+        if self.as_root:  # bwrap then builds the sandbox as nobody, through a user namespace
+            drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--no-new-privs",
+                    "--inh-caps=-all", "--bounding-set=-all"]
             supervisor += ["--max-procs", str(HOST_MAX_PROCS)]  # nobody's processes are all ours
-        else:
-            unshare[1:1] = ["--user", "--map-root-user"]
-        return [*unshare, "sh", "-c", _HOST_WRAPPER, "sh", str(SANDBOX_PACKAGE), *setpriv, *supervisor]
+        return [*drop, *bwrap, *supervisor]
+
+    @staticmethod
+    def _stage_sources(scratch: str) -> str:
+        target = Path(scratch, "sources")
+        if not target.is_dir():
+            staging = Path(tempfile.mkdtemp(dir=scratch))
+            for name in SANDBOX_SOURCES:
+                shutil.copyfile(SANDBOX_PACKAGE / name, staging / name)
+                (staging / name).chmod(0o644)
+            staging.chmod(0o755)
+            os.chmod(scratch, 0o711)  # nobody may pass through, not list
+            staging.rename(target)
+        return str(target)
 
     def env(self) -> dict[str, str]:
-        return {"PATH": os.defpath, "LANG": os.environ.get("LANG", "C.UTF-8"), "TMPDIR": "/tmp"}
+        return {"PATH": os.defpath}  # bwrap clears it for the supervisor in any case
 
     def describe(self) -> str:
-        who = (f"as nobody ({NOBODY}), {HOST_MAX_PROCS} processes max" if self.as_root
-               else "as the invoking user (user namespace)")
-        return (f"host supervisor ({self.python}) in new network, PID and mount namespaces, {who}, "
-                "private tmpfs /tmp /dev/shm /var/tmp, no capabilities, no-new-privs, no seccomp; "
-                "child per verifier with rlimits, per-call SIGKILL timeout")
-
-
-def _python_for_nobody() -> str:
-    """An interpreter that `nobody` may run: ours (a virtualenv's packages come along) unless
-    it lives somewhere private, such as under /root; then the system's python3."""
-    for candidate in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
-        real = Path(candidate).resolve()
-        if real.is_file() and all(d.stat().st_mode & stat.S_IXOTH for d in real.parents) \
-                and real.stat().st_mode & stat.S_IXOTH:
-            return candidate
-    raise RuntimeError("sandbox backend 'host': no Python interpreter that user nobody may run")
+        who = f"as nobody ({NOBODY}), {HOST_MAX_PROCS} threads max" if self.as_root else "as the invoking user"
+        return (f"bubblewrap private root: /usr read-only ({self.python}), private /proc and /dev, 64 MiB "
+                f"tmpfs /tmp and /dev/shm, nothing else of the host; new user, PID, network, IPC, UTS and "
+                f"cgroup namespaces, {who}, no capabilities, no-new-privs; child per verifier with rlimits, "
+                "a seccomp filter (no processes, programs or signals), per-call SIGKILL timeout")
 
 
 # ---------------------------------------------------------------- docker backend

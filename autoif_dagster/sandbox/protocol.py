@@ -30,8 +30,9 @@ NO_EVALUATE = "no_evaluate"  # it runs but defines no callable `evaluate`
 EXCEPTION = "exception"  # evaluate (or the module's top level) raised
 TIMEOUT = "timeout"  # no answer within the per-call wall-clock limit
 NON_BOOL = "non_bool"  # evaluate returned something other than True/False
-CRASH = "crash"  # the process died without answering (os._exit, memory, signal...)
-KINDS = (PASS, FAIL, COMPILE_ERROR, NO_EVALUATE, EXCEPTION, TIMEOUT, NON_BOOL, CRASH)
+CRASH = "crash"  # the process died without answering (os._exit, a signal...)
+MEMORY = "memory"  # evaluate (or the module's top level) ran out of its memory limit
+KINDS = (PASS, FAIL, COMPILE_ERROR, NO_EVALUATE, EXCEPTION, TIMEOUT, NON_BOOL, CRASH, MEMORY)
 
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 _HEADER = struct.Struct(">I")

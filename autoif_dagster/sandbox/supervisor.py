@@ -3,6 +3,7 @@
     python -m autoif_dagster.sandbox.supervisor --in-fd N --out-fd M [--memory-mb 512]
         [--max-procs N] [--preload nltk,langdetect]
     python /path/to/supervisor.py --in-fd N --out-fd M            (same, as a plain script)
+    python -m autoif_dagster.sandbox.supervisor --self-check      (can verifiers be confined here?)
 
 Stdlib only, and imports nothing from the package but `protocol`: the same file must run in
 a container that holds only a Python interpreter.
@@ -51,10 +52,11 @@ import time
 from types import CodeType
 
 if __package__:
-    from . import protocol
-else:  # run as a plain script: protocol.py sits next to this file
+    from . import protocol, seccomp
+else:  # run as a plain script: protocol.py and seccomp.py sit next to this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import protocol
+    import seccomp
 
 Verdict = protocol.Verdict
 _exit = os._exit
@@ -66,6 +68,16 @@ MAX_RECORD_BYTES = 64 * 1024  # a longer "record" means the verifier scribbled o
 READ_PACING_S = 0.002  # see _collect
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 PR_SET_DUMPABLE = 4
+# A child's exit status after an attempt to spawn or signal: it reported the input's verdict
+# and ended, so that no state of the attempt survives; the next input gets a fresh child.
+RETIRED = 75
+# Python's audit events for starting programs or processes and for signalling: the child
+# turns each into an `exception` verdict, caught or not (the seccomp filter makes the calls
+# fail in any case, also when made through ctypes).
+FORBIDDEN_EVENTS = frozenset({
+    "os.system", "os.exec", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "subprocess.Popen",
+    "os.kill", "os.killpg", "signal.pthread_kill", "os.pidfd_open",
+})
 # Imported once in the warm parent so that each child finds them in sys.modules instead of
 # importing them again: the stdlib modules verifiers use most. --preload adds packages.
 PRELOAD = ("re", "json", "string", "math", "collections", "itertools", "unicodedata", "datetime", "random")
@@ -103,6 +115,7 @@ PROGRESS_CHECK_S = 0.005  # an input's deadline runs from when its predecessor w
 def judge(source: str, inputs: list[str], timeout_s: float, memory_mb: int,
           max_procs: int | None = None) -> list[Verdict]:
     """One verdict per input, in order."""
+    _filter()  # built (and checked) in the parent: each child only installs it
     try:
         code = compile(source, "<verifier>", "exec", dont_inherit=True)
     except Exception as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError...
@@ -152,6 +165,8 @@ def _run_child(code: CodeType, inputs: list[str], start: int, timeout_s: float,
         # throughput, only the reply's latency.
         status = _clean_up(pid, scratch)
     if ending is None:
+        return verdicts
+    if verdicts and os.waitstatus_to_exitcode(status) == RETIRED:  # it answered, then ended
         return verdicts
     kind, note = ending
     if kind == protocol.TIMEOUT:
@@ -274,7 +289,7 @@ def _clear_namespace() -> bool:
     except ChildProcessError:
         pass
     if as_init:
-        for directory in (tempfile.gettempdir(), "/dev/shm"):
+        for directory in (tempfile.gettempdir(), "/dev/shm", "/dev/mqueue"):  # POSIX queues too
             for entry in _listdir(directory):
                 path = os.path.join(directory, entry)
                 if os.path.isdir(path) and not os.path.islink(path):
@@ -318,12 +333,26 @@ def _child(code: CodeType, inputs: list[str], result_fd: int, board: mmap.mmap, 
             data = data[write(RESULT_FD, data):]
 
     _confine(result_fd, scratch, memory_mb, cpu_s=timeout_s * (len(inputs) + 1), max_procs=max_procs)
+    position = [-1]  # the input being judged; -1: the module's top level
+
+    def forbid(event: str, _args: tuple) -> None:
+        if event not in FORBIDDEN_EVENTS:
+            return
+        detail = f"{event}: verifiers may not start programs or processes or send signals"
+        if position[0] < 0:
+            send("module", protocol.EXCEPTION, "top-level code: " + detail)
+        else:
+            send("verdict", protocol.EXCEPTION, detail)
+            board[position[0]] = PIPE_MARK
+        _exit(RETIRED)
+
+    sys.addaudithook(forbid)  # cannot be removed again
     # Not "__main__": release verifiers often carry an `if __name__ == "__main__":` self-test.
     namespace = {"__name__": "verifier", "__builtins__": builtins}
     try:
         exec(code, namespace)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt included
-        send("module", protocol.EXCEPTION, "top-level code: " + _describe_exception(exc))
+        send("module", _error_kind(exc), "top-level code: " + _describe_exception(exc))
         return
     evaluate = namespace.get("evaluate")
     if not callable(evaluate):
@@ -331,10 +360,11 @@ def _child(code: CodeType, inputs: list[str], result_fd: int, board: mmap.mmap, 
         return
     board[len(inputs)] = LOADED_MARK
     for i, text in enumerate(inputs):
+        position[0] = i
         try:
             result = evaluate(text)
         except BaseException as exc:
-            send("verdict", protocol.EXCEPTION, _describe_exception(exc))
+            send("verdict", _error_kind(exc), _describe_exception(exc))
             board[i] = PIPE_MARK  # after its record: the parent finds it on the pipe
             continue
         if type(result) is bool:
@@ -348,7 +378,8 @@ def _child(code: CodeType, inputs: list[str], result_fd: int, board: mmap.mmap, 
 
 
 def _confine(result_fd: int, scratch: str, memory_mb: int, cpu_s: float, max_procs: int | None) -> None:
-    """Own process group, resource limits, no inherited descriptors, /dev/null stdio, scratch cwd."""
+    """Own process group, resource limits, no inherited descriptors, /dev/null stdio, scratch
+    cwd, and the seccomp filter (last: setting up needs none of what it forbids)."""
     os.setpgrp()
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # don't outlive a killed supervisor
@@ -382,6 +413,45 @@ def _confine(result_fd: int, scratch: str, memory_mb: int, cpu_s: float, max_pro
     if devnull > 2:
         os.close(devnull)
     os.chdir(scratch)
+    _filter().install()
+
+
+_FILTER: list["seccomp.Filter"] = []
+
+
+def _filter() -> "seccomp.Filter":
+    if not _FILTER:
+        _FILTER.append(seccomp.Filter())
+    return _FILTER[0]
+
+
+def self_check() -> str | None:
+    """Whether a child here can be confined: None, or what is missing. A supervisor that
+    cannot install its filter must not judge anything (no silent fallback to less isolation)."""
+    try:
+        confinement = _filter()
+    except (seccomp.SeccompUnavailable, OSError) as exc:
+        return str(exc)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            confinement.install()
+            try:
+                os.fork()  # the child of a successful fork exits at once, unnoticed
+                message = b"the seccomp filter let a fork through"
+            except PermissionError:
+                message = b""
+        except BaseException as exc:
+            message = f"cannot install the seccomp filter: {exc}".encode()
+        os.write(write_fd, message)
+        _exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        message = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return message or None
 
 
 _HARD_LIMITS: dict[int, int] = {}
@@ -397,6 +467,11 @@ def _hard_limits() -> dict[int, int]:
             _HARD_LIMITS[limit] = resource.getrlimit(limit)[1]
         _HARD_LIMITS[resource.RLIMIT_NOFILE] = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return _HARD_LIMITS
+
+
+def _error_kind(exc: BaseException) -> str:
+    """Hitting the memory limit is its own verdict: the verifier may be right, only too big."""
+    return protocol.MEMORY if isinstance(exc, MemoryError) else protocol.EXCEPTION
 
 
 def _verdict_of(result: object) -> tuple[str, str]:
@@ -471,12 +546,21 @@ def _use_huge_pages() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--in-fd", type=int, required=True, help="read requests from this fd")
-    parser.add_argument("--out-fd", type=int, required=True, help="write responses to this fd")
+    parser.add_argument("--in-fd", type=int, help="read requests from this fd")
+    parser.add_argument("--out-fd", type=int, help="write responses to this fd")
     parser.add_argument("--memory-mb", type=int, default=512, help="address-space cap per child")
     parser.add_argument("--max-procs", type=int, help="RLIMIT_NPROC per child (only for a dedicated user)")
     parser.add_argument("--preload", default="", help="comma-separated packages to import before forking")
+    parser.add_argument("--self-check", action="store_true",
+                        help="check that verifiers can be confined here, print what is missing, exit")
     args = parser.parse_args(argv)
+    if not args.self_check and (args.in_fd is None or args.out_fd is None):
+        parser.error("--in-fd and --out-fd are required")
+    problem = self_check()
+    if args.self_check or problem:
+        print(f"sandbox supervisor: {problem}" if problem else "sandbox supervisor: ok",
+              file=sys.stderr if problem else sys.stdout)
+        return 3 if problem else 0
     if _prctl is not None:
         _prctl(PR_SET_DUMPABLE, 0)
     _warm_up([*PRELOAD, *filter(None, args.preload.split(","))])

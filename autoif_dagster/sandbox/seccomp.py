@@ -1,0 +1,129 @@
+"""The seccomp filter each verifier child installs on itself: no programs, processes or
+signals of its own.
+
+A verifier has no business starting programs (`subprocess`, `os.system`, `os.exec*`),
+forking, signalling another process (its supervisor above all), tracing or reading another
+process's memory, or leaving the namespaces it was put in. The child forbids the system
+calls behind all of these before it runs the verifier's code: they fail with EPERM, which
+Python raises as PermissionError (an `exception` verdict unless the verifier catches it,
+and then it has still started nothing). Threads stay allowed (`clone` with CLONE_THREAD),
+so libraries that start worker threads still import. `clone3` answers ENOSYS: its flags sit
+in memory a filter cannot read, and glibc falls back to `clone` on ENOSYS.
+
+Stdlib only (ctypes), like the supervisor: the same file runs inside the container. A
+filter stacks on any the process already has (Docker's default profile), never loosening it.
+A system call of another ABI than the filter's (x86's int 0x80, x32) is refused outright.
+"""
+
+import ctypes
+import errno
+import platform
+import struct
+
+# <linux/filter.h>, <linux/seccomp.h>, <linux/audit.h>
+_LD_W_ABS, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
+_RET_ALLOW = 0x7FFF0000
+_RET_ERRNO = 0x00050000
+_NR, _ARCH, _ARG0 = 0, 4, 16  # offsets in struct seccomp_data (little-endian: arg0's low word)
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+CLONE_THREAD = 0x00010000
+X32_SYSCALL_BIT = 0x40000000
+
+# Per architecture: its audit id and the forbidden calls' numbers (asm/unistd_64.h), by group.
+_ARCHES = {
+    "x86_64": (0xC000003E, {
+        "spawn": {"fork": 57, "vfork": 58, "execve": 59, "execveat": 322},
+        "signal": {"kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129,
+                   "rt_tgsigqueueinfo": 297, "pidfd_send_signal": 424},
+        "other processes": {"ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311},
+        "escape": {"unshare": 272, "setns": 308, "bpf": 321, "perf_event_open": 298,
+                   "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
+                   "io_uring_register": 427},
+    }, 56, 435),
+    "aarch64": (0xC00000B7, {
+        "spawn": {"execve": 221, "execveat": 281},  # no fork/vfork here: clone does both
+        "signal": {"kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138,
+                   "rt_tgsigqueueinfo": 240, "pidfd_send_signal": 424},
+        "other processes": {"ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271},
+        "escape": {"unshare": 97, "setns": 268, "bpf": 280, "perf_event_open": 241,
+                   "userfaultfd": 282, "io_uring_setup": 425, "io_uring_enter": 426,
+                   "io_uring_register": 427},
+    }, 220, 435),
+}
+ARCH = platform.machine()
+
+
+class SeccompUnavailable(RuntimeError):
+    pass
+
+
+def forbidden_calls() -> dict[str, list[str]]:
+    """The forbidden system calls by group, for this machine's architecture (documentation)."""
+    _, groups, _, _ = _arch()
+    return {group: sorted(calls) for group, calls in groups.items()} | {"spawn (no CLONE_THREAD)": ["clone", "clone3"]}
+
+
+def _arch():
+    try:
+        return _ARCHES[ARCH]
+    except KeyError:
+        raise SeccompUnavailable(f"no seccomp filter for architecture {ARCH!r} (x86_64 and aarch64 only)") from None
+
+
+def program() -> bytes:
+    """The filter as BPF instructions (struct sock_filter: u16 code, u8 jt, u8 jf, u32 k)."""
+    audit_arch, groups, clone_nr, clone3_nr = _arch()
+    denied = sorted(nr for calls in groups.values() for nr in calls.values())
+    # (code, k, where to jump when true: a label, or None to fall through); jumps are
+    # relative and forward only, so the returns they aim at come last.
+    code: list[tuple[int, int, str | None]] = [
+        (_LD_W_ABS, _ARCH, None),
+        (_JEQ_K, audit_arch, "check_nr"),
+        (_RET_K, _RET_ERRNO | errno.EPERM, None),  # another ABI
+        ("check_nr", 0, None),
+        (_LD_W_ABS, _NR, None),
+        (_JGE_K, X32_SYSCALL_BIT, "eperm"),
+        (_JEQ_K, clone3_nr, "enosys"),
+        (_JEQ_K, clone_nr, "clone"),
+        *[(_JEQ_K, nr, "eperm") for nr in denied],
+        (_RET_K, _RET_ALLOW, None),
+        ("clone", 0, None),
+        (_LD_W_ABS, _ARG0, None),  # clone(flags, ...): a thread, or a process?
+        (_JSET_K, CLONE_THREAD, "allow"),
+        ("eperm", 0, None),
+        (_RET_K, _RET_ERRNO | errno.EPERM, None),
+        ("enosys", 0, None),
+        (_RET_K, _RET_ERRNO | errno.ENOSYS, None),
+        ("allow", 0, None),
+        (_RET_K, _RET_ALLOW, None),
+    ]
+    labels: dict[str, int] = {}
+    instructions = []
+    for op, k, target in code:
+        if isinstance(op, str):
+            labels[op] = len(instructions)
+        else:
+            instructions.append((op, k, target))
+    return b"".join(
+        struct.pack("=HBBI", op, labels[target] - i - 1 if target else 0, 0, k)
+        for i, (op, k, target) in enumerate(instructions)
+    )
+
+
+class Filter:
+    """The compiled filter, built once in the supervisor; `install()` in each child."""
+
+    def __init__(self) -> None:
+        code = program()
+        self._buffer = ctypes.create_string_buffer(code, len(code))
+        self._prog = struct.pack("=HxxxxxxQ", len(code) // 8, ctypes.addressof(self._buffer))
+        self._prog_buffer = ctypes.create_string_buffer(self._prog, len(self._prog))
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._prctl = libc.prctl
+        self._prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+
+    def install(self) -> None:
+        """Forbid the calls in this process and its future threads; irreversible."""
+        if self._prctl(PR_SET_NO_NEW_PRIVS, 1, None, 0, 0) != 0 or \
+                self._prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._prog_buffer), 0, 0) != 0:
+            raise SeccompUnavailable(f"prctl: {errno.errorcode.get(ctypes.get_errno(), ctypes.get_errno())}")

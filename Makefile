@@ -13,9 +13,11 @@ install:
 install-gpu:
 	bash scripts/install.sh gpu
 
-# The Docker engine (installed and started if missing) and the verifier sandbox image.
+# The Docker engine (installed and started if missing) and the verifier sandbox image; and
+# bubblewrap with Debian's python3 packages for the no-Docker `host` backend.
 sandbox:
 	$(SUDO) bash scripts/setup_docker.sh
+	$(SUDO) bash scripts/setup_host_sandbox.sh
 
 run: install sandbox
 	$(PY) -m autoif_dagster.cli run

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from .assets import consistency, datasets, instructions, queries, responses, verifiers
+from .checks import all_checks
 from .config import AutoIFConfig
 from .resources.io_manager import ParquetIOManager
 from .resources.llm import LLMResource
@@ -33,7 +34,8 @@ all_assets = with_code_versions(dg.load_assets_from_modules(ASSET_MODULES))
 autoif_job = dg.define_asset_job(
     "autoif",
     selection=dg.AssetSelection.all(),
-    description="Materialize the whole AutoIF graph: seeds to SFT data and DPO pairs.",
+    description="Materialize the whole AutoIF graph: seeds to SFT data and DPO pairs, with the "
+    "asset checks (checks.py); a failed blocking check stops what is downstream of it.",
 )
 
 
@@ -80,6 +82,7 @@ def default_resources() -> dict:
 
 defs = dg.Definitions(
     assets=all_assets,
+    asset_checks=all_checks,
     jobs=[autoif_job, trace_job],
     resources=default_resources(),
     executor=dg.in_process_executor,

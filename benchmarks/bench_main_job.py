@@ -84,7 +84,30 @@ def run(home: Path, extra: list[str], label: str) -> tuple[int, float, list[dict
     rows = json.loads(funnel.read_text()) if funnel.exists() else []
     print(f"assets:         {len(rows)} materialized")
     stage_table(rows)
+    if not proc.returncode:
+        judging_share(home, wall)
     return proc.returncode, wall, rows
+
+
+# The steps that run verifiers in the sandbox (cross-validation, responses against verifiers).
+JUDGING_STEPS = ("cross_validation", "response_verdicts")
+
+
+def step_seconds(home: Path) -> dict[str, float]:
+    """Seconds per step of the latest run recorded in home's Dagster instance."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        (record,) = instance.get_run_records(limit=1)
+        return {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(record.dagster_run.run_id)
+                if s.start_time and s.end_time}
+
+
+def judging_share(home: Path, wall: float) -> None:
+    steps = step_seconds(home)
+    judging = sum(seconds for key, seconds in steps.items() if key in JUDGING_STEPS)
+    print(f"judging:        {judging:.0f} s in the sandbox steps ({', '.join(f'{k} {steps.get(k, 0):.0f} s' for k in JUDGING_STEPS)}), "
+          f"{judging / wall:.1%} of the wall time")
 
 
 def calls(rows: list[dict]) -> tuple[int, int, int]:

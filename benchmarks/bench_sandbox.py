@@ -1,7 +1,7 @@
 """Verifier throughput: in-process exec() (as the AutoIF release does) vs the sandbox backends.
 
     .venv/bin/python benchmarks/bench_sandbox.py [--samples DIR] [--verifiers 200] [--strings 200]
-        [--backends docker,host] [--workers 2] [--repeat 3] [--no-cache]
+        [--backends docker,host] [--workers 2] [--repeat 3] [--no-cache] [--home AUTOIF_HOME]
 
 Verifiers are the release's own `eval_func` sources from the sample jsonl files, responses
 their `gpt-answer` / `response` texts. The samples hold fewer distinct verifiers than asked
@@ -18,7 +18,10 @@ For each backend it prints:
 - one cold call: start-up plus one steady pass, what a process judging once pays;
 - with a verdict cache (unless --no-cache): a first pass that fills a fresh cache (hashing
   and writing included) and a second that finds every verdict there.
-The docker backend needs scripts/setup_docker.sh; the host backend needs unshare/setpriv.
+With --home (an AUTOIF_HOME after a run, e.g. the default run's), the same comparison on
+that run's own work: each kept verifier over every response to its instruction, which is
+what `response_verdicts` judges.
+The docker backend needs scripts/setup_docker.sh; the host backend needs bubblewrap.
 """
 
 import argparse
@@ -60,6 +63,19 @@ def harvest(samples: Path) -> tuple[list[str], list[str]]:
                     if isinstance(item, str) and item.strip():
                         texts[item] = None
     return list(sources), list(texts)
+
+
+def home_workload(home: Path) -> list[VerifierJob]:
+    """A run's own verifiers over its own responses (see response_verdicts)."""
+    import polars as pl
+
+    assets = home / "assets"
+    verifiers = pl.read_parquet(assets / "verifiers.parquet")
+    responses = pl.read_parquet(assets / "responses.parquet").join(
+        pl.read_parquet(assets / "instruction_prompts.parquet").select("prompt_id", "instruction_id"), on="prompt_id")
+    texts = {iid: g["response"].to_list() for (iid,), g in responses.group_by("instruction_id")}
+    return [VerifierJob(row["func"], texts[row["instruction_id"]])
+            for row in verifiers.iter_rows(named=True) if texts.get(row["instruction_id"])]
 
 
 def build_workload(samples: Path, n_verifiers: int, n_strings: int) -> tuple[list[VerifierJob], int]:
@@ -143,6 +159,7 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=int, default=5, help="per-call limit (the release's: 5 s)")
     parser.add_argument("--repeat", type=int, default=3, help="timed passes per way (best reported)")
     parser.add_argument("--no-cache", action="store_true", help="skip the verdict cache passes")
+    parser.add_argument("--home", type=Path, help="also: this AUTOIF_HOME's verifiers over its responses")
     args = parser.parse_args()
 
     jobs, distinct = build_workload(args.samples, args.verifiers, args.strings)
@@ -150,7 +167,17 @@ def main() -> None:
     print(f"workload: {len(jobs)} verifiers x {args.strings} strings = {calls} calls "
           f"({distinct} distinct release verifiers, the rest copies with a trailing comment); "
           f"best of {args.repeat} passes")
+    compare(jobs, args, cache=not args.no_cache)
+    if args.home:
+        own = home_workload(args.home)
+        print(f"\nrealistic mix: {args.home}'s {len(own)} verifiers over their instructions' responses = "
+              f"{sum(len(job.inputs) for job in own)} calls")
+        compare(own, args, cache=False)
 
+
+def compare(jobs: list[VerifierJob], args: argparse.Namespace, cache: bool) -> None:
+    """In-process exec() then each backend on `jobs`, printed as verdicts/s and ratios."""
+    calls = sum(len(job.inputs) for job in jobs)
     times, reference = timed(lambda: judge_in_process(jobs, args.timeout_s), args.repeat)
     baseline = calls / min(times)
     print(f"{'in-process exec()':<24} {baseline:>10,.0f} verdicts/s  1.00x  "
@@ -183,7 +210,7 @@ def main() -> None:
               f"{'containers' if backend == 'docker' else 'supervisors'})")
         cold = calls / (startup + min(times))
         print(f"{'  one cold call':<24} {cold:>10,.0f} verdicts/s  {cold / baseline:.2f}x  start-up + one pass")
-        if not args.no_cache:
+        if cache:
             with tempfile.TemporaryDirectory() as scratch:
                 cached = sandbox.model_copy(update={"ledger_path": f"{scratch}/ledger.sqlite"})
                 start = time.perf_counter()

@@ -69,47 +69,44 @@ def test_model_flags_set_both_llm_roles(tmp_path, supervisor, policy, expected):
 
 
 @pytest.mark.engine
-def test_run_then_nothing_stale_then_trace(tmp_path, monkeypatch, capsys, tiny_config, sandbox):
-    """The README's path: `autoif run` on the real engine; `autoif run --stale` right after
+def test_run_then_nothing_stale_then_trace(tmp_path, monkeypatch, capsys, sandbox):
+    """The README's path on the default run, its completions replayed from the recording:
+    `autoif run` succeeds with every asset check passing; `autoif run --stale` right after
     finds nothing to do (and starts no engine); `autoif trace` names the run and code version
-    that made each row of a chain."""
+    that made each row of an SFT sample's chain."""
     import json
+    from pathlib import Path
 
     import polars as pl
-    import yaml
 
     from autoif_dagster.definitions import all_assets
     from autoif_dagster.resources import llm as llm_module
-    from autoif_dagster.resources.models import SMOKE_MODEL
+    from autoif_dagster.resources.ledger import Ledger
 
     home = tmp_path / "home"
+    home.mkdir()
     monkeypatch.setenv("AUTOIF_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(tiny_config.model_dump(mode="json")))
-    args = ["run", "--home", str(home), "--config", str(config), "--supervisor-model", SMOKE_MODEL,
-            "--sandbox", sandbox.backend]
+    with Ledger(str(home / "ledger.sqlite")) as ledger:
+        ledger.import_completions(Path(__file__).parent / "fixtures" / "default_run.jsonl.gz")
+    monkeypatch.setattr(llm_module.LLMResource, "_build_engine", lambda self: pytest.fail("an engine was started"))
+    args = ["run", "--home", str(home), "--llm-backend", "replay", "--sandbox", sandbox.backend]
     assert cli.main(args) == 0
     first = capsys.readouterr().out
     assert "succeeded" in first
     run_id = first.split("\nrun ")[1].split(":")[0]
 
-    monkeypatch.setattr(llm_module.LLMResource, "_build_engine", lambda self: pytest.fail("an engine was started"))
     assert cli.main([*args, "--stale"]) == 0
     assert "nothing is stale" in capsys.readouterr().out
 
-    # the deepest row this small model's run produced
-    for asset, column in (("responses", "response_id"), ("verifier_candidates", "candidate_id")):
-        ids = pl.read_parquet(home / "assets" / f"{asset}.parquet")[column]
-        if len(ids):
-            break
-    assert cli.main(["trace", ids[0], "--home", str(home), "--json"]) == 0
+    sample = pl.read_parquet(home / "assets" / "sft_dataset.parquet")["sample_id"][0]
+    assert cli.main(["trace", sample, "--home", str(home), "--json"]) == 0
     tree = json.loads(capsys.readouterr().out)
     versions = {k.to_user_string(): v for a in all_assets for k, v in a.code_versions_by_key.items()}
 
     def nodes(node):
         return [node] + [n for p in node.get("parents", []) for n in nodes(p)]
     chain = nodes(tree)
-    assert {asset, "augmented_instructions"} <= {n["asset"] for n in chain}
+    assert {"sft_dataset", "responses", "verifiers", "augmented_instructions"} <= {n["asset"] for n in chain}
     for node in chain:
         assert node["run_id"] == run_id and node["code_version"] == versions[node["asset"]], node["asset"]

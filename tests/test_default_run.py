@@ -9,6 +9,7 @@ default prompt, sampling parameter or K changes the requests: replay then fails 
 first request it has no completion for, and the recording must be made again.
 """
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -81,3 +82,41 @@ def test_every_training_row_traces_to_a_seed(replayed):
         chain = nodes(tracer.trace(row_id))
         assert not any(n.get("missing") for n in chain), row_id
         assert {"augmented_instructions", "queries", "responses"} <= {n["asset"] for n in chain}
+
+
+def _in_process(source: str, inputs: list[str]) -> list[str | None]:
+    """What the AutoIF release does: exec() the verifier here and call it; None where that
+    raised or returned a non-bool (the sandbox's error kinds are its own)."""
+    namespace: dict = {"__name__": "verifier"}
+    exec(source, namespace)
+    out: list[str | None] = []
+    for text in inputs:
+        try:
+            result = namespace["evaluate"](text)
+        except Exception:
+            result = None
+        out.append(("pass" if result else "fail") if type(result) is bool else None)
+    return out
+
+
+@pytest.mark.parametrize("backend", ["docker", "host"])
+def test_the_hardened_sandbox_judges_the_default_runs_verifiers_as_exec_does(replayed, backend):
+    """The run's own verifiers over every response to their instruction (what
+    response_verdicts judges), in each isolating backend and in-process: the same verdicts
+    wherever in-process judged cleanly, and no error the sandbox added."""
+    if backend == "host" and shutil.which("bwrap") is None:
+        pytest.skip("no bubblewrap here (make sandbox installs it)")
+    _, frames, _, sandbox = replayed
+    if backend == "docker" and sandbox.backend != "docker":
+        pytest.skip("no Docker engine here")
+    texts = {iid: g["response"].to_list() for (iid,), g in frames["responses"].join(
+        frames["instruction_prompts"].select("prompt_id", "instruction_id"), on="prompt_id").group_by("instruction_id")}
+    jobs = [VerifierJob(row["func"], texts[row["instruction_id"]]) for row in frames["verifiers"].iter_rows(named=True)]
+    judged = SandboxResource(backend=backend, timeout_s=5.0).judge(jobs)
+    compared = 0
+    for job, verdicts in zip(jobs, judged):
+        for expected, verdict in zip(_in_process(job.source, list(job.inputs)), verdicts):
+            if expected is not None:
+                assert verdict.kind == expected, (job.source, verdict)
+                compared += 1
+    assert compared >= 100

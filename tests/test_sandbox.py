@@ -4,6 +4,7 @@ Verifiers below are written the way the AutoIF release's LLM-written functions l
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -531,3 +532,43 @@ def test_several_supervisors_killed_in_a_row(supervisor_killer):
     jobs = [VerifierJob(supervisor_killer, ["a"]) for _ in range(5)] + [VerifierJob(NO_LETTER_E, ["xyz", "see"])]
     results = SandboxResource(timeout_s=10.0, workers=1).judge(jobs)
     assert [kinds(v) for v in results] == [[CRASH]] * 5 + [[PASS, FAIL]]
+
+
+# ---------------------------------------------------------------- confinement checks
+
+
+def test_a_supervisor_that_cannot_confine_its_children_refuses_to_judge(monkeypatch, capsys):
+    def unavailable():
+        raise supervisor.seccomp.SeccompUnavailable("no seccomp filter for architecture 'vax'")
+
+    monkeypatch.setattr(supervisor, "_FILTER", [])
+    monkeypatch.setattr(supervisor.seccomp, "Filter", unavailable)
+    assert supervisor.main(["--self-check"]) == 3
+    assert "no seccomp filter for architecture 'vax'" in capsys.readouterr().err
+    assert supervisor.main(["--in-fd", "0", "--out-fd", "1"]) == 3  # never reads a request
+
+
+def test_self_check_passes_here():
+    assert supervisor.self_check() is None
+    assert supervisor.main(["--self-check"]) == 0
+
+
+def test_host_backend_names_what_is_missing(monkeypatch, tmp_path):
+    host = supervisors.HostCommand(512)
+    monkeypatch.setattr(supervisors.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="needs bubblewrap: `sudo apt-get install bubblewrap`"):
+        host.check(str(tmp_path))
+    monkeypatch.undo()
+    monkeypatch.setattr(supervisors, "HOST_PYTHON", "/nonexistent/python3")
+    with pytest.raises(RuntimeError, match="/nonexistent/python3, which is missing"):
+        host.check(str(tmp_path))
+    monkeypatch.undo()
+    if shutil.which("bwrap") is None:
+        pytest.skip("no bubblewrap here")
+    # bwrap refusing, as it does where user namespaces are off
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(supervisors.HostCommand, "command", lambda self, scratch: [str(fake)])
+    with pytest.raises(RuntimeError, match="cannot confine verifiers here: bwrap: No permissions.*user namespaces"):
+        host.check(str(tmp_path))

@@ -545,3 +545,14 @@ def test_supervisors_live_across_calls_and_a_dead_one_is_replaced(backend, start
     if backend == "docker":
         left = docker.from_env().containers.list(all=True, filters={"id": supervisor._container or "none"})
         assert left == []
+
+
+def test_an_engine_that_refuses_the_security_options_is_named():
+    if (problem := _docker_problem()) is not None:
+        pytest.skip(problem)
+    import docker
+
+    client = docker.from_env()
+    bad = client.api.create_host_config(security_opt=["seccomp=/nonexistent/profile.json"])
+    with pytest.raises(RuntimeError, match="sandbox backend 'docker'.*(refused|could not run).*seccomp"):
+        supervisors.check_container(client, SandboxResource(backend="docker")._image(), ["--memory-mb", "128"], bad)

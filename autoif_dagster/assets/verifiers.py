@@ -82,6 +82,8 @@ def cross_validation(
         VerifierJob(source, [inp for inp, _ in cases[iid]] + [""]) for iid in order for source in funcs[iid]
     ]
     judged, sandbox_calls = sandbox.judge_with_stats(sandbox_jobs, progress=True)
+    # pass, fail and each way of failing to judge (exception, timeout, memory, crash...)
+    verdict_kinds = Counter(v.kind for row in judged for v in row)
     verdicts = iter(judged)
 
     instruction_drops: Counter = Counter()
@@ -136,6 +138,7 @@ def cross_validation(
             probes_all_functions=dg.MetadataValue.json(probe_counts(*probes)),
             probes_kept_verifiers=dg.MetadataValue.json(probe_counts(*kept_probes)),
             sandbox_calls=dg.MetadataValue.json(sandbox_calls),
+            verdict_kinds=dg.MetadataValue.json(dict(verdict_kinds)),
             **sandbox.describe(),
         ),
     )

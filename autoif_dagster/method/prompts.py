@@ -12,11 +12,14 @@ NLI_LABELS = ("entailment", "neutral", "contradiction")
 
 
 AUGMENT_TASK = (
-    "Write new instructions that constrain the FORMAT of an answer (length, letters, words, "
-    "punctuation, structure), such that a short Python function can check whether an answer "
-    "follows them. No instructions about style, tone, metaphors or translation. Write one "
+    "Write new instructions that a user could add to any question to constrain the FORMAT of the "
+    "answer (its length, letters, words, punctuation or structure), such that a short Python function "
+    "can check whether an answer follows them. Each one is about the answer itself, never about "
+    "instructions. No instructions about style, tone, metaphors or translation. Write one "
     "instruction per line and nothing else."
 )
+# "about the answer itself": without it, 4 of the default run's 12 new instructions were about
+# instructions ("Use one word per instruction"); with it, 1 of 10.
 
 
 def augment_prompt(examples: Sequence[str], n_new: int = 3) -> Messages:
@@ -57,11 +60,17 @@ VERIFIER_TASK = (
     "You write test data and a checker for a format instruction given to a writer.\n"
     f'Reply with one JSON object. "{FOLLOWS_KEY}": short answers a writer could give (one to '
     "four sentences of ordinary text about any topic) that obey the instruction exactly. "
-    f'"{VIOLATES_KEY}": answers of the same kind that break it. "func": Python source code '
+    f'"{VIOLATES_KEY}": the same answers, each changed just enough that it clearly breaks the '
+    "instruction (leave out what it requires, add what it forbids, change the length, the letters or the "
+    "ending); write the answers themselves, never a description of them. \"func\": Python source code "
     "of a function `def evaluate(response):` that returns True when the string `response` "
     "obeys the instruction and False otherwise; it must return True for the first list and "
     "False for the second. Check exactly what the instruction asks for. Standard library only."
 )
+# "the same answers, each changed just enough": asked only for answers "that break it", the
+# 1.5B model wrote ones that obey it too ("Certainly, here's a response that breaks the
+# instruction.") or that only say so; on the default run's 30 instructions, 11 instead of 9
+# kept a verifier through cross-validation.
 
 
 def verifier_prompt(instruction: str) -> Messages:

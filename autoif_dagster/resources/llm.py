@@ -158,8 +158,14 @@ class LLMResource(dg.ConfigurableResource):
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="GPU only.")
     cpu_kvcache_gib: int = Field(
         1, ge=1, description="KV-cache size on CPU (VLLM_CPU_KVCACHE_SPACE): 1 GiB holds 18K tokens of the "
-        "1.5B in fp32, every request of the demo's stages at once. 2 GiB cost 1 GiB more and ran the "
-        "verifier stage in 467.5 s against 477.6 s at 1 GiB: its time is in the last long outputs."
+        "1.5B in fp32. 2 GiB cost 1 GiB more and ran the verifier stage in 467.5 s against 477.6 s at "
+        "1 GiB: its time is in the last long outputs."
+    )
+    cpu_max_num_seqs: int = Field(
+        48, ge=1, description="Sequences decoded at once on CPU (vLLM's max_num_seqs). 48 of the demo's "
+        "~350-token sequences fit the 1 GiB KV cache; with all 162 answers of the responses stage "
+        "admitted at once, vLLM ran out of KV blocks and preempted (and later recomputed) running "
+        "sequences, and held a sampler batch of 162 x 152K logits."
     )
     enforce_eager: bool | None = Field(
         None, description="None = eager on CPU (torch.compile warm-up costs minutes there), graphs on GPU."
@@ -289,7 +295,7 @@ class LLMResource(dg.ConfigurableResource):
     def _engine_key(self) -> tuple:
         return (
             self.model, self.dtype, self.max_model_len, self.tensor_parallel_size,
-            self.gpu_memory_utilization, self.cpu_kvcache_gib, self.enforce_eager,
+            self.gpu_memory_utilization, self.cpu_kvcache_gib, self.cpu_max_num_seqs, self.enforce_eager,
         )
 
     def engine(self) -> Any:
@@ -339,6 +345,7 @@ class LLMResource(dg.ConfigurableResource):
             # vLLM-CPU crashes ("CPU Generator does not use offset") when a seeded request's
             # prefill is split across steps: the CPU torch generator cannot rewind.
             kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_seqs"] = self.cpu_max_num_seqs
         else:
             kwargs["tensor_parallel_size"] = self.tensor_parallel_size
             kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization

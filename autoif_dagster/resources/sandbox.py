@@ -42,7 +42,7 @@ import dagster as dg
 from pydantic import Field
 from tqdm import tqdm
 
-from ..sandbox.protocol import CRASH, KINDS, TIMEOUT, Verdict
+from ..sandbox.protocol import CRASH, KINDS, MEMORY, TIMEOUT, Verdict
 from .supervisors import (
     CONTAINER_USER,
     HOST_LAYOUT,
@@ -51,6 +51,7 @@ from .supervisors import (
     Pool,
     Supervisor,
     SupervisorLike,
+    check_container,
     check_image,
     docker_client,
     pooled,
@@ -76,9 +77,10 @@ CONTAINER_OVERHEAD_MB = 256  # the supervisor and page cache, on top of one chil
 CONTAINER_PRELOAD = "emoji"
 # Verdicts stored in the ledger per transaction: what a crash can lose at most.
 CACHE_BATCH = 2000
-# Never stored: whether a call finishes in time depends on the machine's load, and a crash
-# can come from outside the verifier (the supervisor or container killed, memory pressure).
-NOT_CACHED = (TIMEOUT, CRASH)
+# Never stored: whether a call finishes in time depends on the machine's load, a crash can
+# come from outside the verifier (the supervisor or container killed), and where the memory
+# limit bites depends on what the supervisor had mapped when it forked.
+NOT_CACHED = (TIMEOUT, CRASH, MEMORY)
 
 
 def _verdicts(ledger: Ledger, keys) -> dict[bytes, Verdict]:
@@ -308,6 +310,7 @@ class SandboxResource(dg.ConfigurableResource):
                 log_config={"type": "none"},  # nothing a verifier prints reaches the host's disk
             )
             command = ["--memory-mb", str(self.memory_mb), "--preload", CONTAINER_PRELOAD]
+            check_container(client, image, command, host_config)
             return lambda: ContainerSupervisor(client, image, command, host_config)
         if self.backend == "host":
             host = HostCommand(self.memory_mb)

@@ -194,6 +194,41 @@ def check_image(client: Any, image: str) -> None:
         ) from None
 
 
+_CHECKED_CONTAINERS: set[str] = set()
+
+
+def check_container(client: Any, image: str, command: list[str], host_config: dict[str, Any]) -> None:
+    """Start the sandbox container once, as judging would, to run the supervisor's
+    --self-check (once per process and settings): an engine that refuses the security options
+    or a kernel the filter cannot be installed on stops the run here, named."""
+    import docker
+
+    key = repr((image, command, sorted(host_config.items())))
+    if key in _CHECKED_CONTAINERS:
+        return
+    api = client.api
+    # Kept until its output is read; and logged: this output is the supervisor's, not a verifier's.
+    config = {**host_config, "AutoRemove": False, "LogConfig": {"Type": "json-file", "Config": {}}}
+    try:
+        container = api.create_container(image, [*command, "--self-check"], user=CONTAINER_USER,
+                                         host_config=config, labels={CONTAINER_LABEL: "1"})["Id"]
+    except docker.errors.APIError as exc:
+        raise RuntimeError(f"sandbox backend 'docker': the engine refused the sandbox container's "
+                           f"settings: {exc.explanation or exc}") from None
+    try:
+        api.start(container)
+        status = api.wait(container, timeout=60)["StatusCode"]
+        output = api.logs(container, stdout=True, stderr=True).decode(errors="replace").strip()
+    except docker.errors.APIError as exc:
+        raise RuntimeError(f"sandbox backend 'docker': the sandbox container could not run: "
+                           f"{exc.explanation or exc}") from None
+    finally:
+        api.remove_container(container, force=True)
+    if status != 0:
+        raise RuntimeError(f"sandbox backend 'docker' cannot confine verifiers here: {output or f'exit {status}'}")
+    _CHECKED_CONTAINERS.add(key)
+
+
 def supervisor_env(scratch: str) -> dict[str, str]:
     """Just enough to start Python and import the package: host secrets in the environment
     (API keys, tokens) are not passed on to LLM-written code."""

@@ -57,12 +57,6 @@ class SeccompUnavailable(RuntimeError):
     pass
 
 
-def forbidden_calls() -> dict[str, list[str]]:
-    """The forbidden system calls by group, for this machine's architecture (documentation)."""
-    _, groups, _, _ = _arch()
-    return {group: sorted(calls) for group, calls in groups.items()} | {"spawn (no CLONE_THREAD)": ["clone", "clone3"]}
-
-
 def _arch():
     try:
         return _ARCHES[ARCH]

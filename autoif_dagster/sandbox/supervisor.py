@@ -5,8 +5,8 @@
     python /path/to/supervisor.py --in-fd N --out-fd M            (same, as a plain script)
     python -m autoif_dagster.sandbox.supervisor --self-check      (can verifiers be confined here?)
 
-Stdlib only, and imports nothing from the package but `protocol`: the same file must run in
-a container that holds only a Python interpreter.
+Stdlib only, and imports nothing from the package but `protocol` and `seccomp`: the same
+file must run in a container that holds only a Python interpreter.
 
 It reads requests from --in-fd and writes responses to --out-fd (see protocol.py), never to
 stdout. For each request it compiles the source once, then forks a child from this warm
@@ -22,13 +22,16 @@ regex, `10**10**10`). So when an input's deadline passes, the parent SIGKILLs th
 whole process group, records TIMEOUT, and forks a fresh child for the remaining inputs.
 A child that dies without answering gives CRASH for the input it was on.
 
-Run as PID 1 of its own PID namespace (the Docker and host backends), it is out of the
-verifiers' reach: the kernel drops signals sent to a namespace's init from inside it, so
-`os.kill(os.getppid(), 9)` does nothing, and after each child it SIGKILLs every other
-process in the namespace, which catches grandchildren that escaped the process group with
-setsid(). Known gap of the local backend (not PID 1): the child runs as the supervisor's
-user, so a verifier can kill the supervisor itself; the client then restarts the supervisor
-and re-sends the request.
+Each child installs a seccomp filter on itself (seccomp.py) and a Python audit hook before it
+runs the verifier: it cannot start programs or processes, signal anyone or trace anything,
+and an attempt ends the child with an `exception` verdict for that input (it "retires": the
+parent takes the verdict and forks a fresh child for the rest). Hitting RLIMIT_AS is a
+`memory` verdict. The supervisor checks at start that a child can be confined (--self-check)
+and refuses to judge otherwise.
+
+Run as PID 1 of its own PID namespace (the Docker and host backends), it also sweeps up after
+each child: it SIGKILLs every other process in the namespace and empties the temporary
+directories, so that no verifier leaves anything for the next one.
 
 The supervisor makes itself non-dumpable, so that a child running as the same user cannot
 ptrace it or open /proc/<its pid>/fd/* to write forged responses on its output.

@@ -1,0 +1,151 @@
+"""Asset checks: what must hold of every artifact, and what must hold before data reaches a
+trainer. The blocking ones stop the run: assets downstream of a failed one do not run.
+
+- every asset: its declared schema, and ids that are present and unique;
+- `verifiers`: no kept verifier accepts every test input of its instruction (both labels);
+- `sft_dataset`: not empty; every response passes its instruction's verifiers when judged
+  again; the yield did not collapse against the previous materialization;
+- `dpo_pairs`: not empty; every chosen response beats its rejected one by the method's rule;
+  the yield did not collapse.
+
+The rules are plain functions (tested without Dagster); the checks load, judge and report.
+"""
+
+from collections import defaultdict
+
+import dagster as dg
+import polars as pl
+
+from .config import AutoIFConfig
+from .method.selection import pass_rate
+from .resources.sandbox import SandboxResource, VerifierJob
+from .schemas import PRIMARY_KEYS, SCHEMAS
+
+# A yield below this share of the previous materialization's is a collapse, not noise.
+COLLAPSE_BELOW = 0.5
+SHOWN = 5  # offending rows listed in a check's metadata
+
+
+def schema_problems(name: str, df: pl.DataFrame) -> list[str]:
+    """Differences from the declared schema, and missing or repeated ids."""
+    problems = []
+    if df.schema != SCHEMAS[name]:
+        problems.append(f"schema {dict(df.schema)} is not the declared {dict(SCHEMAS[name])}")
+        return problems
+    key = PRIMARY_KEYS[name]
+    if (nulls := df[key].null_count()):
+        problems.append(f"{nulls} rows without a {key}")
+    repeated = df[key].drop_nulls().is_duplicated()
+    if repeated.any():
+        problems.append(f"{key} repeated: {df[key].filter(repeated).unique().head(SHOWN).to_list()}")
+    return problems
+
+
+def accepting_everything(verifiers: pl.DataFrame, verdicts: list[list[bool]]) -> list[str]:
+    """Ids of verifiers that passed every one of their test inputs (verdicts[i]: verifier i's)."""
+    return [vid for vid, row in zip(verifiers["verifier_id"].to_list(), verdicts) if row and all(row)]
+
+
+def unordered_pairs(pairs: pl.DataFrame, chosen_min: float, rejected_max: float) -> list[str]:
+    """Ids of pairs whose chosen response does not beat the rejected one: the chosen below the
+    bar, the rejected above its cap, or both the same text."""
+    bad = pairs.filter(
+        (pl.col("chosen_pass_rate") < chosen_min) | (pl.col("rejected_pass_rate") > rejected_max)
+        | (pl.col("chosen_pass_rate") <= pl.col("rejected_pass_rate")) | (pl.col("chosen") == pl.col("rejected"))
+    )
+    return bad["pair_id"].to_list()
+
+
+def collapsed(rows: int, previous: int | None) -> bool:
+    """Whether `rows` is a collapse against the previous yield (no previous: it cannot be)."""
+    return previous is not None and previous > 0 and rows < COLLAPSE_BELOW * previous
+
+
+def _result(problems: list[str], **metadata) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=not problems, metadata={"problems": "; ".join(problems) or "none", **metadata})
+
+
+def _schema_check(name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=name, name="schema_and_ids", blocking=True,
+                    description=f"{name} has its declared schema and a present, unique {PRIMARY_KEYS[name]}.")
+    def check(frame: pl.DataFrame) -> dg.AssetCheckResult:
+        return _result(schema_problems(name, frame), rows=frame.height)
+
+    return check
+
+
+@dg.asset_check(asset="verifiers", blocking=True, additional_ins={"test_cases": dg.AssetIn()},
+                description="No kept verifier accepts every test input of its instruction.")
+def no_verifier_accepts_everything(sandbox: SandboxResource, verifiers: pl.DataFrame,
+                                   test_cases: pl.DataFrame) -> dg.AssetCheckResult:
+    inputs = {iid: g["input"].to_list() for (iid,), g in test_cases.group_by("instruction_id")}
+    jobs = [VerifierJob(row["func"], inputs.get(row["instruction_id"], []))
+            for row in verifiers.iter_rows(named=True)]
+    judged = sandbox.judge(jobs)  # the verdicts cross-validation stored: ledger hits
+    bad = accepting_everything(verifiers, [[v.passed for v in row] for row in judged])
+    return _result([f"{len(bad)} verifiers accept every test input: {bad[:SHOWN]}"] if bad else [],
+                   verifiers=verifiers.height)
+
+
+def _not_empty(name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=name, name="not_empty", blocking=True, description=f"{name} has rows.")
+    def check(frame: pl.DataFrame) -> dg.AssetCheckResult:
+        return _result([] if frame.height else [f"{name} is empty: see the funnel for where the rows went"])
+
+    return check
+
+
+def _yield_held(name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=name, name="yield_held", blocking=True,
+                    description=f"{name} has at least {COLLAPSE_BELOW:.0%} of the rows of its previous materialization.")
+    def check(context: dg.AssetCheckExecutionContext, frame: pl.DataFrame) -> dg.AssetCheckResult:
+        records = context.instance.fetch_materializations(dg.AssetKey(name), limit=2).records
+        # the newest is the one this check follows; the one before it is the previous yield
+        previous = None
+        if len(records) > 1:
+            count = records[1].asset_materialization.metadata.get("dagster/row_count")
+            previous = int(count.value) if count is not None else None
+        problems = [f"{frame.height} rows, down from {previous}"] if collapsed(frame.height, previous) else []
+        return _result(problems, rows=frame.height, previous_rows=previous if previous is not None else -1)
+
+    return check
+
+
+@dg.asset_check(asset="sft_dataset", blocking=True, additional_ins={"verifiers": dg.AssetIn()},
+                description="Every SFT response passes its instruction's verifiers when judged again.")
+def sft_responses_pass_their_verifiers(autoif: AutoIFConfig, sandbox: SandboxResource, sft_dataset: pl.DataFrame,
+                                       verifiers: pl.DataFrame) -> dg.AssetCheckResult:
+    funcs: dict[str, list[str]] = defaultdict(list)
+    for row in verifiers.iter_rows(named=True):
+        funcs[row["instruction_id"]].append(row["func"])
+    rows = sft_dataset.to_dicts()
+    jobs, owners = [], []
+    for i, row in enumerate(rows):
+        answer = row["messages"][-1]["content"]
+        for func in funcs.get(row["instruction_id"], []):
+            jobs.append(VerifierJob(func, [answer]))
+            owners.append(i)
+    verdicts: dict[int, list] = defaultdict(list)
+    for owner, (verdict,) in zip(owners, sandbox.judge(jobs)):
+        verdicts[owner].append(verdict)
+    failing = [row["sample_id"] for i, row in enumerate(rows)
+               if pass_rate(verdicts.get(i, []))[2] <= autoif.responses.pass_rate_above]
+    return _result([f"{len(failing)} responses fail their verifiers: {failing[:SHOWN]}"] if failing else [],
+                   rejudged=len(rows))
+
+
+@dg.asset_check(asset="dpo_pairs", blocking=True,
+                description="Every chosen response beats its rejected one (the method's pass-rate rule).")
+def chosen_beats_rejected(autoif: AutoIFConfig, dpo_pairs: pl.DataFrame) -> dg.AssetCheckResult:
+    bad = unordered_pairs(dpo_pairs, autoif.dpo.chosen_min_pass_rate, autoif.dpo.rejected_max_pass_rate)
+    return _result([f"{len(bad)} pairs out of order: {bad[:SHOWN]}"] if bad else [], pairs=dpo_pairs.height)
+
+
+all_checks = [
+    *(_schema_check(name) for name in PRIMARY_KEYS),
+    no_verifier_accepts_everything,
+    *(_not_empty(name) for name in ("sft_dataset", "dpo_pairs")),
+    *(_yield_held(name) for name in ("sft_dataset", "dpo_pairs")),
+    sft_responses_pass_their_verifiers,
+    chosen_beats_rejected,
+]

@@ -1,0 +1,144 @@
+"""Asset checks: their rules on hand-built frames, and blocking checks stopping a real run
+(`dg.materialize` of a small graph) before anything downstream of bad data runs."""
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from autoif_dagster import checks
+from autoif_dagster.config import AutoIFConfig
+from autoif_dagster.resources.io_manager import ParquetIOManager
+from autoif_dagster.schemas import frame
+
+NO_E = "def evaluate(response):\n    return 'e' not in response.lower()"
+ANYTHING = "def evaluate(response):\n    return True"
+
+
+def _verifiers(*funcs: str) -> pl.DataFrame:
+    return frame("verifiers", [{"verifier_id": f"ver-{i}", "instruction_id": "ins-e", "candidate_ids": ["c"],
+                                "func": f, "accuracy": 1.0} for i, f in enumerate(funcs)])
+
+
+def _cases() -> pl.DataFrame:
+    return frame("test_cases", [{"case_id": f"case-{i}", "instruction_id": "ins-e", "input": text, "output": label,
+                                 "agreement": 1.0} for i, (text, label) in enumerate([("A cat", True), ("The sky", False)])])
+
+
+def _sft(*answers: str) -> pl.DataFrame:
+    return frame("sft_dataset", [
+        {"sample_id": f"sft-{i}", "prompt_id": "prm-1", "response_id": f"resp-{i}", "instruction_id": "ins-e",
+         "query_id": "qry-1", "messages": [{"role": "user", "content": "Name an animal. No letter e."},
+                                           {"role": "assistant", "content": a}], "pass_rate": 1.0, "score": 9}
+        for i, a in enumerate(answers)])
+
+
+def _pairs(chosen_rate: float, rejected_rate: float, same_text: bool = False) -> pl.DataFrame:
+    return frame("dpo_pairs", [{"pair_id": "pair-1", "prompt_id": "prm-1", "chosen_response_id": "resp-1",
+                                "rejected_response_id": "resp-2", "prompt": "p", "chosen": "A cat",
+                                "rejected": "A cat" if same_text else "The sky", "chosen_pass_rate": chosen_rate,
+                                "rejected_pass_rate": rejected_rate, "rejected_with_instruction": True}])
+
+
+# ---------------------------------------------------------------- the rules
+
+
+def test_schema_problems_name_the_schema_and_the_ids():
+    good = _verifiers(NO_E, ANYTHING)
+    assert checks.schema_problems("verifiers", good) == []
+    assert "repeated" in checks.schema_problems("verifiers", pl.concat([good, good]))[0]
+    nulls = good.with_columns(pl.lit(None, dtype=pl.String).alias("verifier_id"))
+    assert checks.schema_problems("verifiers", nulls)[0] == "2 rows without a verifier_id"
+    assert "not the declared" in checks.schema_problems("verifiers", good.drop("accuracy"))[0]
+
+
+def test_pairs_out_of_order_and_collapse():
+    assert checks.unordered_pairs(_pairs(1.0, 0.0), 0.5, 0.0) == []
+    assert checks.unordered_pairs(_pairs(0.4, 0.0), 0.5, 0.0) == ["pair-1"]  # chosen below the bar
+    assert checks.unordered_pairs(_pairs(1.0, 0.5), 0.5, 0.0) == ["pair-1"]  # rejected above its cap
+    assert checks.unordered_pairs(_pairs(1.0, 0.0, same_text=True), 0.5, 0.0) == ["pair-1"]
+    assert not checks.collapsed(10, None) and not checks.collapsed(10, 19) and checks.collapsed(9, 19)
+    assert not checks.collapsed(0, 0)
+
+
+# ---------------------------------------------------------------- blocking checks in a run
+
+
+def _graph(values: dict[str, pl.DataFrame]):
+    """Source-like assets that return hand-built frames, one downstream asset of each, and
+    the checks: which of them ran shows whether a check blocked."""
+    assets = []
+    for name, value in values.items():
+        def make(name=name, value=value):
+            @dg.asset(name=name)
+            def source() -> dg.Output[pl.DataFrame]:
+                return dg.Output(value, metadata={"dagster/row_count": value.height})  # as funnel() records
+            return source
+        assets.append(make())
+    downstream = []
+    for name in ("verifiers", "sft_dataset", "dpo_pairs"):
+        if name in values:
+            def make_after(name=name):
+                @dg.asset(name=f"after_{name}", ins={"upstream": dg.AssetIn(name)})
+                def after(upstream: pl.DataFrame) -> pl.DataFrame:
+                    return upstream.head(0)
+                return after
+            downstream.append(make_after())
+    wanted = [c for c in checks.all_checks if {k.asset_key.path[-1] for k in c.check_keys} <= set(values)
+              and all(dep.path[-1] in values for dep in c.keys_by_input_name.values())]
+    return assets + downstream, wanted
+
+
+def _run(tmp_path, sandbox, values, instance=None):
+    assets, wanted = _graph(values)
+    resources = {"autoif": AutoIFConfig(), "sandbox": sandbox, "io_manager": ParquetIOManager(base_dir=str(tmp_path))}
+    result = dg.materialize([*assets, *wanted], resources=resources, raise_on_error=False, instance=instance)
+    done = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+    evaluations = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            evaluations[(data.asset_check_key.name, data.asset_key.path[-1])] = data.passed
+    return result, done, evaluations
+
+
+def test_good_data_passes_every_check(tmp_path, sandbox):
+    result, done, evaluations = _run(tmp_path, sandbox, {
+        "verifiers": _verifiers(NO_E), "test_cases": _cases(), "sft_dataset": _sft("A cat"),
+        "dpo_pairs": _pairs(1.0, 0.0)})
+    assert result.success
+    assert {"after_verifiers", "after_sft_dataset", "after_dpo_pairs"} <= done
+    assert evaluations and all(evaluations.values())
+    assert ("sft_responses_pass_their_verifiers", "sft_dataset") in evaluations
+
+
+# Bad verifiers also stop the SFT data: its re-judging check reads them.
+VERIFIERS_DOWN = {"after_verifiers", "after_sft_dataset"}
+
+
+@pytest.mark.parametrize("bad, stopped, check", [
+    ({"verifiers": _verifiers(NO_E, ANYTHING)}, VERIFIERS_DOWN, "no_verifier_accepts_everything"),
+    ({"sft_dataset": _sft("A cat", "The elephant")}, {"after_sft_dataset"}, "sft_responses_pass_their_verifiers"),
+    ({"sft_dataset": _sft()}, {"after_sft_dataset"}, "not_empty"),
+    ({"dpo_pairs": _pairs(1.0, 0.5)}, {"after_dpo_pairs"}, "chosen_beats_rejected"),
+    ({"verifiers": pl.concat([_verifiers(NO_E), _verifiers(NO_E)])}, VERIFIERS_DOWN, "schema_and_ids"),
+], ids=["accepts-everything", "sft-fails-verifiers", "empty", "pair-out-of-order", "repeated-ids"])
+def test_each_blocking_check_stops_a_bad_run(tmp_path, sandbox, bad, stopped, check):
+    values = {"verifiers": _verifiers(NO_E), "test_cases": _cases(), "sft_dataset": _sft("A cat"),
+              "dpo_pairs": _pairs(1.0, 0.0), **bad}
+    result, done, evaluations = _run(tmp_path, sandbox, values)
+    assert not result.success
+    failed = {key for key, passed in evaluations.items() if not passed}
+    assert any(name == check for name, _ in failed), evaluations
+    assert not stopped & done  # downstream of the bad asset did not run
+    assert {"after_verifiers", "after_sft_dataset", "after_dpo_pairs"} - stopped <= done  # the rest did
+
+
+def test_a_collapsed_yield_blocks(tmp_path, sandbox):
+    instance = dg.DagsterInstance.ephemeral()
+    many = _sft(*[f"A cat, {i}" for i in range(6)])
+    result, done, _ = _run(tmp_path, sandbox, {"verifiers": _verifiers(NO_E), "sft_dataset": many}, instance)
+    assert result.success and "after_sft_dataset" in done
+    result, done, evaluations = _run(tmp_path, sandbox, {"verifiers": _verifiers(NO_E), "sft_dataset": _sft("A cat")},
+                                     instance)
+    assert not result.success and evaluations[("yield_held", "sft_dataset")] is False
+    assert "after_sft_dataset" not in done

@@ -107,6 +107,6 @@ def test_run_then_nothing_stale_then_trace(tmp_path, monkeypatch, capsys, sandbo
     def nodes(node):
         return [node] + [n for p in node.get("parents", []) for n in nodes(p)]
     chain = nodes(tree)
-    assert {"sft_dataset", "responses", "verifiers", "augmented_instructions"} <= {n["asset"] for n in chain}
+    assert {"sft_dataset", "responses", "augmented_instructions"} <= {n["asset"] for n in chain}
     for node in chain:
         assert node["run_id"] == run_id and node["code_version"] == versions[node["asset"]], node["asset"]

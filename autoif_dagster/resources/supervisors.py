@@ -528,6 +528,9 @@ class HostCommand:
         if shutil.which("bwrap") is None:
             raise RuntimeError("sandbox backend 'host' needs bubblewrap: `sudo apt-get install bubblewrap` "
                                "(or choose backend 'docker')")
+        if self.as_root and shutil.which("setpriv") is None:
+            raise RuntimeError("sandbox backend 'host' needs util-linux's setpriv to run as nobody: "
+                               "`sudo apt-get install util-linux`")
         if not Path(HOST_PYTHON).is_file():
             raise RuntimeError(f"sandbox backend 'host' runs verifiers with the system's {HOST_PYTHON}, which "
                                "is missing: `sudo apt-get install python3`")

@@ -3,6 +3,7 @@
 Verifiers below are written the way the AutoIF release's LLM-written functions look.
 """
 
+import errno
 import os
 import signal
 import subprocess
@@ -337,6 +338,57 @@ def test_forbidden_calls_fail_below_python_too(sandbox):
     assert kinds(judge_one(sandbox, source, ["fork", "kill", "execve"])) == [PASS, PASS, PASS]
 
 
+def _in_a_fork(check) -> str:
+    """Run check() in a forked child (filters are irreversible) and return what it wrote."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            os.write(write_fd, check().encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        out = pipe.read()
+    os.waitpid(pid, 0)
+    return out
+
+
+def test_the_supervisor_filter_refuses_programs_but_leaves_it_fork_and_kill():
+    def check() -> str:
+        supervisor.confine_supervisor()
+        try:
+            os.execv("/bin/true", ["true"])
+        except PermissionError as exc:
+            refused = exc.errno == errno.EPERM
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(10)
+            os._exit(0)
+        os.kill(pid, signal.SIGKILL)
+        return f"{refused} {os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])}"
+
+    assert _in_a_fork(check) == f"True {-signal.SIGKILL}"
+
+
+def test_judge_outside_a_supervisor_still_confines_children_fully():
+    """judge() in a process that never put the supervisor's filter on itself: each child
+    installs both filters, so exec is refused there too."""
+    source = "import os\ndef evaluate(response):\n    os.execv('/bin/true', ['true'])\n"
+    assert not supervisor._SUPERVISOR_CONFINED
+    verdicts = _in_a_fork(lambda: repr(supervisor.judge(source, ["a"], 5.0, 512)))
+    assert "EXCEPTION" in verdicts.upper() and "may not start programs" in verdicts
+
+
+def test_each_child_installs_only_a_short_filter():
+    """The kernel's cost to install a filter grows with its length; the child's is the
+    supervisor's leftovers (fork, kill and the like), not the whole list."""
+    child = len(supervisor.seccomp.program(supervisor.seccomp.CHILD_GROUPS)) // 8
+    whole = len(supervisor.seccomp.program(supervisor.seccomp.SUPERVISOR_GROUPS)) // 8
+    assert child <= 16 < whole
+
+
 def test_threads_still_work(sandbox):
     source = (
         "import threading\n"
@@ -537,10 +589,10 @@ def test_several_supervisors_killed_in_a_row(supervisor_killer):
 
 
 def test_a_supervisor_that_cannot_confine_its_children_refuses_to_judge(monkeypatch, capsys):
-    def unavailable():
+    def unavailable(groups):
         raise supervisor.seccomp.SeccompUnavailable("no seccomp filter for architecture 'vax'")
 
-    monkeypatch.setattr(supervisor, "_FILTER", [])
+    monkeypatch.setattr(supervisor, "_FILTERS", [])
     monkeypatch.setattr(supervisor.seccomp, "Filter", unavailable)
     assert supervisor.main(["--self-check"]) == 3
     assert "no seccomp filter for architecture 'vax'" in capsys.readouterr().err

@@ -22,8 +22,10 @@ regex, `10**10**10`). So when an input's deadline passes, the parent SIGKILLs th
 whole process group, records TIMEOUT, and forks a fresh child for the remaining inputs.
 A child that dies without answering gives CRASH for the input it was on.
 
-Each child installs a seccomp filter on itself (seccomp.py) and a Python audit hook before it
-runs the verifier: it cannot start programs or processes, signal anyone or trace anything,
+The supervisor puts a seccomp filter on itself once its imports are done (no programs, no
+tracing, no new namespaces: seccomp.py), which every child inherits; each child adds a short
+one of its own (no processes, no signals) and a Python audit hook before it runs the
+verifier: it cannot start programs or processes, signal anyone or trace anything,
 and an attempt ends the child with an `exception` verdict for that input (it "retires": the
 parent takes the verdict and forks a fresh child for the rest). Hitting RLIMIT_AS is a
 `memory` verdict. The supervisor checks at start that a child can be confined (--self-check)
@@ -39,6 +41,7 @@ ptrace it or open /proc/<its pid>/fd/* to write forged responses on its output.
 
 import argparse
 import builtins
+import errno
 import gc
 import importlib
 import json
@@ -53,6 +56,7 @@ import sys
 import tempfile
 import time
 from types import CodeType
+from typing import Callable
 
 if __package__:
     from . import protocol, seccomp
@@ -118,7 +122,7 @@ PROGRESS_CHECK_S = 0.005  # an input's deadline runs from when its predecessor w
 def judge(source: str, inputs: list[str], timeout_s: float, memory_mb: int,
           max_procs: int | None = None) -> list[Verdict]:
     """One verdict per input, in order."""
-    _filter()  # built (and checked) in the parent: each child only installs it
+    _filters()  # built (and checked) in the parent: each child only installs them
     try:
         code = compile(source, "<verifier>", "exec", dont_inherit=True)
     except Exception as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError...
@@ -416,23 +420,34 @@ def _confine(result_fd: int, scratch: str, memory_mb: int, cpu_s: float, max_pro
     if devnull > 2:
         os.close(devnull)
     os.chdir(scratch)
-    _filter().install()
+    supervisor_filter, child_filter = _filters()
+    if not _SUPERVISOR_CONFINED:  # judge() called outside a supervisor: the child takes both
+        supervisor_filter.install()
+    child_filter.install()
 
 
-_FILTER: list["seccomp.Filter"] = []
+_FILTERS: list["seccomp.Filter"] = []  # the supervisor's, the child's
+_SUPERVISOR_CONFINED: list[bool] = []  # non-empty once this process installed its filter
 
 
-def _filter() -> "seccomp.Filter":
-    if not _FILTER:
-        _FILTER.append(seccomp.Filter())
-    return _FILTER[0]
+def _filters() -> list["seccomp.Filter"]:
+    if not _FILTERS:
+        _FILTERS.extend(seccomp.Filter(groups) for groups in (seccomp.SUPERVISOR_GROUPS, seccomp.CHILD_GROUPS))
+    return _FILTERS
+
+
+def confine_supervisor() -> None:
+    """Put the supervisor's filter on this process (after its imports: those may start a
+    program), for it and every child it forks."""
+    _filters()[0].install()
+    _SUPERVISOR_CONFINED.append(True)
 
 
 def self_check() -> str | None:
     """Whether a child here can be confined: None, or what is missing. A supervisor that
     cannot install its filter must not judge anything (no silent fallback to less isolation)."""
     try:
-        confinement = _filter()
+        filters = _filters()
     except (seccomp.SeccompUnavailable, OSError) as exc:
         return str(exc)
     read_fd, write_fd = os.pipe()
@@ -440,12 +455,11 @@ def self_check() -> str | None:
     if pid == 0:
         os.close(read_fd)
         try:
-            confinement.install()
-            try:
-                os.fork()  # the child of a successful fork exits at once, unnoticed
-                message = b"the seccomp filter let a fork through"
-            except PermissionError:
-                message = b""
+            for confinement in filters:
+                confinement.install()
+            message = b"".join(f"the seccomp filters let {call} through. ".encode()
+                               for call, attempt in (("a fork", os.fork), ("an exec", lambda: os.execv("/", ["/"])))
+                               if not _refused(attempt))
         except BaseException as exc:
             message = f"cannot install the seccomp filter: {exc}".encode()
         os.write(write_fd, message)
@@ -454,7 +468,17 @@ def self_check() -> str | None:
     with os.fdopen(read_fd, "rb") as pipe:
         message = pipe.read().decode()
     os.waitpid(pid, 0)
-    return message or None
+    return message.strip() or None
+
+
+def _refused(attempt: Callable[[], object]) -> bool:
+    """Whether a call failed with EPERM, as the filters make it (not EACCES or the like)."""
+    try:
+        if attempt() == 0:  # the child of a fork that went through: gone at once, unnoticed
+            _exit(0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    return False
 
 
 _HARD_LIMITS: dict[int, int] = {}
@@ -567,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     if _prctl is not None:
         _prctl(PR_SET_DUMPABLE, 0)
     _warm_up([*PRELOAD, *filter(None, args.preload.split(","))])
+    confine_supervisor()
     texts = protocol.TextTable()
     served = 0
     while True:

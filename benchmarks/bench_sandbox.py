@@ -12,8 +12,8 @@ For each backend it prints:
 - start-up: the first judge() call of the process (one tiny job per worker), which starts
   the supervisors (containers); they then stay in the pool for later calls (keep_warm);
 - steady state (the headline): judge() of the whole workload on started supervisors, the
-  best of --repeat passes (median alongside), verdicts/s and the ratio to in-process (best
-  of as many passes); how many verdicts differ from in-process among the well-behaved
+  best of --repeat passes interleaved with in-process ones, verdicts/s and the ratio to
+  in-process's best (and the median of each round's ratio); how many verdicts differ from in-process among the well-behaved
   verifier calls (those in-process judged without error);
 - one cold call: start-up plus one steady pass, what a process judging once pays;
 - with a verdict cache (unless --no-cache): a first pass that fills a fresh cache (hashing
@@ -138,14 +138,11 @@ def judge_in_process(jobs: list[VerifierJob], timeout_s: int) -> list[list[str]]
 # ---------------------------------------------------------------- the comparison
 
 
-def timed(run, repeat: int) -> tuple[list[float], object]:
-    """Seconds of each of `repeat` calls of run(), and the last call's result."""
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - start)
-    return times, result
+def timed(run) -> tuple[float, object]:
+    """Seconds of one call of run(), and its result."""
+    start = time.perf_counter()
+    result = run()
+    return time.perf_counter() - start, result
 
 
 def main() -> None:
@@ -157,7 +154,7 @@ def main() -> None:
     parser.add_argument("--backends", default="docker,host", help="comma-separated sandbox backends to run")
     parser.add_argument("--workers", type=int, default=2, help="sandbox workers (supervisors/containers)")
     parser.add_argument("--timeout-s", type=int, default=5, help="per-call limit (the release's: 5 s)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed passes per way (best reported)")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of timed passes (best reported)")
     parser.add_argument("--no-cache", action="store_true", help="skip the verdict cache passes")
     parser.add_argument("--home", type=Path, help="also: this AUTOIF_HOME's verifiers over its responses")
     args = parser.parse_args()
@@ -176,49 +173,58 @@ def main() -> None:
 
 
 def compare(jobs: list[VerifierJob], args: argparse.Namespace, cache: bool) -> None:
-    """In-process exec() then each backend on `jobs`, printed as verdicts/s and ratios."""
-    calls = sum(len(job.inputs) for job in jobs)
-    times, reference = timed(lambda: judge_in_process(jobs, args.timeout_s), args.repeat)
-    baseline = calls / min(times)
-    print(f"{'in-process exec()':<24} {baseline:>10,.0f} verdicts/s  1.00x  "
-          f"(one thread; kinds: {dict(Counter(k for row in reference for k in row))})")
+    """In-process exec() and each backend on `jobs`, printed as verdicts/s and ratios.
 
+    The passes interleave (in-process, then each backend, --repeat rounds), so that every
+    way meets the same machine: on a shared 2-core VM in-process alone swings by a third
+    from minute to minute. Best pass against best pass is the headline; the median of each
+    round's own ratio is printed beside it."""
+    calls = sum(len(job.inputs) for job in jobs)
     tiny = VerifierJob("def evaluate(response):\n    return True\n", ["a"])
+    shutdown_supervisors()  # cold starts, whatever ran before
+    sandboxes, startups = {}, {}
     for backend in filter(None, args.backends.split(",")):
         sandbox = SandboxResource(backend=backend, workers=args.workers, timeout_s=args.timeout_s)
-        label = f"{backend} ({args.workers} workers)"
-        shutdown_supervisors()  # a cold start, whatever ran before
         try:
-            start = time.perf_counter()
-            sandbox.judge([tiny] * args.workers)
-            startup = time.perf_counter() - start
-        except RuntimeError as exc:  # no engine, missing image, no unshare...
-            print(f"{label:<24} skipped: {exc}")
+            startups[backend], _ = timed(lambda: sandbox.judge([tiny] * args.workers))
+        except RuntimeError as exc:  # no engine, missing image, no bubblewrap...
+            print(f"{backend + ' (skipped)':<24} {exc}")
             continue
-        times, results = timed(lambda: sandbox.judge(jobs), args.repeat)
-        rate = calls / min(times)
+        sandboxes[backend] = sandbox
+    times: dict[str, list[float]] = {way: [] for way in ["in-process", *sandboxes]}
+    results: dict[str, object] = {}
+    for _ in range(args.repeat):
+        seconds, results["in-process"] = timed(lambda: judge_in_process(jobs, args.timeout_s))
+        times["in-process"].append(seconds)
+        for backend, sandbox in sandboxes.items():
+            seconds, results[backend] = timed(lambda: sandbox.judge(jobs))
+            times[backend].append(seconds)
+    reference = results["in-process"]
+    baseline = calls / min(times["in-process"])
+    print(f"{'in-process exec()':<24} {baseline:>10,.0f} verdicts/s  1.00x  "
+          f"(one thread; kinds: {dict(Counter(k for row in reference for k in row))})")
+    for backend, sandbox in sandboxes.items():
+        label = f"{backend} ({args.workers} workers)"
+        rate = calls / min(times[backend])
+        round_ratio = statistics.median(t0 / t for t0, t in zip(times["in-process"], times[backend]))
         well_behaved = differ = 0
-        for expected, got in zip(reference, results):
+        for expected, got in zip(reference, results[backend]):
             for kind, verdict in zip(expected, got):
                 if kind in (PASS, FAIL):
                     well_behaved += 1
                     differ += kind != verdict.kind
         print(f"{label:<24} {rate:>10,.0f} verdicts/s  {rate / baseline:.2f}x  steady state, supervisors started "
-              f"(median pass {calls / statistics.median(times):,.0f}/s; {differ} of {well_behaved} "
-              "well-behaved verdicts differ from in-process)")
-        print(f"{'  start-up':<24} {startup:>10.2f} s       once per process (pool of {args.workers} "
+              f"(median round {round_ratio:.2f}x; {differ} of {well_behaved} well-behaved verdicts differ "
+              "from in-process)")
+        print(f"{'  start-up':<24} {startups[backend]:>10.2f} s       once per process (pool of {args.workers} "
               f"{'containers' if backend == 'docker' else 'supervisors'})")
-        cold = calls / (startup + min(times))
+        cold = calls / (startups[backend] + min(times[backend]))
         print(f"{'  one cold call':<24} {cold:>10,.0f} verdicts/s  {cold / baseline:.2f}x  start-up + one pass")
         if cache:
             with tempfile.TemporaryDirectory() as scratch:
                 cached = sandbox.model_copy(update={"ledger_path": f"{scratch}/ledger.sqlite"})
-                start = time.perf_counter()
-                first, stats = cached.judge_with_stats(jobs)
-                filling = time.perf_counter() - start
-                start = time.perf_counter()
-                again, again_stats = cached.judge_with_stats(jobs)
-                hit = time.perf_counter() - start
+                filling, (first, stats) = timed(lambda: cached.judge_with_stats(jobs))
+                hit, (again, again_stats) = timed(lambda: cached.judge_with_stats(jobs))
                 assert again == first and again_stats["executed"] == 0, again_stats
             print(f"{'  cache, first pass':<24} {calls / filling:>10,.0f} verdicts/s  "
                   f"{calls / filling / baseline:.2f}x  fills a fresh cache ({stats['stored']} stored; "

@@ -4,7 +4,8 @@ trainer. The blocking ones stop the run: assets downstream of a failed one do no
 - every asset: its declared schema, and ids that are present and unique;
 - `verifiers`: no kept verifier accepts every test input of its instruction (both labels);
 - `sft_dataset`: not empty; every response passes its instruction's verifiers when judged
-  again; the yield did not collapse against the previous materialization;
+  again; the newest round's yield did not collapse against the round before it (with one
+  round: against the previous materialization);
 - `dpo_pairs`: not empty; every chosen response beats its rejected one by the method's rule;
   the yield did not collapse.
 
@@ -19,7 +20,10 @@ import polars as pl
 from .config import AutoIFConfig
 from .method.selection import pass_rate
 from .resources.sandbox import SandboxResource, VerifierJob
+from .rounds import ALL_ROUNDS, ROUNDS
 from .schemas import PRIMARY_KEYS, SCHEMAS
+
+COMBINED = ("sft_dataset", "dpo_pairs")  # every round's rows, not partitioned
 
 # A yield below this share of the previous materialization's is a collapse, not noise.
 COLLAPSE_BELOW = 0.5
@@ -35,9 +39,13 @@ def schema_problems(name: str, df: pl.DataFrame) -> list[str]:
     key = PRIMARY_KEYS[name]
     if (nulls := df[key].null_count()):
         problems.append(f"{nulls} rows without a {key}")
-    repeated = df[key].drop_nulls().is_duplicated()
+    if "round" in df.columns and (nulls := df["round"].null_count()):
+        problems.append(f"{nulls} rows without a round")
+    # ids are content fingerprints: unique within a round (another round may make the same row)
+    scope = [key, "round"] if "round" in df.columns else [key]
+    repeated = df.select(scope).drop_nulls().is_duplicated()
     if repeated.any():
-        problems.append(f"{key} repeated: {df[key].filter(repeated).unique().head(SHOWN).to_list()}")
+        problems.append(f"{key} repeated: {df.drop_nulls(scope).filter(repeated)[key].unique().head(SHOWN).to_list()}")
     return problems
 
 
@@ -66,7 +74,7 @@ def _result(problems: list[str], **metadata) -> dg.AssetCheckResult:
 
 
 def _schema_check(name: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=name, name="schema_and_ids", blocking=True,
+    @dg.asset_check(asset=name, name="schema_and_ids", blocking=True, partitions_def=_rounds_of(name),
                     description=f"{name} has its declared schema and a present, unique {PRIMARY_KEYS[name]}.")
     def check(frame: pl.DataFrame) -> dg.AssetCheckResult:
         return _result(schema_problems(name, frame), rows=frame.height)
@@ -74,7 +82,11 @@ def _schema_check(name: str) -> dg.AssetChecksDefinition:
     return check
 
 
-@dg.asset_check(asset="verifiers", blocking=True, additional_ins={"test_cases": dg.AssetIn()},
+def _rounds_of(name: str) -> dg.PartitionsDefinition | None:
+    return ROUNDS if "round" in SCHEMAS[name] and name not in COMBINED else None
+
+
+@dg.asset_check(asset="verifiers", blocking=True, additional_ins={"test_cases": dg.AssetIn()}, partitions_def=ROUNDS,
                 description="No kept verifier accepts every test input of its instruction.")
 def no_verifier_accepts_everything(sandbox: SandboxResource, verifiers: pl.DataFrame,
                                    test_cases: pl.DataFrame) -> dg.AssetCheckResult:
@@ -95,10 +107,24 @@ def _not_empty(name: str) -> dg.AssetChecksDefinition:
     return check
 
 
+def latest_rounds(df: pl.DataFrame) -> tuple[tuple[str, int], tuple[str, int]] | None:
+    """(newest round, its rows) and (the round before it, its rows) in a combined dataset;
+    None with fewer than two rounds."""
+    counts = df.group_by("round").len().sort("round").rows()
+    return (counts[-1], counts[-2]) if len(counts) > 1 else None
+
+
 def _yield_held(name: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=name, name="yield_held", blocking=True,
-                    description=f"{name} has at least {COLLAPSE_BELOW:.0%} of the rows of its previous materialization.")
+                    description=f"{name}'s newest round has at least {COLLAPSE_BELOW:.0%} of the rows of the round "
+                    "before it (with one round: of the previous materialization).")
     def check(context: dg.AssetCheckExecutionContext, frame: pl.DataFrame) -> dg.AssetCheckResult:
+        rounds = latest_rounds(frame)
+        if rounds is not None:
+            (newest, rows), (before, previous) = rounds
+            problems = [f"round {newest}: {rows} rows, down from {previous} in round {before}"] if collapsed(
+                rows, previous) else []
+            return _result(problems, rows=rows, previous_rows=previous, compared=f"round {newest} vs {before}")
         records = context.instance.fetch_materializations(dg.AssetKey(name), limit=2).records
         # the newest is the one this check follows; the one before it is the previous yield
         previous = None
@@ -106,23 +132,24 @@ def _yield_held(name: str) -> dg.AssetChecksDefinition:
             count = records[1].asset_materialization.metadata.get("dagster/row_count")
             previous = int(count.value) if count is not None else None
         problems = [f"{frame.height} rows, down from {previous}"] if collapsed(frame.height, previous) else []
-        return _result(problems, rows=frame.height, previous_rows=previous if previous is not None else -1)
+        return _result(problems, rows=frame.height, previous_rows=previous if previous is not None else -1,
+                       compared="previous materialization")
 
     return check
 
 
-@dg.asset_check(asset="sft_dataset", blocking=True, additional_ins={"verifiers": dg.AssetIn()},
+@dg.asset_check(asset="sft_dataset", blocking=True, additional_ins={"verifiers": ALL_ROUNDS},
                 description="Every SFT response passes its instruction's verifiers when judged again.")
 def sft_responses_pass_their_verifiers(autoif: AutoIFConfig, sandbox: SandboxResource, sft_dataset: pl.DataFrame,
                                        verifiers: pl.DataFrame) -> dg.AssetCheckResult:
-    funcs: dict[str, list[str]] = defaultdict(list)
+    funcs: dict[tuple[str, str], list[str]] = defaultdict(list)  # (round, instruction) -> its verifiers
     for row in verifiers.iter_rows(named=True):
-        funcs[row["instruction_id"]].append(row["func"])
+        funcs[row["round"], row["instruction_id"]].append(row["func"])
     rows = sft_dataset.to_dicts()
     jobs, owners = [], []
     for i, row in enumerate(rows):
         answer = row["messages"][-1]["content"]
-        for func in funcs.get(row["instruction_id"], []):
+        for func in funcs.get((row["round"], row["instruction_id"]), []):
             jobs.append(VerifierJob(func, [answer]))
             owners.append(i)
     verdicts: dict[int, list] = defaultdict(list)
@@ -144,8 +171,8 @@ def chosen_beats_rejected(autoif: AutoIFConfig, dpo_pairs: pl.DataFrame) -> dg.A
 all_checks = [
     *(_schema_check(name) for name in PRIMARY_KEYS),
     no_verifier_accepts_everything,
-    *(_not_empty(name) for name in ("sft_dataset", "dpo_pairs")),
-    *(_yield_held(name) for name in ("sft_dataset", "dpo_pairs")),
+    *(_not_empty(name) for name in COMBINED),
+    *(_yield_held(name) for name in COMBINED),
     sft_responses_pass_their_verifiers,
     chosen_beats_rejected,
 ]

@@ -73,8 +73,12 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> None:
 def funnel_rows(result: Any) -> list[dict[str, Any]]:
     """One row per materialized asset, in execution order: rows in/out and drops per reason."""
     rows = []
+    seen = set()
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
+        if mat.asset_key in seen:  # a run over several rounds: each round's event has the totals
+            continue
+        seen.add(mat.asset_key)
         meta = {k: v.value for k, v in mat.metadata.items()}
         rows.append(
             {"asset": mat.asset_key.to_user_string(), "in": meta.get("rows_in"), "out": meta.get("rows_out"),
@@ -103,6 +107,13 @@ def _failure_message(result: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .rounds import resolve_rounds
+
+    try:
+        first, last = resolve_rounds(args.round)
+    except ValueError as exc:  # before anything is created
+        print(f"autoif run: {exc}", file=sys.stderr)
+        return 2
     home = Path(args.home or os.environ.get("AUTOIF_HOME", ".autoif")).resolve()
     os.environ["AUTOIF_HOME"] = str(home)
     os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
@@ -123,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.stale:
             from .versions import stale_assets, to_refresh
 
-            stale = stale_assets(instance, defs)
+            stale = stale_assets(instance, defs, first)
             if not stale:
                 print(f"autoif: nothing is stale in {os.environ['DAGSTER_HOME']}: every asset is up to date")
                 return 0
@@ -131,8 +142,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"stale: {key.to_user_string()}: {'; '.join(causes)}")
             selection = to_refresh(stale, defs)
         try:
+            # one round, or a range of them in one run (one engine): Dagster's single-run backfill
+            rounds = ({"partition_key": first} if first == last else
+                      {"tags": {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}})
+            print(f"autoif: round {first}" + (f" to {last}" if last != first else ""))
             result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False,
-                                            asset_selection=selection)
+                                            asset_selection=selection, **rounds)
         finally:
             shutdown_engines()
     rows = funnel_rows(result)
@@ -176,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="where verifiers run: a hardened container (default), host namespaces, or a plain process")
     run.add_argument("--seeds", help="your seed instructions (.txt, .jsonl, .parquet)")
     run.add_argument("--queries", help="your queries (.jsonl, .json, .parquet with a 'query' column)")
+    run.add_argument("--round", help="the round (a day, YYYY-MM-DD; default today) or rounds FIRST:LAST, in one run; "
+                     "its seeds derive from it, so a round run again reproduces itself")
     run.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")
     run.add_argument("--funnel-json", help="also write the funnel to this JSON file")
     run.add_argument("--stale", action="store_true", help="only what changed: assets never materialized, or whose "

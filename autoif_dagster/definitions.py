@@ -34,8 +34,16 @@ all_assets = with_code_versions(dg.load_assets_from_modules(ASSET_MODULES))
 autoif_job = dg.define_asset_job(
     "autoif",
     selection=dg.AssetSelection.all(),
-    description="Materialize the whole AutoIF graph: seeds to SFT data and DPO pairs, with the "
-    "asset checks (checks.py); a failed blocking check stops what is downstream of it.",
+    description="Materialize the whole AutoIF graph for a round (a day): seeds to that round's "
+    "data, then the SFT data and DPO pairs of every round so far, with the asset checks "
+    "(checks.py); a failed blocking check stops what is downstream of it.",
+)
+
+# Nightly regeneration: at 02:00 the day's round, then the combined datasets, in one run.
+# Off until turned on (UI: Automation, or `dagster schedule start nightly_regeneration`).
+nightly_regeneration = dg.build_schedule_from_partitioned_job(
+    autoif_job, name="nightly_regeneration", hour_of_day=2, minute_of_hour=0,
+    description="Tonight's round of the whole graph (Dagster's daemon runs it: `dagster dev` or a deployment).",
 )
 
 
@@ -84,6 +92,7 @@ defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
     jobs=[autoif_job, trace_job],
+    schedules=[nightly_regeneration],
     resources=default_resources(),
     executor=dg.in_process_executor,
 )

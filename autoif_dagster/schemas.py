@@ -11,10 +11,15 @@ import polars as pl
 CASE = pl.Struct({"input": pl.String, "output": pl.Boolean})
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 
+def by_round(columns: dict) -> pl.Schema:
+    """An artifact made round by round (rounds.py): each row carries its round's key (a day)."""
+    return pl.Schema({"round": pl.String, **columns})
+
+
 SCHEMAS: dict[str, pl.Schema] = {
     # origin: "seed" (a seed file line) or "augmented" (written by the supervisor)
     "seed_instructions": pl.Schema({"instruction_id": pl.String, "instruction": pl.String}),
-    "augmented_instructions": pl.Schema(
+    "augmented_instructions": by_round(
         {
             "instruction_id": pl.String,
             "instruction": pl.String,
@@ -22,7 +27,7 @@ SCHEMAS: dict[str, pl.Schema] = {
             "generation_id": pl.String,  # null for seeds
         }
     ),
-    "verifier_candidates": pl.Schema(
+    "verifier_candidates": by_round(
         {
             "candidate_id": pl.String,
             "instruction_id": pl.String,
@@ -33,7 +38,7 @@ SCHEMAS: dict[str, pl.Schema] = {
             "cases": pl.List(CASE),
         }
     ),
-    "verifiers": pl.Schema(
+    "verifiers": by_round(
         {
             "verifier_id": pl.String,
             "instruction_id": pl.String,
@@ -42,7 +47,7 @@ SCHEMAS: dict[str, pl.Schema] = {
             "accuracy": pl.Float64,
         }
     ),
-    "test_cases": pl.Schema(
+    "test_cases": by_round(
         {
             "case_id": pl.String,
             "instruction_id": pl.String,
@@ -51,7 +56,7 @@ SCHEMAS: dict[str, pl.Schema] = {
             "agreement": pl.Float64,  # share of compiled functions that agree with the label
         }
     ),
-    "back_translations": pl.Schema(
+    "back_translations": by_round(
         {
             "back_translation_id": pl.String,
             "instruction_id": pl.String,
@@ -60,18 +65,18 @@ SCHEMAS: dict[str, pl.Schema] = {
             "back_translation": pl.String,
         }
     ),
-    "nli_verdicts": pl.Schema(
+    "nli_verdicts": by_round(
         {
             "back_translation_id": pl.String,
             "instruction_id": pl.String,
             "label": pl.String,  # entailment | neutral | contradiction
         }
     ),
-    "consistent_instructions": pl.Schema(
+    "consistent_instructions": by_round(
         {"instruction_id": pl.String, "instruction": pl.String, "n_verifiers": pl.Int64}
     ),
     "queries": pl.Schema({"query_id": pl.String, "query": pl.String, "source": pl.String}),
-    "instruction_prompts": pl.Schema(
+    "instruction_prompts": by_round(
         {
             "prompt_id": pl.String,
             "instruction_id": pl.String,
@@ -81,7 +86,7 @@ SCHEMAS: dict[str, pl.Schema] = {
             "prompt": pl.String,
         }
     ),
-    "responses": pl.Schema(
+    "responses": by_round(
         {
             "response_id": pl.String,
             "prompt_id": pl.String,
@@ -94,7 +99,7 @@ SCHEMAS: dict[str, pl.Schema] = {
             "finish_reason": pl.String,
         }
     ),
-    "response_verdicts": pl.Schema(
+    "response_verdicts": by_round(
         {
             "response_id": pl.String,
             "prompt_id": pl.String,
@@ -106,11 +111,11 @@ SCHEMAS: dict[str, pl.Schema] = {
             "verdicts": pl.List(pl.Struct({"verifier_id": pl.String, "kind": pl.String})),
         }
     ),
-    "quality_scores": pl.Schema(
+    "quality_scores": by_round(
         {"response_id": pl.String, "prompt_id": pl.String, "generation_id": pl.String, "score": pl.Int64,
          "raw": pl.String}
     ),
-    "sft_dataset": pl.Schema(
+    "sft_dataset": by_round(
         {
             "sample_id": pl.String,
             "prompt_id": pl.String,
@@ -122,7 +127,7 @@ SCHEMAS: dict[str, pl.Schema] = {
             "score": pl.Int64,
         }
     ),
-    "dpo_pairs": pl.Schema(
+    "dpo_pairs": by_round(
         {
             "pair_id": pl.String,
             "prompt_id": pl.String,

@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from .resources.io_manager import read_artifact
 from .resources.ledger import Ledger, LedgerError
 from .schemas import GENERATION_PREFIX, ID_ASSETS, PRIMARY_KEYS, REFERENCES
 
@@ -43,13 +44,18 @@ class Tracer:
 
     def frame(self, asset: str) -> pl.DataFrame | None:
         if asset not in self._frames:
-            path = self.assets_dir / f"{asset}.parquet"
-            self._frames[asset] = pl.read_parquet(path) if path.exists() else None
+            self._frames[asset] = read_artifact(self.assets_dir, asset)
         return self._frames[asset]
 
-    def rows(self, asset: str, column: str, value: str) -> list[dict[str, Any]]:
+    def rows(self, asset: str, column: str, value: str, round_key: str | None = None) -> list[dict[str, Any]]:
+        """Rows of `asset` whose `column` is `value`; of `round_key`'s round where the asset has
+        rounds (another round may hold a row with the same content, so the same id)."""
         df = self.frame(asset)
-        return [] if df is None else df.filter(pl.col(column) == value).to_dicts()
+        if df is None:
+            return []
+        if round_key is not None and "round" in df.columns:
+            df = df.filter(pl.col("round") == round_key)
+        return df.filter(pl.col(column) == value).to_dicts()
 
     def find(self, row_id: str) -> tuple[str, dict[str, Any]]:
         """The asset and row an id names."""
@@ -77,7 +83,8 @@ class Tracer:
         node: dict[str, Any] = {"asset": asset, "id": own, **self.materialization_of(asset), "row": row}
         if row.get("generation_id"):
             node["generation"] = self.generation(row["generation_id"])
-        details = {a: self.rows(a, col, own) for a, col in DETAILS.get(asset, [])}
+        round_key = row.get("round")
+        details = {a: self.rows(a, col, own, round_key) for a, col in DETAILS.get(asset, [])}
         if details:
             node["details"] = details
         parents = []
@@ -89,7 +96,7 @@ class Tracer:
             # declared reference of their column
             parent = ID_ASSETS.get(value.split("-", 1)[0]) or declared.get(column)
             if parent is not None and value not in seen:
-                found = self.rows(parent, PRIMARY_KEYS[parent], value)
+                found = self.rows(parent, PRIMARY_KEYS[parent], value, round_key)
                 parents.append(self._node(parent, found[0], seen) if found
                                else {"asset": parent, "id": value, "missing": True})
         if parents:

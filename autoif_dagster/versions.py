@@ -32,7 +32,10 @@ NOT_DEFINING = {f"{PACKAGE}.assets.reporting"}
 
 def code_version(fn: types.FunctionType) -> str:
     parts: list[str] = []
-    _collect(fn, parts, set())
+    seen: set[int] = set()
+    _collect(fn, parts, seen)  # a wrapper (rounds.per_round) counts, and so does what it wraps
+    fn = inspect.unwrap(fn)
+    _collect(fn, parts, seen)
     names = _names(fn.__code__)
     for param in inspect.signature(fn).parameters.values():
         kind = param.annotation
@@ -119,9 +122,10 @@ def _follow(namespace: dict, names: set[str], parts: list[str], seen: set[int]) 
             _collect(value, parts, seen)
 
 
-def stale_assets(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict[dg.AssetKey, list[str]]:
-    """Assets never materialized in `instance`, or whose code version or inputs' data versions
-    changed since they were, each with why (Dagster's own stale status, as the UI shows it)."""
+def stale_assets(instance: dg.DagsterInstance, defs: dg.Definitions, round_key: str | None = None) -> dict[dg.AssetKey, list[str]]:
+    """Assets never materialized in `instance` (round-partitioned ones: for `round_key`), or
+    whose code version or inputs' data versions changed since they were, each with why
+    (Dagster's own stale status, as the UI shows it)."""
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
     from dagster._time import get_current_datetime
@@ -132,11 +136,13 @@ def stale_assets(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict[dg.
     resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
     stale: dict[dg.AssetKey, list[str]] = {}
     for key in sorted(graph.materializable_asset_keys):
-        status = resolver.get_status(key)
+        partition = round_key if graph.get(key).partitions_def is not None else None  # None: the latest
+        status = resolver.get_status(key, partition)
         if status == StaleStatus.MISSING:
             stale[key] = ["never materialized"]
         elif status == StaleStatus.STALE:
-            stale[key] = [f"{c.key.asset_key.to_user_string()} {c.reason}" for c in resolver.get_stale_root_causes(key)]
+            stale[key] = [f"{c.key.asset_key.to_user_string()} {c.reason}"
+                          for c in resolver.get_stale_root_causes(key, partition)]
     return stale
 
 

@@ -119,13 +119,18 @@ def calls(rows: list[dict]) -> tuple[int, int, int]:
 
 
 def main() -> int:
+    from autoif_dagster.rounds import FIRST_ROUND
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--rerun", action="store_true",
                         help="then run again in the same home: the warm re-run, served by the ledger")
     parser.add_argument("--record", metavar="FILE.jsonl.gz",
                         help="export the cold run's completions (tests/fixtures/default_run.jsonl.gz is one: "
                              "tests replay the default run from it)")
+    parser.add_argument("--round", default=FIRST_ROUND,
+                        help="the round to run (default: the first, whose seeds the recorded default run used)")
     args, extra = parser.parse_known_args()
+    extra = ["--round", args.round, *extra]
     home = Path(tempfile.mkdtemp(prefix="autoif-bench-"))
     code, cold, rows = run(home, extra, "cold run")
     if args.record and not code:

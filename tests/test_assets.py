@@ -10,7 +10,8 @@ from autoif_dagster.assets.responses import response_verdicts, sampling_plan
 from autoif_dagster.assets.verifiers import cross_validation
 from autoif_dagster.config import AutoIFConfig, CrossValConfig, QueryConfig, ResponseConfig
 from autoif_dagster.resources.sandbox import SandboxResource
-from autoif_dagster.schemas import conform, content_id, frame
+from autoif_dagster.schemas import conform, content_id
+from tests.rounds import context, frame
 
 NO_E = "def evaluate(response):\n    return 'e' not in response.lower()"
 NO_E_LOOP = (
@@ -39,7 +40,7 @@ def _candidates() -> pl.DataFrame:
 def test_cross_validation_keeps_working_verifiers_and_agreed_cases(sandbox):
     autoif = AutoIFConfig(crossval=CrossValConfig(min_functions=2, min_cases=3, case_agreement_above=0.5,
                                                   function_min_accuracy=0.8))
-    outputs = {o.output_name: o for o in cross_validation(dg.build_asset_context(), autoif, sandbox, _candidates())}
+    outputs = {o.output_name: o for o in cross_validation(context(), autoif, sandbox, _candidates())}
     verifiers, cases = outputs["verifiers"].value, outputs["test_cases"].value
     assert sorted(verifiers["func"].to_list()) == sorted([NO_E, NO_E_LOOP])
     assert set(verifiers["accuracy"].to_list()) == {1.0}
@@ -75,7 +76,7 @@ def _prompts_and_responses():
 
 def test_response_verdicts_pass_rates(sandbox):
     prompts, responses, verifiers = _prompts_and_responses()
-    out = response_verdicts(AutoIFConfig(), sandbox, responses, prompts, verifiers)
+    out = response_verdicts(context(), AutoIFConfig(), sandbox, responses, prompts, verifiers)
     rates = dict(zip(out.value["response_id"].to_list(), out.value["pass_rate"].to_list()))
     assert rates == {"r0": 1.0, "r1": 2 / 3, "r2": 1 / 3, "r3": 0.0}
     # which verifier said what is kept per response: "The elephant" passes only v3 (it has an "a")
@@ -98,12 +99,12 @@ def test_sft_and_dpo_from_verdicts_and_scores():
         {"response_id": "r1", "prompt_id": "p1", "score": 5, "raw": "{}"},
     ])
     autoif = AutoIFConfig()
-    sft = sft_dataset(autoif, prompts, responses, verdicts, scores)
+    sft = sft_dataset(dg.build_asset_context(), autoif, prompts, responses, verdicts, scores)
     assert sft.value["response_id"].to_list() == ["r0"]
     assert sft.value["messages"][0].to_list() == [
         {"role": "user", "content": prompts["prompt"][0]}, {"role": "assistant", "content": "A cat."}]
     assert sft.metadata["dropped"].value == {"below_pass_rate": 2, "below_quality_score": 1}
-    dpo = dpo_pairs(autoif, prompts, responses, verdicts, scores)
+    dpo = dpo_pairs(dg.build_asset_context(), autoif, prompts, responses, verdicts, scores)
     # r1 passes the verifiers but failed the quality bar: not a chosen response
     assert list(zip(dpo.value["chosen_response_id"], dpo.value["rejected_response_id"])) == [("r0", "r3")]
     assert dpo.value["pair_id"][0] == content_id("pair", "r0", "r3")
@@ -124,7 +125,7 @@ def test_instruction_prompts_pair_each_instruction_with_k_queries():
     consistent = frame("consistent_instructions", [
         {"instruction_id": f"i{n}", "instruction": f"Instruction {n}", "n_verifiers": 1} for n in range(3)])
     queries = frame("queries", [{"query_id": f"q{n}", "query": f"Query number {n}?", "source": "t"} for n in range(10)])
-    out = instruction_prompts(AutoIFConfig(queries=QueryConfig(per_instruction=4)), consistent, queries).value
+    out = instruction_prompts(context(), AutoIFConfig(queries=QueryConfig(per_instruction=4)), consistent, queries).value
     assert out.height == 12
     assert out.group_by("instruction_id").len()["len"].to_list() == [4, 4, 4]
     row = out.row(0, named=True)
@@ -135,8 +136,8 @@ def test_instruction_prompts_pair_each_instruction_with_k_queries():
 def test_rerun_of_cross_validation_executes_nothing_with_a_ledger(sandbox, tmp_path):
     cached = SandboxResource(backend=sandbox.backend, timeout_s=2.0, ledger_path=str(tmp_path / "ledger.sqlite"))
     autoif = AutoIFConfig(crossval=CrossValConfig(min_functions=2, min_cases=3))
-    first = {o.output_name: o for o in cross_validation(dg.build_asset_context(), autoif, cached, _candidates())}
-    second = {o.output_name: o for o in cross_validation(dg.build_asset_context(), autoif, cached, _candidates())}
+    first = {o.output_name: o for o in cross_validation(context(), autoif, cached, _candidates())}
+    second = {o.output_name: o for o in cross_validation(context(), autoif, cached, _candidates())}
     assert first["verifiers"].metadata["sandbox_calls"].value["executed"] > 0
     assert second["verifiers"].metadata["sandbox_calls"].value["executed"] == 0
     assert second["verifiers"].value.equals(first["verifiers"].value)

@@ -8,7 +8,8 @@ import pytest
 from autoif_dagster import checks
 from autoif_dagster.config import AutoIFConfig
 from autoif_dagster.resources.io_manager import ParquetIOManager
-from autoif_dagster.schemas import frame
+from autoif_dagster.rounds import ROUNDS
+from tests.rounds import ROUND, frame
 
 NO_E = "def evaluate(response):\n    return 'e' not in response.lower()"
 ANYTHING = "def evaluate(response):\n    return True"
@@ -69,7 +70,7 @@ def _graph(values: dict[str, pl.DataFrame]):
     assets = []
     for name, value in values.items():
         def make(name=name, value=value):
-            @dg.asset(name=name)
+            @dg.asset(name=name, partitions_def=None if name in checks.COMBINED else ROUNDS)
             def source() -> dg.Output[pl.DataFrame]:
                 return dg.Output(value, metadata={"dagster/row_count": value.height})  # as funnel() records
             return source
@@ -78,7 +79,7 @@ def _graph(values: dict[str, pl.DataFrame]):
     for name in ("verifiers", "sft_dataset", "dpo_pairs"):
         if name in values:
             def make_after(name=name):
-                @dg.asset(name=f"after_{name}", ins={"upstream": dg.AssetIn(name)})
+                @dg.asset(name=f"after_{name}", ins={"upstream": dg.AssetIn(name, metadata={"allow_missing_partitions": True})})
                 def after(upstream: pl.DataFrame) -> pl.DataFrame:
                     return upstream.head(0)
                 return after
@@ -91,7 +92,8 @@ def _graph(values: dict[str, pl.DataFrame]):
 def _run(tmp_path, sandbox, values, instance=None):
     assets, wanted = _graph(values)
     resources = {"autoif": AutoIFConfig(), "sandbox": sandbox, "io_manager": ParquetIOManager(base_dir=str(tmp_path))}
-    result = dg.materialize([*assets, *wanted], resources=resources, raise_on_error=False, instance=instance)
+    result = dg.materialize([*assets, *wanted], resources=resources, raise_on_error=False, instance=instance,
+                            partition_key=ROUND)
     done = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
     evaluations = {}
     for event in result.all_events:
@@ -140,5 +142,15 @@ def test_a_collapsed_yield_blocks(tmp_path, sandbox):
     assert result.success and "after_sft_dataset" in done
     result, done, evaluations = _run(tmp_path, sandbox, {"verifiers": _verifiers(NO_E), "sft_dataset": _sft("A cat")},
                                      instance)
+    assert not result.success and evaluations[("yield_held", "sft_dataset")] is False
+    assert "after_sft_dataset" not in done
+
+
+def test_the_newest_round_collapsing_blocks(tmp_path, sandbox):
+    """Two rounds in the combined dataset: the newest yielded 1 row against the 6 before it."""
+    many = _sft(*[f"A cat, {i}" for i in range(6)])
+    one = frame("sft_dataset", [{**_sft("A cat, again").row(0, named=True), "round": "2026-11-02"}])
+    assert checks.latest_rounds(pl.concat([many, one])) == (("2026-11-02", 1), (ROUND, 6))
+    result, done, evaluations = _run(tmp_path, sandbox, {"verifiers": _verifiers(NO_E), "sft_dataset": pl.concat([many, one])})
     assert not result.success and evaluations[("yield_held", "sft_dataset")] is False
     assert "after_sft_dataset" not in done

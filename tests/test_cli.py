@@ -6,7 +6,9 @@ import argparse
 import pytest
 
 from autoif_dagster import cli
+from autoif_dagster.resources.io_manager import read_artifact
 from autoif_dagster.resources.models import DEFAULT_POLICY, DEFAULT_SUPERVISOR
+from tests.rounds import ROUND
 
 
 def test_bad_seed_file_fails_the_run_with_its_reason(tmp_path, monkeypatch, capsys):
@@ -17,9 +19,22 @@ def test_bad_seed_file_fails_the_run_with_its_reason(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert code == 1
     assert "step seed_instructions failed" in err and "is not UTF-8" in err and str(seeds) in err
-    written = {p.stem for p in (tmp_path / "home" / "assets").glob("*.parquet")}
+    assets = tmp_path / "home" / "assets"
+    written = {p.name.removesuffix(".parquet") for p in assets.iterdir() if not p.name.startswith(".")}
     assert written <= {"queries"}  # the independent branch may finish; nothing after the seeds
-    assert not list((tmp_path / "home" / "assets").glob(".*.tmp"))
+    assert not list(assets.rglob(".*.tmp"))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("tomorrow", "unknown round 'tomorrow': rounds are days, YYYY-MM-DD, from 2026-11-01"),
+    ("2026-10-31", "the first round is 2026-11-01"),
+    ("2999-01-01", "round '2999-01-01' is in the future"),
+    ("2026-11-03:2026-11-02", "run backwards"),
+])
+def test_an_unknown_round_is_refused_before_anything_runs(tmp_path, capsys, spec, message):
+    assert cli.main(["run", "--home", str(tmp_path / "home"), "--round", spec]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "home" / "assets").exists()
 
 
 def test_funnel_printout(capsys):
@@ -90,7 +105,7 @@ def test_run_then_nothing_stale_then_trace(tmp_path, monkeypatch, capsys, sandbo
     with Ledger(str(home / "ledger.sqlite")) as ledger:
         ledger.import_completions(Path(__file__).parent / "fixtures" / "default_run.jsonl.gz")
     monkeypatch.setattr(llm_module.LLMResource, "_build_engine", lambda self: pytest.fail("an engine was started"))
-    args = ["run", "--home", str(home), "--llm-backend", "replay", "--sandbox", sandbox.backend]
+    args = ["run", "--home", str(home), "--llm-backend", "replay", "--sandbox", sandbox.backend, "--round", ROUND]
     assert cli.main(args) == 0
     first = capsys.readouterr().out
     assert "succeeded" in first
@@ -99,7 +114,7 @@ def test_run_then_nothing_stale_then_trace(tmp_path, monkeypatch, capsys, sandbo
     assert cli.main([*args, "--stale"]) == 0
     assert "nothing is stale" in capsys.readouterr().out
 
-    sample = pl.read_parquet(home / "assets" / "sft_dataset.parquet")["sample_id"][0]
+    sample = read_artifact(home / "assets", "sft_dataset")["sample_id"][0]
     assert cli.main(["trace", sample, "--home", str(home), "--json"]) == 0
     tree = json.loads(capsys.readouterr().out)
     versions = {k.to_user_string(): v for a in all_assets for k, v in a.code_versions_by_key.items()}

@@ -17,12 +17,13 @@ import pytest
 
 from autoif_dagster.definitions import all_assets, default_resources
 from autoif_dagster.method.selection import pass_rate
-from autoif_dagster.resources.io_manager import ParquetIOManager
+from autoif_dagster.resources.io_manager import ParquetIOManager, read_artifact
 from autoif_dagster.resources.ledger import Ledger
 from autoif_dagster.resources.llm import LLMResource
 from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob
 from autoif_dagster.schemas import SCHEMAS
 from autoif_dagster.trace import Tracer
+from tests.rounds import ROUND
 
 RECORDING = Path(__file__).parent / "fixtures" / "default_run.jsonl.gz"
 
@@ -41,11 +42,11 @@ def replayed(tmp_path_factory, sandbox):
         "sandbox": SandboxResource(**{**dict(sandbox), "ledger_path": ledger}),
         "io_manager": ParquetIOManager(base_dir=str(home / "assets")),
     }
-    result = dg.materialize(all_assets, resources=resources)
+    result = dg.materialize(all_assets, partition_key=ROUND, resources=resources)
     assert result.success
     metadata = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()}
                 for m in (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())}
-    frames = {name: pl.read_parquet(home / "assets" / f"{name}.parquet") for name in SCHEMAS}
+    frames = {name: read_artifact(home / "assets", name) for name in SCHEMAS}
     return home, frames, metadata, sandbox
 
 

@@ -9,7 +9,9 @@ import pytest
 
 from autoif_dagster.definitions import all_assets
 from autoif_dagster.schemas import REFERENCES, SCHEMAS
+from autoif_dagster.resources.io_manager import read_artifact
 from autoif_dagster.trace import Tracer
+from tests.rounds import ROUND, context
 
 # stages whose output rows and dropped rows together account for every input row
 RECONCILED = ["augmented_instructions", "verifier_candidates", "verifiers", "test_cases", "back_translations",
@@ -18,9 +20,9 @@ RECONCILED = ["augmented_instructions", "verifier_candidates", "verifiers", "tes
 
 
 def materialize(resources: dict, home) -> tuple[dict[str, pl.DataFrame], dict[str, dict]]:
-    result = dg.materialize(all_assets, resources=resources)
+    result = dg.materialize(all_assets, partition_key=ROUND, resources=resources)
     assert result.success
-    frames = {name: pl.read_parquet(home / "assets" / f"{name}.parquet") for name in SCHEMAS}
+    frames = {name: read_artifact(home / "assets", name) for name in SCHEMAS}
     materializations = [ev.event_specific_data.materialization for ev in result.get_asset_materialization_events()]
     metadata = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()} for m in materializations}
     return frames, metadata
@@ -103,21 +105,21 @@ def test_a_prompt_edit_reruns_exactly_what_is_downstream_and_asks_only_new_promp
 
     res = with_ledger(resources, tmp_path)
     with dg.instance_for_test() as instance:
-        assert dg.materialize(all_assets, resources=res, instance=instance).success
-        before = {name: pl.read_parquet(tmp_path / "assets" / f"{name}.parquet") for name in SCHEMAS}
-        assert stale_assets(instance, dg.Definitions(assets=all_assets, resources=res)) == {}
+        assert dg.materialize(all_assets, partition_key=ROUND, resources=res, instance=instance).success
+        before = {name: read_artifact(tmp_path / "assets", name) for name in SCHEMAS}
+        assert stale_assets(instance, dg.Definitions(assets=all_assets, resources=res), ROUND) == {}
 
         monkeypatch.setattr(prompts, "VERIFIER_TASK", prompts.VERIFIER_TASK + " Keep the function short.")
         edited = with_code_versions(dg.load_assets_from_modules(ASSET_MODULES))
         defs = dg.Definitions(assets=edited, resources=res)
-        stale = stale_assets(instance, defs)
+        stale = stale_assets(instance, defs, ROUND)
         assert list(stale) == [dg.AssetKey("verifier_candidates")], stale
         keys = to_refresh(stale, defs)
         upstream = {"seed_instructions", "augmented_instructions", "queries"}
         assert {k.to_user_string() for k in keys} == set(SCHEMAS) - upstream
         with Ledger(res["supervisor_llm"].ledger_path) as ledger:
             stored = ledger.count("completions")
-        result = dg.materialize(edited, selection=keys, resources=res, instance=instance)
+        result = dg.materialize(edited, partition_key=ROUND, selection=keys, resources=res, instance=instance)
         assert result.success
         meta = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()}
                 for m in (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())}
@@ -125,12 +127,12 @@ def test_a_prompt_edit_reruns_exactly_what_is_downstream_and_asks_only_new_promp
         candidates = meta["verifier_candidates"]
         assert candidates["ledger_misses"] == candidates["llm_requests"] > 0  # every verifier prompt is new
         for name, stage in (("instruction_prompts", "responses"), ("verifiers", "back_translations")):
-            after = pl.read_parquet(tmp_path / "assets" / f"{name}.parquet")
+            after = read_artifact(tmp_path / "assets", name)
             if after.equals(before[name]):  # unchanged input: that stage is served by the ledger
                 assert meta[stage]["ledger_misses"] == 0, stage
         with Ledger(res["supervisor_llm"].ledger_path) as ledger:
             assert ledger.count("completions") == stored + sum(m.get("ledger_misses", 0) for m in meta.values())
-        assert stale_assets(instance, defs) == {}
+        assert stale_assets(instance, defs, ROUND) == {}
 
 
 @pytest.mark.engine
@@ -138,7 +140,7 @@ def test_quality_scores_with_the_real_model(llm, tiny_config):
     """The embedded model rarely writes responses that pass its own verifiers, so the scoring
     stage is exercised here on responses that passed by construction."""
     from autoif_dagster.assets.responses import quality_scores
-    from autoif_dagster.schemas import frame
+    from tests.rounds import frame
 
     prompts = frame("instruction_prompts", [
         {"prompt_id": "p1", "instruction_id": "i1", "query_id": "q1", "instruction": "Do not use any commas",
@@ -148,7 +150,7 @@ def test_quality_scores_with_the_real_model(llm, tiny_config):
                                      "response": t, "finish_reason": "stop"} for i, t in enumerate(texts)])
     verdicts = frame("response_verdicts", [{"response_id": f"r{i}", "prompt_id": "p1", "n_verifiers": 1, "n_passed": 1,
                                             "n_errors": 0, "pass_rate": 1.0} for i in range(3)])
-    out = quality_scores(dg.build_asset_context(), tiny_config, llm, responses, verdicts, prompts)
+    out = quality_scores(context(), tiny_config, llm, responses, verdicts, prompts)
     scores = out.value
     assert scores.height + out.metadata["dropped_total"].value == 3
     assert scores.height >= 2  # structured output: the JSON parses
@@ -238,9 +240,10 @@ from autoif_dagster.resources.io_manager import ParquetIOManager
 from autoif_dagster.resources.llm import LLMResource, shutdown_engines
 from autoif_dagster.resources.nli import NLIResource
 from autoif_dagster.resources.sandbox import SandboxResource
+from autoif_dagster.rounds import FIRST_ROUND as ROUND
 home = sys.argv[1]
 llm = LLMResource(model="smollm2-135m-instruct", ledger_path=home + "/ledger.sqlite", ledger_chunk=2)
-result = dg.materialize(all_assets, selection=["responses"], resources={
+result = dg.materialize(all_assets, partition_key=ROUND, selection=["responses"], resources={
     "autoif": AutoIFConfig(responses=ResponseConfig(samples_per_prompt=4)), "policy_llm": llm,
     "supervisor_llm": llm, "nli": NLIResource(), "sandbox": SandboxResource(),  # unused by this asset
     "io_manager": ParquetIOManager(base_dir=home + "/assets")})
@@ -263,15 +266,15 @@ def test_a_run_killed_during_responses_loses_no_finished_call(tmp_path):
     import sys
     import time
 
-    from autoif_dagster.schemas import frame
+    from tests.rounds import frame
 
-    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "instruction_prompts").mkdir(parents=True)
     queries = ["How do I make tea?", "Why is the sky blue?", "Give me a tip for learning the guitar."]
     frame("instruction_prompts", [
         {"prompt_id": f"prm-{i}", "instruction_id": "ins-0", "query_id": f"q{i}", "instruction": "Answer in lowercase",
          "query": q, "prompt": f"{q}\n\nFollow this instruction strictly in your answer: Answer in lowercase"}
         for i, q in enumerate(queries)
-    ]).write_parquet(tmp_path / "assets" / "instruction_prompts.parquet")
+    ]).write_parquet(tmp_path / "assets" / "instruction_prompts" / f"{ROUND}.parquet")  # as the IO manager files a round
 
     def committed() -> int:
         try:

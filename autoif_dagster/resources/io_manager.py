@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 from upath import UPath
 
-from ..schemas import SCHEMAS, conform
+from ..schemas import SCHEMAS, conform, frame
 
 
 class _ParquetIO(dg.UPathIOManager):
@@ -34,6 +34,46 @@ class _ParquetIO(dg.UPathIOManager):
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pl.DataFrame:
         with path.open("rb") as f:
             return pl.read_parquet(f)
+
+    # A round-partitioned artifact is one file per round (rounds.py); a run that writes or
+    # reads several rounds holds them in one frame with a `round` column.
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if context.has_asset_partitions and isinstance(obj, pl.DataFrame) and "round" in obj.columns:
+            keys = list(context.asset_partition_keys)
+            stray = set(obj["round"].unique().to_list()) - set(keys)
+            if stray:  # never file one round's rows under another
+                raise ValueError(f"{context.asset_key.path[-1]}: rows of round(s) {sorted(map(str, stray))} "
+                                 f"in an output for {keys}")
+            if len(keys) > 1:  # a single-run backfill; UPathIOManager writes one partition only
+                for key, path in self._get_paths_for_partitions(context).items():
+                    self.make_directory(path.parent)
+                    self.dump_to_path(context, obj.filter(pl.col("round") == key), path)
+                context.add_output_metadata({"rounds_written": len(keys)})
+                return
+        super().handle_output(context, obj)
+
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+        value = super().load_input(context)
+        if isinstance(value, dict):  # several rounds (those materialized, for the combined datasets)
+            frames = [value[key] for key in sorted(value)]
+            return pl.concat(frames, how="vertical") if frames else frame(context.asset_key.path[-1], [])
+        return value
+
+
+def read_artifact(assets_dir: str | os.PathLike, name: str) -> pl.DataFrame | None:
+    """An artifact as the IO manager stored it under `assets_dir`: one file, or one per
+    round (every round, in order); None if it was never written."""
+    base = UPath(assets_dir)
+    single = base / f"{name}.parquet"
+    if single.exists():
+        with single.open("rb") as f:
+            return pl.read_parquet(f)
+    parts = sorted((base / name).glob("*.parquet")) if (base / name).exists() else []
+    frames = []
+    for part in parts:
+        with part.open("rb") as f:
+            frames.append(pl.read_parquet(f))
+    return pl.concat(frames, how="vertical") if frames else None
 
 
 class ParquetIOManager(dg.ConfigurableIOManagerFactory):

@@ -1,0 +1,101 @@
+"""Rounds (daily partitions): seeds from the key, one round alone or many in one run on one
+engine, the combined datasets holding every round once, and the nightly schedule."""
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from autoif_dagster.assets.datasets import sft_dataset
+from autoif_dagster.config import AutoIFConfig
+from autoif_dagster.definitions import all_assets, defs
+from autoif_dagster.resources import llm as llm_module
+from autoif_dagster.resources.io_manager import read_artifact
+from autoif_dagster.rounds import FIRST_ROUND, ROUNDS, resolve_rounds, round_index, round_seed
+from tests.rounds import frame
+
+NEXT = "2026-11-02"
+
+
+def test_a_rounds_seeds_derive_from_its_key():
+    assert round_seed(0, FIRST_ROUND) == 0  # the recorded default run is the first round
+    assert round_seed(7, NEXT) == 1007 and round_index("2026-12-01") == 30
+    with pytest.raises(ValueError, match="unknown round 'latest'"):
+        round_index("latest")
+
+
+def test_resolve_rounds_defaults_to_today_and_takes_ranges():
+    today = ROUNDS.get_last_partition_key()
+    assert resolve_rounds(None) == (today, today)
+    assert resolve_rounds(f"{FIRST_ROUND}:{NEXT}") == (FIRST_ROUND, NEXT)
+
+
+def test_the_nightly_schedule_asks_for_the_days_round():
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 20, 2, 0, tzinfo=dt.timezone.utc))
+    nightly = defs.resolve_schedule_def("nightly_regeneration")
+    requests = nightly.evaluate_tick(context).run_requests
+    assert [(r.partition_key, r.run_key) for r in requests] == [("2026-11-20", "2026-11-20")]
+    assert nightly.cron_schedule == "0 2 * * *"
+    assert defs.resolve_job_def("autoif").partitions_def == ROUNDS
+    # a second tick for the same day asks for the same run key: Dagster starts it once
+    assert nightly.evaluate_tick(context).run_requests[0].run_key == requests[0].run_key
+
+
+def _round_inputs(round_key: str, answer: str) -> dict:
+    prompt = {"prompt_id": "prm-1", "instruction_id": "ins-1", "query_id": "qry-1", "instruction": "No commas",
+              "query": "Name a fruit", "prompt": "Name a fruit\n\nFollow this instruction strictly in your answer: No commas"}
+    return {
+        "instruction_prompts": frame("instruction_prompts", [prompt], round_key),
+        "responses": frame("responses", [{"response_id": f"resp-{round_key}", "prompt_id": "prm-1", "sample_index": 0,
+                                          "with_instruction": True, "model": "m", "response": answer,
+                                          "finish_reason": "stop"}], round_key),
+        "response_verdicts": frame("response_verdicts", [{"response_id": f"resp-{round_key}", "prompt_id": "prm-1",
+                                                          "n_verifiers": 1, "n_passed": 1, "n_errors": 0,
+                                                          "pass_rate": 1.0}], round_key),
+        "quality_scores": frame("quality_scores", [{"response_id": f"resp-{round_key}", "prompt_id": "prm-1",
+                                                    "score": 9, "raw": "{}"}], round_key),
+    }
+
+
+def test_the_combined_sft_dataset_holds_every_round_once():
+    """Three rounds; the third repeats the first's sample word for word: kept once, in the
+    first round, and counted."""
+    rounds = [_round_inputs(FIRST_ROUND, "An apple"), _round_inputs(NEXT, "A pear"), _round_inputs("2026-11-03", "An apple")]
+    inputs = {name: pl.concat([r[name] for r in rounds], how="vertical") for name in rounds[0]}
+    out = sft_dataset(dg.build_asset_context(), AutoIFConfig(), **inputs)
+    assert out.value["round"].to_list() == [FIRST_ROUND, NEXT]
+    assert [m[-1]["content"] for m in out.value["messages"].to_list()] == ["An apple", "A pear"]
+    assert out.metadata["dropped"].value == {"repeated_across_rounds": 1}
+    assert out.metadata["rounds"].value == f"{FIRST_ROUND}, {NEXT}, 2026-11-03"
+
+
+@pytest.mark.engine
+def test_a_two_round_backfill_is_one_run_on_one_engine(resources, tmp_path, monkeypatch):
+    """Dagster's single-run backfill policy: both rounds in one run, the engine started at
+    most once (the session's is reused), each round's files written, and each round with its
+    own seeds, so its own LLM requests. (The first two LLM stages: the rest of the graph
+    runs round by round the same way, and the combined datasets are tested above.)"""
+    built = []
+    original = llm_module.LLMResource._build_engine
+    monkeypatch.setattr(llm_module.LLMResource, "_build_engine", lambda self: built.append(1) or original(self))
+    stages = ["seed_instructions", "augmented_instructions", "verifier_candidates"]
+    result = dg.materialize(all_assets, selection=stages, resources=resources, tags={
+        "dagster/asset_partition_range_start": FIRST_ROUND, "dagster/asset_partition_range_end": NEXT})
+    assert result.success and len(built) <= 1
+    partitions, metadata = {}, {}
+    for event in result.get_asset_materialization_events():
+        partitions.setdefault(event.asset_key.to_user_string(), set()).add(event.partition)
+        metadata[event.asset_key.to_user_string()] = event.materialization.metadata
+    assert partitions == {"seed_instructions": {None}, "augmented_instructions": {FIRST_ROUND, NEXT},
+                          "verifier_candidates": {FIRST_ROUND, NEXT}}
+    # the run's totals over both rounds: one request per instruction and sample, in either round
+    instructions = read_artifact(tmp_path / "assets", "augmented_instructions")
+    samples = resources["autoif"].verifiers.samples_per_instruction
+    assert metadata["verifier_candidates"]["llm_requests"].value == samples * instructions.height
+    assert metadata["verifier_candidates"]["rounds"].value == f"{FIRST_ROUND}, {NEXT}"
+    for name in stages[1:]:
+        assert sorted(p.name for p in (tmp_path / "assets" / name).iterdir()) == [f"{FIRST_ROUND}.parquet", f"{NEXT}.parquet"]
+    candidates = read_artifact(tmp_path / "assets", "verifier_candidates")
+    by_round = {k: set(g["generation_id"].to_list()) for (k,), g in candidates.group_by("round")}
+    assert by_round[FIRST_ROUND] and by_round[NEXT] and not by_round[FIRST_ROUND] & by_round[NEXT]

@@ -23,7 +23,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from .assets.reporting import md_table
+from .assets.reporting import bars, md_table
 from .versions import output
 
 FIRST_ROUND = "2026-11-01"  # round 0: the recorded default run (tests/fixtures) is this one
@@ -152,6 +152,8 @@ def _merge(keys: list[str], outputs: list[dg.Output], unique_by: list[str] | Non
         unique = df.unique(subset=unique_by, keep="first", maintain_order=True)
         dropped["repeated_across_rounds"] += df.height - unique.height
         df = unique
+        counts = df.group_by("round").len().sort("round")
+        metadata["rows_per_round"] = bars(counts["round"].to_list(), counts["len"].to_list(), "rows per round")
     metadata.update({"rows_out": df.height, "dagster/row_count": df.height, "dropped_total": sum(dropped.values()),
                      "dropped": dg.MetadataValue.json(dict(sorted((+dropped).items())))})
     return output(df, metadata, first.output_name)

@@ -68,6 +68,7 @@ def test_the_combined_sft_dataset_holds_every_round_once():
     assert [m[-1]["content"] for m in out.value["messages"].to_list()] == ["An apple", "A pear"]
     assert out.metadata["dropped"].value == {"repeated_across_rounds": 1}
     assert out.metadata["rounds"].value == f"{FIRST_ROUND}, {NEXT}, 2026-11-03"
+    assert out.metadata["rows_per_round"].value.startswith("![rows per round](data:image/png;base64,")
 
 
 @pytest.mark.engine

@@ -43,13 +43,22 @@ def funnel(rows_in: int, out: pl.DataFrame, dropped: Counter, **extra: Any) -> d
 
 def histogram(values: list[float], title: str, bins: int | list[float] = 10) -> dg.MetadataValue:
     """A histogram as an inline PNG in markdown (the UI renders it on the asset page)."""
+    return _plot(title, lambda ax: ax.hist(values, bins=bins, color="#4f46e5", edgecolor="white"))
+
+
+def bars(labels: list[str], values: list[int], title: str) -> dg.MetadataValue:
+    """Rows per label (a round, a stage) as bars, inline like `histogram`."""
+    return _plot(title, lambda ax: (ax.bar(labels, values, color="#4f46e5"), ax.tick_params(axis="x", labelrotation=45)))
+
+
+def _plot(title: str, draw: Any) -> dg.MetadataValue:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.hist(values, bins=bins, color="#4f46e5", edgecolor="white")
+    draw(ax)
     ax.set_title(title)
     ax.set_ylabel("rows")
     buf = io.BytesIO()

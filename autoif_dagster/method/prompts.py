@@ -134,7 +134,7 @@ def nli_prompt(premise: str, hypothesis: str) -> Messages:
 # and ignore the query; "concisely": a quarter of the default run's answers ran past
 # max_tokens (dropped as truncated) without it.
 RESPONSE_SYSTEM = (
-    "Answer the user's request helpfully and concisely, in under 120 words unless the request "
+    "Answer the user's request helpfully and concisely, in under 100 words unless the request "
     "or its instruction needs more. When they add a format instruction, follow it exactly "
     "while still answering the request."
 )
@@ -152,7 +152,7 @@ def instruction_query_prompt(instruction: str, query: str) -> str:
 SCORE_SCHEMA = {
     "type": "object",
     "properties": {
-        "analysis": {"type": "string", "maxLength": 300},
+        "analysis": {"type": "string", "maxLength": 200},
         "score": {"type": "integer", "minimum": 0, "maximum": 10},
     },
     "required": ["analysis", "score"],
@@ -167,7 +167,7 @@ QUALITY_TASK = (
     "'Sure!' or 'Absolutely!', or only repeats the query or the instruction.\n"
     "4-7: it answers part of the query, vaguely, or with mistakes.\n"
     "8-10: it answers the query correctly and helpfully.\n"
-    'Reply with JSON: {"analysis": one or two sentences, "score": an integer 0-10}.'
+    'Reply with JSON: {"analysis": one sentence, "score": an integer 0-10}.'
 )
 
 

@@ -58,10 +58,10 @@ def round_index(key: str) -> int:
     return index
 
 
-def current_round(today: dt.date | None = None) -> str:
-    """Today's round (the one `autoif run` materializes unless told otherwise)."""
-    day = today or dt.date.today()
-    return max(day, dt.date.fromisoformat(FIRST_ROUND)).isoformat()
+def current_round() -> str:
+    """Today's round, by the partitions' own clock (UTC): the one `autoif run` materializes
+    unless told otherwise."""
+    return ROUNDS.get_last_partition_key()
 
 
 def resolve_rounds(spec: str | None) -> tuple[str, str]:

@@ -47,7 +47,6 @@ nightly_regeneration = dg.build_schedule_from_partitioned_job(
 )
 
 
-
 class TraceConfig(dg.Config):
     id: str  # any row's id (sft-..., pair-..., resp-...) or a generation id (gen-...)
 

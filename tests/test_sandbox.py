@@ -376,7 +376,7 @@ def test_judge_outside_a_supervisor_still_confines_children_fully():
     """judge() in a process that never put the supervisor's filter on itself: each child
     installs both filters, so exec is refused there too."""
     source = "import os\ndef evaluate(response):\n    os.execv('/bin/true', ['true'])\n"
-    assert not supervisor._SUPERVISOR_CONFINED
+    assert not supervisor._supervisor_confined
     verdicts = _in_a_fork(lambda: repr(supervisor.judge(source, ["a"], 5.0, 512)))
     assert "EXCEPTION" in verdicts.upper() and "may not start programs" in verdicts
 

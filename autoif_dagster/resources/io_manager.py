@@ -32,8 +32,7 @@ class _ParquetIO(dg.UPathIOManager):
             tmp.rename(path)
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pl.DataFrame:
-        with path.open("rb") as f:
-            return pl.read_parquet(f)
+        return _read(path)
 
     # A round-partitioned artifact is one file per round (rounds.py); a run that writes or
     # reads several rounds holds them in one frame with a `round` column.
@@ -66,14 +65,14 @@ def read_artifact(assets_dir: str | os.PathLike, name: str) -> pl.DataFrame | No
     base = UPath(assets_dir)
     single = base / f"{name}.parquet"
     if single.exists():
-        with single.open("rb") as f:
-            return pl.read_parquet(f)
-    parts = sorted((base / name).glob("*.parquet")) if (base / name).exists() else []
-    frames = []
-    for part in parts:
-        with part.open("rb") as f:
-            frames.append(pl.read_parquet(f))
+        return _read(single)
+    frames = [_read(part) for part in sorted((base / name).glob("*.parquet"))] if (base / name).exists() else []
     return pl.concat(frames, how="vertical") if frames else None
+
+
+def _read(path: UPath) -> pl.DataFrame:
+    with path.open("rb") as f:
+        return pl.read_parquet(f)
 
 
 class ParquetIOManager(dg.ConfigurableIOManagerFactory):

@@ -421,13 +421,13 @@ def _confine(result_fd: int, scratch: str, memory_mb: int, cpu_s: float, max_pro
         os.close(devnull)
     os.chdir(scratch)
     supervisor_filter, child_filter = _filters()
-    if not _SUPERVISOR_CONFINED:  # judge() called outside a supervisor: the child takes both
+    if not _supervisor_confined:  # judge() called outside a supervisor: the child takes both
         supervisor_filter.install()
     child_filter.install()
 
 
 _FILTERS: list["seccomp.Filter"] = []  # the supervisor's, the child's
-_SUPERVISOR_CONFINED: list[bool] = []  # non-empty once this process installed its filter
+_supervisor_confined = False  # whether this process installed its own filter
 
 
 def _filters() -> list["seccomp.Filter"]:
@@ -439,8 +439,9 @@ def _filters() -> list["seccomp.Filter"]:
 def confine_supervisor() -> None:
     """Put the supervisor's filter on this process (after its imports: those may start a
     program), for it and every child it forks."""
+    global _supervisor_confined
     _filters()[0].install()
-    _SUPERVISOR_CONFINED.append(True)
+    _supervisor_confined = True
 
 
 def self_check() -> str | None:

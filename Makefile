@@ -1,11 +1,8 @@
 # Each target installs what it needs first (scripts/install.sh is idempotent).
 PY := .venv/bin/python
-# the Dagster instance `autoif run` records its runs in (SQLite), shown by `make ui`
-UI_HOME := $(CURDIR)/.autoif/dagster
-
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install install-gpu sandbox run test ui bench
+.PHONY: install install-gpu sandbox browser run test ui bench
 
 install:
 	bash scripts/install.sh cpu
@@ -19,17 +16,20 @@ sandbox:
 	$(SUDO) bash scripts/setup_docker.sh
 	$(SUDO) bash scripts/setup_host_sandbox.sh
 
+# Debian's chromium, which Playwright drives in the UI test (tests/test_ui_browser.py)
+browser:
+	$(SUDO) bash scripts/apt_install.sh browser chromium
+
 run: install sandbox
 	$(PY) -m autoif_dagster.cli run
 
-# AUTOIF_REQUIRE_DOCKER: the Docker tests fail, rather than skip, without an engine.
-test: install sandbox
-	AUTOIF_REQUIRE_DOCKER=1 $(PY) -m pytest
+# AUTOIF_REQUIRE_DOCKER / _BROWSER: the Docker and browser tests fail, rather than skip,
+# without an engine or a chromium.
+test: install sandbox browser
+	AUTOIF_REQUIRE_DOCKER=1 AUTOIF_REQUIRE_BROWSER=1 $(PY) -m pytest
 
 ui: install sandbox
-	mkdir -p $(UI_HOME)
-	test -f $(UI_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(UI_HOME)/dagster.yaml
-	DAGSTER_HOME=$(UI_HOME) .venv/bin/dagster dev -w workspace.yaml
+	$(PY) -m autoif_dagster.cli ui
 
 bench: install sandbox
 	$(PY) benchmarks/bench_engine_peak.py

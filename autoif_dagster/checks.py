@@ -17,6 +17,7 @@ from collections import defaultdict
 import dagster as dg
 import polars as pl
 
+from . import pools
 from .config import AutoIFConfig
 from .method.selection import pass_rate
 from .resources.sandbox import SandboxResource, VerifierJob
@@ -87,7 +88,7 @@ def _rounds_of(name: str) -> dg.PartitionsDefinition | None:
 
 
 @dg.asset_check(asset="verifiers", blocking=True, additional_ins={"test_cases": dg.AssetIn()}, partitions_def=ROUNDS,
-                description="No kept verifier accepts every test input of its instruction.")
+                pool=pools.SANDBOX, description="No kept verifier accepts every test input of its instruction.")
 def no_verifier_accepts_everything(sandbox: SandboxResource, verifiers: pl.DataFrame,
                                    test_cases: pl.DataFrame) -> dg.AssetCheckResult:
     inputs = {iid: g["input"].to_list() for (iid,), g in test_cases.group_by("instruction_id")}
@@ -138,7 +139,7 @@ def _yield_held(name: str) -> dg.AssetChecksDefinition:
     return check
 
 
-@dg.asset_check(asset="sft_dataset", blocking=True, additional_ins={"verifiers": ALL_ROUNDS},
+@dg.asset_check(asset="sft_dataset", blocking=True, additional_ins={"verifiers": ALL_ROUNDS}, pool=pools.SANDBOX,
                 description="Every SFT response passes its instruction's verifiers when judged again.")
 def sft_responses_pass_their_verifiers(autoif: AutoIFConfig, sandbox: SandboxResource, sft_dataset: pl.DataFrame,
                                        verifiers: pl.DataFrame) -> dg.AssetCheckResult:

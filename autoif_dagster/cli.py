@@ -106,6 +106,33 @@ def _failure_message(result: Any) -> str:
     return "the run failed"
 
 
+def _home(args: argparse.Namespace) -> Path:
+    return Path(args.home or os.environ.get("AUTOIF_HOME", ".autoif")).resolve()
+
+
+def _embedded_instance(args: argparse.Namespace) -> Path:
+    """AUTOIF_HOME, and DAGSTER_HOME under it (unless set) with the embedded instance's yaml."""
+    from .instance import ensure_local
+
+    home = _home(args)
+    os.environ["AUTOIF_HOME"] = str(home)
+    os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
+    ensure_local(Path(os.environ["DAGSTER_HOME"]))
+    return home
+
+
+def _prepare_instance(command: str) -> list[str]:
+    import dagster as dg
+
+    from .instance import prepare
+
+    with dg.DagsterInstance.get() as instance:
+        found = prepare(instance)
+    for problem in found:
+        print(f"autoif {command}: {problem}", file=sys.stderr)
+    return found
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .rounds import resolve_rounds
 
@@ -114,13 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # before anything is created
         print(f"autoif run: {exc}", file=sys.stderr)
         return 2
-    home = Path(args.home or os.environ.get("AUTOIF_HOME", ".autoif")).resolve()
-    os.environ["AUTOIF_HOME"] = str(home)
-    os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
-    dagster_home = Path(os.environ["DAGSTER_HOME"])
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    if not (dagster_home / "dagster.yaml").exists():
-        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    home = _embedded_instance(args)
 
     import dagster as dg
 
@@ -162,10 +183,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    """`dagster dev` (webserver and daemon) on the embedded instance, its pools ready."""
+    _embedded_instance(args)
+    _prepare_instance("ui")  # a warning: the user's own dagster.yaml is theirs to fix
+    code = ["-w", "workspace.yaml"] if Path("workspace.yaml").exists() else ["-m", "autoif_dagster.definitions"]
+    command = [str(Path(sys.executable).with_name("dagster")), "dev", *code, "-h", args.host, "-p", str(args.port)]
+    os.execv(command[0], command)
+
+
+def cmd_instance(args: argparse.Namespace) -> int:
+    """For a deployment's instance ($DAGSTER_HOME, e.g. deploy/dagster.yaml): pools initialized, problems named."""
+    if "DAGSTER_HOME" not in os.environ:
+        print("autoif instance: set DAGSTER_HOME to the instance's directory", file=sys.stderr)
+        return 2
+    if _prepare_instance("instance"):
+        return 1
+    print(f"autoif instance: {os.environ['DAGSTER_HOME']} is ready (pools initialized)")
+    return 0
+
+
 def cmd_trace(args: argparse.Namespace) -> int:
     from .trace import Tracer, TraceError, render
 
-    home = Path(args.home or os.environ.get("AUTOIF_HOME", ".autoif")).resolve()
+    home = _home(args)
     try:
         tree = Tracer(home).trace(args.id)
     except TraceError as exc:
@@ -203,6 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     trace.add_argument("--home", help="the home `autoif run` wrote to (default ./.autoif)")
     trace.add_argument("--json", action="store_true", help="the chain as JSON, for machines")
     trace.set_defaults(func=cmd_trace)
+    ui = sub.add_parser("ui", help="the Dagster UI and daemon (dagster dev) on the embedded instance in --home")
+    ui.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+    instance = sub.add_parser("instance", help="initialize the pools of the instance in $DAGSTER_HOME and "
+                              "name what is wrong with it (run once per deployment)")
+    instance.set_defaults(func=cmd_instance)
     args = parser.parse_args(argv)
     return args.func(args)
 

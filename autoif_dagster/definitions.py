@@ -14,6 +14,7 @@ import dagster as dg
 from .assets import consistency, datasets, instructions, queries, responses, verifiers
 from .checks import all_checks
 from .config import AutoIFConfig
+from .resources.gpu import GPUResource
 from .resources.io_manager import ParquetIOManager
 from .resources.llm import LLMResource
 from .resources.models import DEFAULT_POLICY, DEFAULT_SUPERVISOR
@@ -70,13 +71,17 @@ def trace_job():
 def default_resources() -> dict:
     # one ledger: every LLM completion and sandbox verdict, so a re-run asks nothing twice
     ledger = str(autoif_home() / "ledger.sqlite")
+    gpu = GPUResource.configure_at_launch()  # the devices, set once per run for every model
+    # AUTOIF_LLM_BACKEND=replay: answer from the ledger only (re-parse a run without a model)
+    backend = os.environ.get("AUTOIF_LLM_BACKEND", "vllm")
     return {
         "autoif": AutoIFConfig(),
-        "supervisor_llm": LLMResource(model=DEFAULT_SUPERVISOR, ledger_path=ledger),
+        "gpu": gpu,
+        "supervisor_llm": LLMResource(model=DEFAULT_SUPERVISOR, backend=backend, ledger_path=ledger, gpu=gpu),
         # The responding model, the one being trained (online DPO samples from it). The
         # supervisor's model by default (self-alignment: the roles share one engine); a weaker
         # one gives the paper's strong-to-weak setting.
-        "policy_llm": LLMResource(model=DEFAULT_POLICY, ledger_path=ledger),
+        "policy_llm": LLMResource(model=DEFAULT_POLICY, backend=backend, ledger_path=ledger, gpu=gpu),
         "nli": NLIResource(),
         # Docker by default (scripts/setup_docker.sh); "host" or "local" only when chosen.
         "sandbox": SandboxResource(

@@ -6,6 +6,7 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
+from .. import pools
 from ..config import AutoIFConfig
 from ..method import prompts
 from ..method import stages
@@ -22,7 +23,7 @@ GROUP = "consistency"
 _EXAMPLE_INSTRUCTIONS = {dedupe_key(text) for text, _ in prompts.VERIFIER_EXAMPLES}
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm", **PARTITIONED)
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool=pools.GPU, **PARTITIONED)
 @per_round
 def back_translations(
     context: dg.AssetExecutionContext,
@@ -57,7 +58,7 @@ def back_translations(
     return output(df, funnel(len(chosen), df, dropped, **run.metadata))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"}, pool="llm", **PARTITIONED)
+@dg.asset(group_name=GROUP, kinds={"polars"}, pool=pools.GPU, **PARTITIONED)
 @per_round
 def nli_verdicts(
     context: dg.AssetExecutionContext,

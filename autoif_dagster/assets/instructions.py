@@ -5,6 +5,7 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
+from .. import pools
 from ..config import AutoIFConfig
 from ..method import stages
 from ..method.parsing import ParseError, parse_instruction_line
@@ -28,7 +29,7 @@ def seed_instructions(context: dg.AssetExecutionContext, autoif: AutoIFConfig) -
     return output(df, funnel(len(seeds), df, Counter(), source=autoif.seeds_path or "packaged"))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm", **PARTITIONED)
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool=pools.GPU, **PARTITIONED)
 @per_round
 def augmented_instructions(
     context: dg.AssetExecutionContext,

@@ -5,6 +5,7 @@ from collections import Counter, defaultdict
 import dagster as dg
 import polars as pl
 
+from .. import pools
 from ..config import AutoIFConfig, ResponseConfig
 from ..method import stages
 from ..method.selection import pass_rate
@@ -26,7 +27,7 @@ def sampling_plan(prompt_rows: list[dict], cfg: ResponseConfig) -> list[tuple[di
     return [(p, k, p["prompt"] if k < cfg.samples_per_prompt else p["query"]) for p in prompt_rows for k in range(n)]
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm", **PARTITIONED)
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool=pools.GPU, **PARTITIONED)
 @per_round
 def responses(
     context: dg.AssetExecutionContext,
@@ -61,7 +62,7 @@ def responses(
     return output(df, funnel(len(jobs), df, dropped, **run.metadata))
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"}, **PARTITIONED)
+@dg.asset(group_name=GROUP, kinds={"polars"}, pool=pools.SANDBOX, **PARTITIONED)
 @per_round
 def response_verdicts(
     context: dg.AssetExecutionContext,
@@ -107,7 +108,7 @@ def response_verdicts(
     return output(df, meta)
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm", **PARTITIONED)
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool=pools.GPU, **PARTITIONED)
 @per_round
 def quality_scores(
     context: dg.AssetExecutionContext,

@@ -5,6 +5,7 @@ from collections import Counter, defaultdict
 import dagster as dg
 import polars as pl
 
+from .. import pools
 from ..config import AutoIFConfig
 from ..method import stages
 from ..method.crossval import cross_validate, probe_counts
@@ -19,7 +20,7 @@ from .reporting import funnel
 GROUP = "verifiers"
 
 
-@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool="llm", **PARTITIONED)
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool=pools.GPU, **PARTITIONED)
 @per_round
 def verifier_candidates(
     context: dg.AssetExecutionContext,
@@ -55,6 +56,7 @@ def verifier_candidates(
 
 @dg.multi_asset(
     group_name=GROUP,
+    pool=pools.SANDBOX,
     **PARTITIONED,
     outs={
         "verifiers": dg.AssetOut(kinds={"polars"},

@@ -22,9 +22,8 @@ from .config import AutoIFConfig
 from .method.selection import pass_rate
 from .resources.sandbox import SandboxResource, VerifierJob
 from .rounds import ALL_ROUNDS, ROUNDS
-from .schemas import PRIMARY_KEYS, SCHEMAS
+from .schemas import COMBINED, PRIMARY_KEYS, SCHEMAS
 
-COMBINED = ("sft_dataset", "dpo_pairs")  # every round's rows, not partitioned
 
 # A yield below this share of the previous materialization's is a collapse, not noise.
 COLLAPSE_BELOW = 0.5

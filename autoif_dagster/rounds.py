@@ -23,7 +23,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from .assets.reporting import bars, md_table
+from .assets.reporting import bars, md_table, stage_yield_metadata
 from .versions import output
 
 FIRST_ROUND = "2026-11-01"  # round 0: the recorded default run (tests/fixtures) is this one
@@ -113,6 +113,10 @@ def per_round(body: Callable[..., Any] | None = None, *, unique_by: list[str] | 
         if not keys:  # the combined datasets before any round ran: their empty frames
             results.append(_as_tuple(body(context, **kwargs)))
         merged = tuple(_merge(keys, [r[i] for r in results], unique_by) for i in range(len(results[0])))
+        if unique_by and keys:  # a combined dataset: how each of its rounds got there, stage by stage
+            merged = tuple(output(o.value, {**o.metadata, **stage_yield_metadata(
+                context.asset_key.to_user_string(), o.metadata["rows_by_round"].value, context.instance, keys)},
+                o.output_name) for o in merged)
         return merged if len(merged) > 1 else merged[0]
 
     return asset_fn
@@ -152,8 +156,11 @@ def _merge(keys: list[str], outputs: list[dg.Output], unique_by: list[str] | Non
         unique = df.unique(subset=unique_by, keep="first", maintain_order=True)
         dropped["repeated_across_rounds"] += df.height - unique.height
         df = unique
-        counts = df.group_by("round").len().sort("round")
+    counts = df.group_by("round").len().sort("round")
+    if unique_by:
         metadata["rows_per_round"] = bars(counts["round"].to_list(), counts["len"].to_list(), "rows per round")
+    # each round's own count, also when one run made several (stage_yields reads it back)
+    metadata["rows_by_round"] = dg.MetadataValue.json(dict(zip(counts["round"].to_list(), counts["len"].to_list())))
     metadata.update({"rows_out": df.height, "dagster/row_count": df.height, "dropped_total": sum(dropped.values()),
                      "dropped": dg.MetadataValue.json(dict(sorted((+dropped).items())))})
     return output(df, metadata, first.output_name)

@@ -148,6 +148,10 @@ SCHEMAS: dict[str, pl.Schema] = {
 class SchemaError(ValueError):
     """A frame does not match its artifact's declared schema."""
 
+# the training data: every round's rows in one unpartitioned asset (the rest with a `round`
+# column are partitioned by it)
+COMBINED = ("sft_dataset", "dpo_pairs")
+ROUND_STAGES = [name for name, schema in SCHEMAS.items() if "round" in schema and name not in COMBINED]
 
 # kind -> the prefix of its ids ("resp-1a2b..."): an id says which table it belongs to
 ID_PREFIXES = {

@@ -63,12 +63,22 @@ def test_the_combined_sft_dataset_holds_every_round_once():
     first round, and counted."""
     rounds = [_round_inputs(FIRST_ROUND, "An apple"), _round_inputs(NEXT, "A pear"), _round_inputs("2026-11-03", "An apple")]
     inputs = {name: pl.concat([r[name] for r in rounds], how="vertical") for name in rounds[0]}
-    out = sft_dataset(dg.build_asset_context(), AutoIFConfig(), **inputs)
+    instance = dg.DagsterInstance.ephemeral()
+    for partition, rows in ((FIRST_ROUND, 5), (NEXT, 3), (FIRST_ROUND, 6)):  # round 1 made again: 6 rows now
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            "augmented_instructions", partition=partition, metadata={"rows_by_round": {partition: rows}}))
+    out = sft_dataset(dg.build_asset_context(instance=instance), AutoIFConfig(), **inputs)
     assert out.value["round"].to_list() == [FIRST_ROUND, NEXT]
     assert [m[-1]["content"] for m in out.value["messages"].to_list()] == ["An apple", "A pear"]
     assert out.metadata["dropped"].value == {"repeated_across_rounds": 1}
     assert out.metadata["rounds"].value == f"{FIRST_ROUND}, {NEXT}, 2026-11-03"
     assert out.metadata["rows_per_round"].value.startswith("![rows per round](data:image/png;base64,")
+    # each round's yield per stage, from the stages' materializations and its own rows
+    table = out.metadata["yield_per_stage"].value.splitlines()
+    assert table[0].split("|")[1:-1] == [" stage ", f" {FIRST_ROUND} ", f" {NEXT} ", " 2026-11-03 "]
+    assert table[2].split("|")[1:-1] == [" augmented_instructions ", " 6 ", " 3 ", "  "]
+    assert table[3].split("|")[1:-1] == [" sft_dataset ", " 1 ", " 1 ", " 0 "]
+    assert out.metadata["yield_per_stage_plot"].value.startswith("![rows out of each stage, per round](data:image/png")
 
 
 @pytest.mark.engine

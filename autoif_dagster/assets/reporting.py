@@ -10,6 +10,10 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from ..schemas import ROUND_STAGES
+
+RECENT = 7  # rounds in a combined dataset's yield table and plot
+
 
 def md_table(rows: list[Mapping[str, Any]], columns: list[str], width: int = 80) -> str:
     def cell(v: Any) -> str:
@@ -51,13 +55,48 @@ def bars(labels: list[str], values: list[int], title: str) -> dg.MetadataValue:
     return _plot(title, lambda ax: (ax.bar(labels, values, color="#4f46e5"), ax.tick_params(axis="x", labelrotation=45)))
 
 
-def _plot(title: str, draw: Any) -> dg.MetadataValue:
+def stage_yields(instance: dg.DagsterInstance, rounds: list[str]) -> dict[str, dict[str, int]]:
+    """Rows out of every partitioned stage, per round: {stage: {round: rows}}, from each
+    round's latest materialization (its `rows_by_round`), in the order the data flows."""
+    found: dict[str, dict[str, int]] = {}
+    for stage in ROUND_STAGES:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(stage), asset_partitions=rounds), limit=10 * len(rounds)).records
+        for record in reversed(records):  # oldest first: a later materialization of a round wins
+            materialization = record.asset_materialization
+            by_round = materialization.metadata.get("rows_by_round")
+            if by_round is not None and materialization.partition in rounds:
+                found.setdefault(stage, {})[materialization.partition] = by_round.value.get(materialization.partition, 0)
+    return found
+
+
+def stage_yield_metadata(name: str, own: Mapping[str, int], instance: dg.DagsterInstance,
+                         rounds: list[str]) -> dict[str, dg.MetadataValue]:
+    """For combined dataset `name` (`own`: its rows per round): each round's yield at every
+    stage before it, as a table and a plot (one line per round; the last RECENT rounds)."""
+    recent = rounds[-RECENT:]
+    yields = {**stage_yields(instance, recent), name: {r: own.get(r, 0) for r in recent}}
+    stages = list(yields)
+    table = [{"stage": stage, **{r: yields[stage].get(r, "") for r in recent}} for stage in stages]
+
+    def draw(ax: Any) -> None:
+        for r in recent:
+            ax.plot(range(len(stages)), [yields[s].get(r, 0) for s in stages], marker="o", label=r)
+        ax.set_xticks(range(len(stages)), stages, rotation=60, ha="right", fontsize=7)
+        ax.set_yscale("symlog")
+        ax.legend(fontsize=6)
+
+    return {"yield_per_stage": dg.MetadataValue.md(md_table(table, ["stage", *recent])),
+            "yield_per_stage_plot": _plot("rows out of each stage, per round", draw, size=(7, 4))}
+
+
+def _plot(title: str, draw: Any, size: tuple[float, float] = (5, 3)) -> dg.MetadataValue:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = plt.subplots(figsize=size)
     draw(ax)
     ax.set_title(title)
     ax.set_ylabel("rows")

@@ -16,9 +16,10 @@ sandbox:
 	$(SUDO) bash scripts/setup_docker.sh
 	$(SUDO) bash scripts/setup_host_sandbox.sh
 
-# Debian's chromium, which Playwright drives in the UI test (tests/test_ui_browser.py)
+# Debian's chromium, which Playwright drives in the UI test (tests/test_ui_browser.py), and a
+# font for it to draw text with (only recommended by the package)
 browser:
-	$(SUDO) bash scripts/apt_install.sh browser chromium
+	$(SUDO) bash scripts/apt_install.sh browser chromium fonts-liberation
 
 run: install sandbox
 	$(PY) -m autoif_dagster.cli run

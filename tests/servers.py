@@ -1,5 +1,7 @@
 """Starting a real server for a test: a free loopback port, and waiting until it answers."""
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -26,3 +28,13 @@ def wait_until_serving(proc: subprocess.Popen, url: str, timeout_s: float, what:
             pass
         time.sleep(1)
     pytest.fail(f"{what} did not start within {timeout_s:.0f} s")
+
+
+def stop_group(proc: subprocess.Popen, timeout_s: float = 60) -> None:
+    """Stop a server started with start_new_session=True and every process it started."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)

@@ -15,6 +15,8 @@ import pytest
 
 from autoif_dagster import instance as shipped, pools
 
+from .servers import stop_group
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CODE = ["-m", "tests.pool_defs", "-d", str(ROOT)]
@@ -56,7 +58,7 @@ def test_production_instance_queues_a_second_gpu_run_until_the_first_ends(produc
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert shipped.prepare(instance) == []
-        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", *CODE], cwd=ROOT,
+        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", *CODE], cwd=ROOT, start_new_session=True,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             before = {r.run_id for r in instance.get_runs()}
@@ -68,8 +70,7 @@ def test_production_instance_queues_a_second_gpu_run_until_the_first_ends(produc
             assert len(run_ids) == 2
             runs = _wait_for(instance, run_ids, 240)
         finally:
-            daemon.terminate()
-            daemon.wait(30)
+            stop_group(daemon)  # and the code server it started
     assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * 2
     first, second = sorted((json.loads(line) for line in (production / "ran.jsonl").read_text().splitlines()),
                            key=lambda r: r["start"])

@@ -110,3 +110,16 @@ def test_a_two_round_backfill_is_one_run_on_one_engine(resources, tmp_path, monk
     candidates = read_artifact(tmp_path / "assets", "verifier_candidates")
     by_round = {k: set(g["generation_id"].to_list()) for (k,), g in candidates.group_by("round")}
     assert by_round[FIRST_ROUND] and by_round[NEXT] and not by_round[FIRST_ROUND] & by_round[NEXT]
+
+
+def test_a_round_whose_upstream_was_never_made_names_it(tmp_path):
+    from autoif_dagster.definitions import default_resources
+    from autoif_dagster.resources.io_manager import ParquetIOManager
+
+    resources = {**default_resources(), "io_manager": ParquetIOManager(base_dir=str(tmp_path))}
+    result = dg.materialize(all_assets, selection=["verifier_candidates"], partition_key=NEXT,
+                            resources=resources, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert f"augmented_instructions for round {NEXT} has not been materialized" in str(failure.event_specific_data.error)
+    assert not (tmp_path / "verifier_candidates").exists()  # nothing half-written

@@ -21,7 +21,7 @@ from autoif_dagster.resources.ledger import Ledger
 from autoif_dagster.schemas import SCHEMAS
 
 from .rounds import ROUND
-from .servers import free_port, wait_until_serving
+from .servers import free_port, stop_group, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDING = Path(__file__).parent / "fixtures" / "default_run.jsonl.gz"
@@ -48,7 +48,8 @@ def ui(tmp_path_factory, chromium):
     env = {**os.environ, "AUTOIF_LLM_BACKEND": "replay", "AUTOIF_SANDBOX": "local"}
     env.pop("DAGSTER_HOME", None)  # the embedded instance under --home
     proc = subprocess.Popen([sys.executable, "-m", "autoif_dagster.cli", "ui", "--home", str(home), "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own process group: the webserver, daemon and code server
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(proc, f"{url}/server_info", 180, "autoif ui")
@@ -56,8 +57,7 @@ def ui(tmp_path_factory, chromium):
         httpx.post(f"{url}/graphql", json={"query": "mutation { setNuxSeen }"}, timeout=30).raise_for_status()
         yield url, home
     finally:
-        proc.terminate()  # dagster dev stops its webserver, daemon and code server with it
-        proc.wait(60)
+        stop_group(proc)  # dagster dev and everything it started
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import dagster as dg
 from .assets import consistency, datasets, instructions, queries, responses, verifiers
 from .checks import all_checks
 from .config import AutoIFConfig
+from .resources.exports import ExportResource
 from .resources.gpu import GPUResource
 from .resources.io_manager import ParquetIOManager
 from .resources.llm import LLMResource
@@ -89,6 +90,7 @@ def default_resources() -> dict:
             ledger_path=ledger,
         ),
         "io_manager": ParquetIOManager(base_dir=str(autoif_home() / "assets")),
+        "exports": ExportResource(directory=str(autoif_home() / "exports")),
     }
 
 

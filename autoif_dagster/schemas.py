@@ -142,16 +142,22 @@ SCHEMAS: dict[str, pl.Schema] = {
             "rejected_with_instruction": pl.Boolean,
         }
     ),
+    # one row per file of the newest export (resources/exports.py): what a trainer is given
+    "training_exports": pl.Schema({
+        "file": pl.String, "format": pl.String, "set": pl.String, "version": pl.String,
+        "rows": pl.Int64, "bytes": pl.Int64, "sha256": pl.String,
+    }),
 }
-
-
-class SchemaError(ValueError):
-    """A frame does not match its artifact's declared schema."""
 
 # the training data: every round's rows in one unpartitioned asset (the rest with a `round`
 # column are partitioned by it)
 COMBINED = ("sft_dataset", "dpo_pairs")
 ROUND_STAGES = [name for name, schema in SCHEMAS.items() if "round" in schema and name not in COMBINED]
+
+
+class SchemaError(ValueError):
+    """A frame does not match its artifact's declared schema."""
+
 
 # kind -> the prefix of its ids ("resp-1a2b..."): an id says which table it belongs to
 ID_PREFIXES = {
@@ -167,7 +173,7 @@ PRIMARY_KEYS = {
     "back_translations": "back_translation_id", "nli_verdicts": "back_translation_id",
     "consistent_instructions": "instruction_id", "queries": "query_id", "instruction_prompts": "prompt_id",
     "responses": "response_id", "response_verdicts": "response_id", "quality_scores": "response_id",
-    "sft_dataset": "sample_id", "dpo_pairs": "pair_id",
+    "sft_dataset": "sample_id", "dpo_pairs": "pair_id", "training_exports": "file",
 }
 # id prefix -> the asset whose rows it names
 ID_ASSETS = {

@@ -16,6 +16,7 @@ from autoif_dagster.config import (
     ResponseConfig,
     VerifierConfig,
 )
+from autoif_dagster.resources.exports import ExportResource
 from autoif_dagster.resources.io_manager import ParquetIOManager
 from autoif_dagster.resources.llm import LLMResource, shutdown_engines
 from autoif_dagster.resources.models import SMOKE_MODEL
@@ -76,4 +77,5 @@ def resources(tmp_path, tiny_config, llm, sandbox):
         "nli": NLIResource(),
         "sandbox": sandbox,
         "io_manager": ParquetIOManager(base_dir=str(tmp_path / "assets")),
+        "exports": ExportResource(directory=str(tmp_path / "exports")),
     }

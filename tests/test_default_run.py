@@ -17,6 +17,7 @@ import pytest
 
 from autoif_dagster.definitions import all_assets, default_resources
 from autoif_dagster.method.selection import pass_rate
+from autoif_dagster.resources.exports import ExportResource
 from autoif_dagster.resources.io_manager import ParquetIOManager, read_artifact
 from autoif_dagster.resources.ledger import Ledger
 from autoif_dagster.resources.llm import LLMResource
@@ -41,6 +42,7 @@ def replayed(tmp_path_factory, sandbox):
            for role in ("supervisor_llm", "policy_llm")},
         "sandbox": SandboxResource(**{**dict(sandbox), "ledger_path": ledger}),
         "io_manager": ParquetIOManager(base_dir=str(home / "assets")),
+        "exports": ExportResource(directory=str(home / "exports")),
     }
     result = dg.materialize(all_assets, partition_key=ROUND, resources=resources)
     assert result.success

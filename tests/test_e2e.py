@@ -9,6 +9,7 @@ import pytest
 
 from autoif_dagster.definitions import all_assets
 from autoif_dagster.schemas import REFERENCES, SCHEMAS
+from autoif_dagster.resources.exports import ExportResource
 from autoif_dagster.resources.io_manager import read_artifact
 from autoif_dagster.trace import Tracer
 from tests.rounds import ROUND, context
@@ -183,7 +184,8 @@ def test_default_models_end_to_end(tmp_path, queries_file, sandbox):
         responses=ResponseConfig(samples_per_prompt=2, sampling=Sampling(temperature=0.7, max_tokens=160)),
     )
     resources = {**default_resources(), "autoif": config, "sandbox": sandbox,
-                 "io_manager": ParquetIOManager(base_dir=str(tmp_path / "assets"))}
+                 "io_manager": ParquetIOManager(base_dir=str(tmp_path / "assets")),
+                 "exports": ExportResource(directory=str(tmp_path / "exports"))}
     frames, meta = materialize(with_ledger(resources, tmp_path), tmp_path)
     assert len(llm_module._ENGINES) == 1
     assert frames["responses"]["model"].unique().to_list() in ([], [resources["policy_llm"].model])

@@ -1,4 +1,5 @@
-"""Stage 11-12: the training data: SFT samples and DPO preference pairs, of every round so far."""
+"""Stage 11-12: the training data: SFT samples and DPO preference pairs, of every round so
+far, and their export in the formats trainers read."""
 
 from collections import Counter, defaultdict
 
@@ -7,10 +8,11 @@ import polars as pl
 
 from ..config import AutoIFConfig
 from ..method.selection import dpo_pairs as make_pairs
+from ..resources.exports import ExportResource
 from ..rounds import ALL_ROUNDS, per_round
 from ..schemas import content_id, frame
 from ..versions import output
-from .reporting import funnel
+from .reporting import funnel, md_table
 
 GROUP = "datasets"
 # every round materialized so far (the datasets combine them)
@@ -100,3 +102,22 @@ def dpo_pairs(
     rejected_query_only = int((~df["rejected_with_instruction"]).sum())
     return output(df, funnel(scored["prompt_id"].n_unique(), df, dropped, unit="prompts in, pairs out",
                              pairs_rejected_query_only=rejected_query_only))
+
+
+@dg.asset(group_name=GROUP, kinds={"polars", "json"})
+def training_exports(context: dg.AssetExecutionContext, exports: ExportResource, sft_dataset: pl.DataFrame,
+                     dpo_pairs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """The SFT data and DPO pairs as trainers read them: LLaMA-Factory (alpaca, sharegpt and its
+    dataset_info.json), chat-messages JSONL (TRL), Hugging Face `datasets`; optionally the Hub.
+    The manifest lists every file written."""
+    manifest = frame("training_exports", exports.export(sft_dataset.to_dicts(), dpo_pairs.to_dicts()))
+    version = manifest["version"][0] if manifest.height else ""
+    context.log.info(f"exported {sft_dataset.height} SFT rows and {dpo_pairs.height} DPO pairs to "
+                     f"{exports.directory}/{version}")
+    return output(manifest, {
+        "files": manifest.height, "version": version,
+        "directory": dg.MetadataValue.path(f"{exports.directory}/{version}"),
+        "manifest": dg.MetadataValue.md(md_table(manifest.select("file", "set", "rows", "bytes").to_dicts(),
+                                                 ["file", "set", "rows", "bytes"])),
+        **({"hub_repo": exports.hub_repo} if exports.hub_repo else {}),
+    })

@@ -35,8 +35,9 @@ class _ParquetIO(dg.UPathIOManager):
         if not path.exists():  # e.g. a round whose upstream was never made: say which, and how
             name = context.asset_key.path[-1]
             part = f" for round {path.stem}" if context.has_asset_partitions else ""
-            raise dg.Failure(f"{name}{part} has not been materialized (no {path}): materialize it first, "
-                             "or the whole round (`autoif run --round DAY`)")
+            # a FileNotFoundError: Dagster skips it where missing rounds are allowed (ALL_ROUNDS)
+            raise FileNotFoundError(f"{name}{part} has not been materialized (no {path}): materialize it "
+                                    "first, or the whole round (`autoif run --round DAY`)")
         return _read(path)
 
     # A round-partitioned artifact is one file per round (rounds.py); a run that writes or

@@ -45,6 +45,7 @@ def _run_config(args: argparse.Namespace, home: Path) -> dict[str, Any]:
             **llms,
             "sandbox": {"config": {"backend": args.sandbox, "ledger_path": str(home / "ledger.sqlite")}},
             "io_manager": {"config": {"base_dir": str(home / "assets")}},
+            "exports": {"config": {"directory": str(home / "exports")}},
         }
     }
 

@@ -238,6 +238,7 @@ CHILD = """
 import sys, dagster as dg
 from autoif_dagster.definitions import all_assets
 from autoif_dagster.config import AutoIFConfig, ResponseConfig
+from autoif_dagster.resources.exports import ExportResource
 from autoif_dagster.resources.io_manager import ParquetIOManager
 from autoif_dagster.resources.llm import LLMResource, shutdown_engines
 from autoif_dagster.resources.nli import NLIResource
@@ -248,7 +249,7 @@ llm = LLMResource(model="smollm2-135m-instruct", ledger_path=home + "/ledger.sql
 result = dg.materialize(all_assets, partition_key=ROUND, selection=["responses"], resources={
     "autoif": AutoIFConfig(responses=ResponseConfig(samples_per_prompt=4)), "policy_llm": llm,
     "supervisor_llm": llm, "nli": NLIResource(), "sandbox": SandboxResource(),  # unused by this asset
-    "io_manager": ParquetIOManager(base_dir=home + "/assets")})
+    "io_manager": ParquetIOManager(base_dir=home + "/assets"), "exports": ExportResource(directory=home + "/exports")})
 for event in result.get_asset_materialization_events():
     m = event.event_specific_data.materialization
     print("responses", m.metadata["ledger_hits"].value, m.metadata["ledger_misses"].value, flush=True)

@@ -115,7 +115,7 @@ def training_exports(context: dg.AssetExecutionContext, exports: ExportResource,
     context.log.info(f"exported {sft_dataset.height} SFT rows and {dpo_pairs.height} DPO pairs to "
                      f"{exports.directory}/{version}")
     return output(manifest, {
-        "files": manifest.height, "version": version,
+        "rows_out": manifest.height, "dagster/row_count": manifest.height, "files": manifest.height, "version": version,
         "directory": dg.MetadataValue.path(f"{exports.directory}/{version}"),
         "manifest": dg.MetadataValue.md(md_table(manifest.select("file", "set", "rows", "bytes").to_dicts(),
                                                  ["file", "set", "rows", "bytes"])),

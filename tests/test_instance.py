@@ -3,7 +3,6 @@ PostgreSQL (pgserver's binaries, started for the test), with the real daemon dra
 queue; and the embedded default's (SQLite)."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys

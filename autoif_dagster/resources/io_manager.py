@@ -32,13 +32,14 @@ class _ParquetIO(dg.UPathIOManager):
             tmp.rename(path)
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pl.DataFrame:
-        if not path.exists():  # e.g. a round whose upstream was never made: say which, and how
+        try:
+            return _read(path)
+        except FileNotFoundError as exc:  # e.g. a round whose upstream was never made: say which, and how
             name = context.asset_key.path[-1]
             part = f" for round {path.stem}" if context.has_asset_partitions else ""
-            # a FileNotFoundError: Dagster skips it where missing rounds are allowed (ALL_ROUNDS)
+            # still a FileNotFoundError: Dagster skips it where missing rounds are allowed (ALL_ROUNDS)
             raise FileNotFoundError(f"{name}{part} has not been materialized (no {path}): materialize it "
-                                    "first, or the whole round (`autoif run --round DAY`)")
-        return _read(path)
+                                    "first, or the whole round (`autoif run --round DAY`)") from exc
 
     # A round-partitioned artifact is one file per round (rounds.py); a run that writes or
     # reads several rounds holds them in one frame with a `round` column.

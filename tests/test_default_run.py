@@ -54,7 +54,7 @@ def replayed(tmp_path_factory, sandbox):
 
 def test_the_default_run_yields_training_data_past_the_papers_bars(replayed):
     """The default run's real completions through today's code, with the paper's thresholds.
-    The recording (2026-12-01, round 2026-11-01) gave 41 SFT rows from 7 instructions and 37
+    The recording (2026-12-02, round 2026-11-01) gave 37 SFT rows from 9 instructions and 36
     DPO pairs (issue #6 asks 30 from 8, and 15); losing half of that is a regression, not
     noise: the same completions always give the same rows."""
     _, frames, metadata, _ = replayed

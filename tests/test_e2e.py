@@ -8,7 +8,9 @@ import polars as pl
 import pytest
 
 from autoif_dagster.definitions import all_assets
-from autoif_dagster.schemas import REFERENCES, SCHEMAS
+from autoif_dagster.schemas import MODEL_ARTIFACTS, REFERENCES, SCHEMAS
+
+DATA = set(SCHEMAS) - set(MODEL_ARTIFACTS)  # what the data graph (all_assets) makes
 from autoif_dagster.resources.exports import ExportResource
 from autoif_dagster.resources.io_manager import read_artifact
 from autoif_dagster.trace import Tracer
@@ -23,7 +25,7 @@ RECONCILED = ["augmented_instructions", "verifier_candidates", "verifiers", "tes
 def materialize(resources: dict, home) -> tuple[dict[str, pl.DataFrame], dict[str, dict]]:
     result = dg.materialize(all_assets, partition_key=ROUND, resources=resources)
     assert result.success
-    frames = {name: read_artifact(home / "assets", name) for name in SCHEMAS}
+    frames = {name: read_artifact(home / "assets", name) for name in DATA}
     materializations = [ev.event_specific_data.materialization for ev in result.get_asset_materialization_events()]
     metadata = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()} for m in materializations}
     return frames, metadata
@@ -65,7 +67,7 @@ def run(resources, tmp_path):
 @pytest.mark.engine
 def test_whole_graph_on_the_embedded_model(run):
     frames, metadata = run
-    assert set(metadata) == set(SCHEMAS)
+    assert set(metadata) == DATA
     for name, df in frames.items():
         assert df.schema == SCHEMAS[name], name
         assert metadata[name]["rows_out"] == df.height
@@ -107,7 +109,7 @@ def test_a_prompt_edit_reruns_exactly_what_is_downstream_and_asks_only_new_promp
     res = with_ledger(resources, tmp_path)
     with dg.instance_for_test() as instance:
         assert dg.materialize(all_assets, partition_key=ROUND, resources=res, instance=instance).success
-        before = {name: read_artifact(tmp_path / "assets", name) for name in SCHEMAS}
+        before = {name: read_artifact(tmp_path / "assets", name) for name in DATA}
         assert stale_assets(instance, dg.Definitions(assets=all_assets, resources=res), ROUND) == {}
 
         monkeypatch.setattr(prompts, "VERIFIER_TASK", prompts.VERIFIER_TASK + " Keep the function short.")
@@ -117,14 +119,14 @@ def test_a_prompt_edit_reruns_exactly_what_is_downstream_and_asks_only_new_promp
         assert list(stale) == [dg.AssetKey("verifier_candidates")], stale
         keys = to_refresh(stale, defs)
         upstream = {"seed_instructions", "augmented_instructions", "queries"}
-        assert {k.to_user_string() for k in keys} == set(SCHEMAS) - upstream
+        assert {k.to_user_string() for k in keys} == DATA - upstream
         with Ledger(res["supervisor_llm"].ledger_path) as ledger:
             stored = ledger.count("completions")
         result = dg.materialize(edited, partition_key=ROUND, selection=keys, resources=res, instance=instance)
         assert result.success
         meta = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()}
                 for m in (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())}
-        assert set(meta) == set(SCHEMAS) - upstream  # nothing upstream re-ran
+        assert set(meta) == DATA - upstream  # nothing upstream re-ran
         candidates = meta["verifier_candidates"]
         assert candidates["ledger_misses"] == candidates["llm_requests"] > 0  # every verifier prompt is new
         for name, stage in (("instruction_prompts", "responses"), ("verifiers", "back_translations")):

@@ -103,7 +103,7 @@ def test_graph_shows_every_asset(ui, browser):
     # and by stage, as the webserver's GraphQL API serves them
     nodes = httpx.post(f"{url}/graphql", json={"query": "{ assetNodes { assetKey { path } groupName } }"},
                        timeout=30).json()["data"]["assetNodes"]
-    assert {n["groupName"] for n in nodes} == {"instructions", "verifiers", "consistency", "queries", "responses", "datasets"}
+    assert {n["groupName"] for n in nodes} == {"instructions", "verifiers", "consistency", "queries", "responses", "datasets", "evaluation"}
 
 
 def test_a_partition_launched_from_the_ui_succeeds(ui, browser):

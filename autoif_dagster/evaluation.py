@@ -7,6 +7,7 @@ four everyone reports: prompt-level (every instruction of a prompt followed) and
 instruction-level (share of instructions followed), strict and loose.
 """
 
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ class EvaluationError(ValueError):
     """A benchmark's prompts cannot be read, or name an instruction its checkers do not know."""
 
 
+@functools.cache  # once per process: judge() asks for it per answer
 def _registry(benchmark: str) -> dict[str, Any]:
     from . import nltk_data
 

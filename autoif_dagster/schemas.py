@@ -163,9 +163,10 @@ BENCHMARK_SCORES = pl.Schema({
     "prompt_strict": pl.Boolean, "prompt_loose": pl.Boolean,
 })
 SCORED_MODELS = ("base",)
-SCHEMAS.update({f"{model}_benchmark_scores": BENCHMARK_SCORES for model in SCORED_MODELS})
+SCORE_ARTIFACTS = tuple(f"{model}_benchmark_scores" for model in SCORED_MODELS)
+SCHEMAS.update(dict.fromkeys(SCORE_ARTIFACTS, BENCHMARK_SCORES))
 # the artifacts about models (evaluate_job's); every other one is the data (autoif_job's)
-MODEL_ARTIFACTS = ("benchmark_prompts", *(f"{model}_benchmark_scores" for model in SCORED_MODELS))
+MODEL_ARTIFACTS = ("benchmark_prompts", *SCORE_ARTIFACTS)
 
 # the training data: every round's rows in one unpartitioned asset (the rest with a `round`
 # column are partitioned by it)
@@ -192,7 +193,7 @@ PRIMARY_KEYS = {
     "consistent_instructions": "instruction_id", "queries": "query_id", "instruction_prompts": "prompt_id",
     "responses": "response_id", "response_verdicts": "response_id", "quality_scores": "response_id",
     "sft_dataset": "sample_id", "dpo_pairs": "pair_id", "training_exports": "file",
-    "benchmark_prompts": "prompt_id", **{f"{model}_benchmark_scores": "prompt_id" for model in SCORED_MODELS},
+    "benchmark_prompts": "prompt_id", **dict.fromkeys(SCORE_ARTIFACTS, "prompt_id"),
 }
 # id prefix -> the asset whose rows it names
 ID_ASSETS = {

@@ -17,7 +17,6 @@ import argparse
 import gzip
 import json
 import multiprocessing
-import os
 import resource
 import time
 from collections import defaultdict
@@ -39,16 +38,12 @@ def stages(ledger: Path) -> dict[str, list[dict]]:
 
 def measure(model: str, block_size: int, requests: dict[str, list[dict]], max_tokens: int | None,
             max_model_len: int) -> dict:
-    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
 
-    from autoif_dagster.resources.models import resolve_model
+    from autoif_dagster.resources.llm import LLMResource
 
-    engine = LLM(model=resolve_model(model), dtype="float32", max_model_len=max_model_len, enforce_eager=True, seed=0,
-                 enable_chunked_prefill=False, max_num_seqs=48, block_size=block_size,
-                 max_num_batched_tokens=max_model_len)  # without chunked prefill: the prefill batch's cap
+    # the engine exactly as a run starts it, but for the block size under test
+    engine = LLMResource(model=model, max_model_len=max_model_len, cpu_block_size=block_size).engine()
     figures = {}
     for stage, batch in requests.items():
         params = [SamplingParams(max_tokens=max_tokens or r["max_tokens"], temperature=r["temperature"],

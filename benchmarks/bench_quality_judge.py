@@ -18,7 +18,7 @@ from pathlib import Path
 
 from autoif_dagster.assets.llm_stage import run_stage
 from autoif_dagster.config import AutoIFConfig
-from autoif_dagster.method import parsing, stages
+from autoif_dagster.method import parsing, prompts, stages
 from autoif_dagster.resources.llm import LLMResource, shutdown_engines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ def judged(ledger: Path) -> list[dict]:
         for line in f:
             row = json.loads(line)
             messages = row["request"]["messages"]
-            if not messages[0]["content"].startswith(stages.prompts.QUALITY_TASK[:40]):
+            if not messages[0]["content"].startswith(prompts.QUALITY_TASK[:40]):
                 continue
             match = _FIELDS.fullmatch(messages[-1]["content"])
             if match is None:

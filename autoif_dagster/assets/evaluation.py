@@ -54,10 +54,9 @@ def score_model(context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl
     df = frame(name, rows)
     table = []
     meta: dict = {}
-    for benchmark in df["benchmark"].unique(maintain_order=True).to_list():
-        figures = evaluation.scores(df.filter(pl.col("benchmark") == benchmark).to_dicts())
-        table.append({"benchmark": benchmark, "prompts": int((df["benchmark"] == benchmark).sum()),
-                      **{m: f"{v:.3f}" for m, v in figures.items()}})
+    for (benchmark,), part in df.group_by("benchmark", maintain_order=True):
+        figures = evaluation.scores(part.to_dicts())
+        table.append({"benchmark": benchmark, "prompts": part.height, **{m: f"{v:.3f}" for m, v in figures.items()}})
         meta.update({f"{benchmark}/{m}": dg.MetadataValue.float(round(v, 4)) for m, v in figures.items()})
     meta["scores"] = dg.MetadataValue.md(md_table(table, ["benchmark", "prompts", *evaluation.METRICS]))
     meta["truncated"] = int((df["finish_reason"] == "length").sum()) if df.height else 0

@@ -60,6 +60,22 @@ def test_structured_output_is_json_of_the_schema(llm):
 
 
 @pytest.mark.engine
+def test_shared_prompt_prefixes_are_served_from_the_cache(llm):
+    """Samples of one prompt share its KV blocks: with vLLM-CPU's default 128-token blocks a
+    ~90-token prompt shared none (LLMResource.cpu_block_size)."""
+    engine = llm.engine()
+    assert engine.llm_engine.vllm_config.cache_config.block_size == llm.cpu_block_size == 32
+    from vllm import SamplingParams
+
+    engine.reset_prefix_cache()
+    messages = prompts.response_prompt("Explain what a hash table is to a new programmer, in two sentences.")
+    outs = engine.chat([messages] * 4, sampling_params=[SamplingParams(max_tokens=1, seed=i) for i in range(4)],
+                       use_tqdm=False)
+    assert len(outs[0].prompt_token_ids) < 128
+    assert sum(o.num_cached_tokens or 0 for o in outs) >= 3 * 32  # the other three reuse its full blocks
+
+
+@pytest.mark.engine
 def test_seeded_sampling_is_reproducible_and_per_request(llm):
     a = llm.chat(_json_requests(2, seed=7)).completions
     b = llm.chat(_json_requests(2, seed=7)[::-1]).completions[::-1]  # batch order does not matter

@@ -139,7 +139,9 @@ def _run_child(code: CodeType, inputs: list[str], start: int, timeout_s: float,
     timed out or died followed by a TIMEOUT/CRASH verdict for the input it was on."""
     count = len(inputs) - start
     _hard_limits()  # in the parent: each child finds them read
-    scratch = tempfile.mkdtemp(prefix="verifier-")
+    # As PID 1 the temporary directory is private and emptied after every child (see
+    # _clear_namespace): the child works there. Elsewhere it gets a directory of its own.
+    scratch = tempfile.gettempdir() if _as_init() else tempfile.mkdtemp(prefix="verifier-")
     board = mmap.mmap(-1, count + 1)  # MAP_SHARED: the child's marks show here; zeroed
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -273,9 +275,14 @@ def _kill(pid: int) -> None:
 def _clean_up(pid: int, scratch: str) -> int:
     """Reap the (killed) child, clear up what it left behind; its wait status."""
     status = os.waitpid(pid, 0)[1]
-    if not _clear_namespace():  # as PID 1 it emptied the temporary directory, scratch included
+    if not _clear_namespace():  # as PID 1 it emptied the temporary directory, the scratch
         shutil.rmtree(scratch, ignore_errors=True)
     return status
+
+
+def _as_init() -> bool:
+    """Whether we are PID 1 of a PID namespace (the Docker and host backends)."""
+    return os.getpid() == 1
 
 
 def _clear_namespace() -> bool:
@@ -284,7 +291,7 @@ def _clear_namespace() -> bool:
     namespace, so that whatever the child left running, even after setsid(), is gone, and
     empty the temporary directories: the next verifier finds no trace of this one.
     Whether it did so (whether we are PID 1)."""
-    as_init = os.getpid() == 1
+    as_init = _as_init()
     if as_init:
         try:
             os.kill(-1, signal.SIGKILL)  # all processes we may signal, except ourselves

@@ -7,56 +7,7 @@ import pytest
 
 from autoif_dagster import evaluation, nltk_data
 
-# Every IFEval instruction type: its kwargs, an answer that obviously follows it and one that
-# obviously breaks it, as the official checkers define them (google-research's
-# instruction_following_eval, which if-verifiable copies).
-IFEVAL_CASES = {
-    "change_case:capital_word_frequency": ({"capital_relation": "less than", "capital_frequency": 3},
-                                           "I LOVE quiet cats.", "THIS IS VERY LOUD TEXT INDEED."),
-    "change_case:english_capital": ({}, "THIS ANSWER IS WRITTEN IN CAPITAL LETTERS ONLY.",
-                                    "This answer is written in ordinary sentence case."),
-    "change_case:english_lowercase": ({}, "this answer is written in lowercase letters only.",
-                                      "This Answer Has Capital Letters In It."),
-    "combination:repeat_prompt": ({"prompt_to_repeat": "Tell me a joke about cats."},
-                                  "Tell me a joke about cats. Why did the cat sit on the computer? To keep an eye on the mouse.",
-                                  "Why did the cat sit on the computer? To keep an eye on the mouse."),
-    "combination:two_responses": ({}, "Cats are independent.\n******\nCats are curious.", "Cats are independent."),
-    "detectable_content:number_placeholders": ({"num_placeholders": 2}, "Dear [name], we will meet at [address].",
-                                               "Dear friend, we will meet at the station."),
-    "detectable_content:postscript": ({"postscript_marker": "P.S."}, "See you soon.\nP.S. Bring an umbrella.",
-                                      "See you soon. Bring an umbrella."),
-    "detectable_format:constrained_response": ({}, "My answer is yes.", "I would say it depends."),
-    "detectable_format:json_format": ({}, '```json\n{"answer": "cats", "count": 2}\n```', "The answer is cats, twice."),
-    "detectable_format:multiple_sections": ({"section_spliter": "Section", "num_sections": 2},
-                                            "Section 1\nCats sleep a lot.\nSection 2\nCats also play.",
-                                            "Cats sleep a lot. Cats also play."),
-    "detectable_format:number_bullet_lists": ({"num_bullets": 2}, "* Cats sleep.\n* Cats play.", "* Cats sleep."),
-    "detectable_format:number_highlighted_sections": ({"num_highlights": 2}, "Cats are *calm* and *curious*.",
-                                                      "Cats are calm and curious."),
-    "detectable_format:title": ({}, "<<On Cats>>\nCats are calm.", "On Cats\nCats are calm."),
-    "keywords:existence": ({"keywords": ["cat", "dog"]}, "The cat chased the dog.", "The bird sang."),
-    "keywords:forbidden_words": ({"forbidden_words": ["rock"]}, "I like jazz and blues.", "I like rock music."),
-    "keywords:frequency": ({"relation": "at least", "keyword": "story", "frequency": 2},
-                           "This story is a good story.", "This tale is good."),
-    "keywords:letter_frequency": ({"let_relation": "at least", "letter": "z", "let_frequency": 3},
-                                  "The lazy zebra dozed.", "The cat slept."),
-    "language:response_language": ({"language": "fr"},
-                                   "Bonjour, je suis très heureux de vous rencontrer aujourd'hui dans cette belle ville.",
-                                   "Hello, I am very happy to meet you today in this beautiful city."),
-    "length_constraints:nth_paragraph_first_word": ({"first_word": "weekend", "num_paragraphs": 2, "nth_paragraph": 2},
-                                                    "We made plans.\n\nWeekend trips are fun.",
-                                                    "We made plans.\n\nMonday trips are fun."),
-    "length_constraints:number_paragraphs": ({"num_paragraphs": 2}, "Cats sleep.\n***\nCats play.", "Cats sleep and play."),
-    "length_constraints:number_sentences": ({"relation": "less than", "num_sentences": 3},
-                                            "I like cats. I like dogs.",
-                                            "I like cats. I like dogs. I like birds. I like fish."),
-    "length_constraints:number_words": ({"relation": "at least", "num_words": 10},
-                                        "Cats are small animals that many people keep at home as pets.", "Cats are small."),
-    "punctuation:no_comma": ({}, "Cats sleep and play all day.", "Cats sleep, play, and eat."),
-    "startend:end_checker": ({"end_phrase": "Any other questions?"}, "Cats sleep a lot. Any other questions?",
-                             "Cats sleep a lot."),
-    "startend:quotation": ({}, '"Cats sleep a lot."', "Cats sleep a lot."),
-}
+from tests.ifeval_cases import IFEVAL_CASES
 
 
 def _row(instruction: str, kwargs: dict, benchmark: str = "ifeval") -> dict:

@@ -69,6 +69,7 @@ SMOKE_MODEL = "smollm2-135m-instruct"  # the fast tests' model: plumbing, not qu
 # user sets base_llm.model to the policy model for self-alignment.
 DEFAULT_BASE = SMOKE_MODEL
 MARKER = "autoif-embedded.json"  # written last: its presence means the checkpoint is whole
+CHECKPOINT_MANIFEST = "autoif-checkpoint.json"  # a trained checkpoint's (resources/checkpoints.py)
 CONVERSION = 2  # bumped when the conversion changes: older checkpoints are converted again
 
 
@@ -116,6 +117,10 @@ def model_identity(name: str) -> str:
         weights = model.sha256 or ",".join(f"{p}=={_version(p)}" for p in model.packages)
         return f"embedded:{name}:{weights}:conversion{CONVERSION}"
     path = Path(name).expanduser()
+    try:  # a checkpoint this project trained: its manifest names what made it (base, data, settings)
+        return f"checkpoint:{json.loads((path / CHECKPOINT_MANIFEST).read_text())['version']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     if path.is_dir():
         digest = hashlib.sha256()
         for file in sorted(path.iterdir()):
@@ -161,6 +166,39 @@ def ensure_embedded_checkpoint(name: str) -> Path:
                 shutil.rmtree(target)
             _convert(name, model, sources, target)
     return target
+
+
+def merge_adapter(base: str, adapter: str) -> str:
+    """A LoRA adapter (peft) merged into its base's weights: a whole checkpoint an engine loads
+    like any other, made once per (base, adapter) and cached beside the embedded models,
+    written to a temporary directory and renamed into place once whole."""
+    key = hashlib.sha256(f"{model_identity(base)}|{model_identity(adapter)}".encode()).hexdigest()[:16]
+    target = model_cache_dir() / "merged" / key
+    if is_complete(target):
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(target) + ".lock"):
+        if not is_complete(target):
+            import torch
+            from peft import PeftModel
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            base_path = resolve_model(base)
+            if not (Path(adapter) / "adapter_config.json").is_file():
+                raise ModelNotFoundError(f"LoRA adapter {adapter!r} has no adapter_config.json")
+            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
+            try:
+                model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+                model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+                model.save_pretrained(tmp)
+                AutoTokenizer.from_pretrained(base_path).save_pretrained(tmp)
+                (tmp / MARKER).write_text(json.dumps({"base": base, "adapter": adapter, "conversion": CONVERSION}))
+                if target.exists():  # a merge without its marker: never loaded
+                    shutil.rmtree(target)
+                tmp.rename(target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
 
 
 def locate_parts(name: str, model: EmbeddedModel) -> list[Path]:

@@ -11,6 +11,7 @@ from ..method import stages
 from ..method.selection import pass_rate
 from ..resources.llm import LLMResource
 from ..resources.sandbox import SandboxResource, VerifierJob
+from ..sandbox.protocol import Verdict
 from ..rounds import PARTITIONED, per_round
 from ..schemas import content_id, frame
 from .llm_stage import run_stage
@@ -62,6 +63,28 @@ def responses(
     return output(df, funnel(len(jobs), df, dropped, **run.metadata))
 
 
+def judge_by_instruction(sandbox: SandboxResource, answers: list[tuple[str, str, str]],
+                         verifiers: pl.DataFrame) -> tuple[dict[str, list[tuple[str, Verdict]]], dict]:
+    """Each (answer id, instruction id, text) judged by every verifier of its instruction:
+    answer id -> [(verifier id, verdict)], and the sandbox's call statistics. One sandbox job
+    per verifier over every answer to its instruction: the unit the sandbox forks a worker
+    for, so a verifier is compiled once per batch."""
+    by_instruction: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for answer_id, instruction_id, text in answers:
+        by_instruction[instruction_id].append((answer_id, text))
+    funcs: dict[str, list[tuple[str, str]]] = defaultdict(list)  # instruction -> (verifier id, source)
+    for v in verifiers.iter_rows(named=True):
+        funcs[v["instruction_id"]].append((v["verifier_id"], v["func"]))
+    plan = [(iid, vid, f) for iid in by_instruction for vid, f in funcs[iid]]
+    results, sandbox_calls = sandbox.judge_with_stats(
+        [VerifierJob(f, [text for _, text in by_instruction[iid]]) for iid, _, f in plan], progress=True)
+    judged: dict[str, list[tuple[str, Verdict]]] = defaultdict(list)
+    for (iid, vid, _), verdicts in zip(plan, results):
+        for (answer_id, _), v in zip(by_instruction[iid], verdicts):
+            judged[answer_id].append((vid, v))
+    return judged, sandbox_calls
+
+
 @dg.asset(group_name=GROUP, kinds={"polars"}, pool=pools.SANDBOX, **PARTITIONED)
 @per_round
 def response_verdicts(
@@ -74,21 +97,9 @@ def response_verdicts(
 ) -> dg.Output[pl.DataFrame]:
     """Every response judged by every verifier of its instruction; pass rate per response."""
     instruction_of = dict(zip(instruction_prompts["prompt_id"].to_list(), instruction_prompts["instruction_id"].to_list()))
-    by_instruction: dict[str, list[dict]] = defaultdict(list)
-    for r in responses.iter_rows(named=True):
-        by_instruction[instruction_of[r["prompt_id"]]].append(r)
-    funcs: dict[str, list[tuple[str, str]]] = defaultdict(list)  # instruction -> (verifier id, source)
-    for v in verifiers.iter_rows(named=True):
-        funcs[v["instruction_id"]].append((v["verifier_id"], v["func"]))
-    # One sandbox job per verifier over all responses to its instruction: the unit the
-    # sandbox forks a worker for, so a verifier is compiled once per batch.
-    plan = [(iid, vid, f) for iid in by_instruction for vid, f in funcs[iid]]
-    results, sandbox_calls = sandbox.judge_with_stats(
-        [VerifierJob(f, [r["response"] for r in by_instruction[iid]]) for iid, _, f in plan], progress=True)
-    per_response: dict[str, list] = defaultdict(list)  # response -> [(verifier id, verdict)]
-    for (iid, vid, _), verdicts in zip(plan, results):
-        for r, v in zip(by_instruction[iid], verdicts):
-            per_response[r["response_id"]].append((vid, v))
+    per_response, sandbox_calls = judge_by_instruction(
+        sandbox, [(r["response_id"], instruction_of[r["prompt_id"]], r["response"]) for r in responses.iter_rows(named=True)],
+        verifiers)
     rows = []
     error_kinds: Counter = Counter()
     for r in responses.iter_rows(named=True):

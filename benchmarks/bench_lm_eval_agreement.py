@@ -4,8 +4,8 @@ lm-eval's IFEval task is what most users compare against. This judges every answ
 with ours (evaluation.judge: if-verifiable's checkers) and with lm-eval's own scoring code
 (lm_eval/tasks/ifeval/utils.py `process_results`, its instruction registry, and the
 aggregations its ifeval.yaml names), then prints how many per-instruction verdicts agree,
-strict and loose, which instruction types differ, whether if-verifiable's preprocessing of the
-answer explains each difference, and both sets of the four scores.
+strict and loose, which instruction types differ and why (a checker's random draw, or
+if-verifiable's preprocessing of the answer), and both sets of the four scores.
 
 Answers: the Parquet `base_benchmark_scores` an `autoif evaluate` run writes under
 AUTOIF_HOME/assets/ (that file, or the directory), or JSONL with `key` (or `prompt`, as in
@@ -20,6 +20,7 @@ tests/test_lm_eval_agreement.py runs the same comparison on hand-written answers
 import argparse
 import functools
 import json
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,12 +73,25 @@ class Agreement:
     # instruction type -> (mode -> verdicts that differ); and how many of it were judged
     differ: dict[str, Counter] = field(default_factory=dict)
     judged: Counter = field(default_factory=Counter)
-    # differing prompts whose verdicts agree once lm-eval judges the answer as if-verifiable
-    # preprocesses it (strip_thinking: surrounding whitespace and <think> blocks removed)
-    explained: int = 0
+    # judge (ours, lm_eval) -> prompts on which its checkers drew an argument at random: IFEval's
+    # replace one they cannot use (a "letter" that is not a-z; for lm-eval, also a falsy kwarg,
+    # which it drops) with a random one, drawn anew for every judgement
+    drawn: Counter = field(default_factory=Counter)
+    # why the differing prompts differ: "random" (such a draw), "strip_thinking" (they agree once
+    # lm-eval judges the answer as if-verifiable preprocesses it: surrounding whitespace and
+    # <think> blocks removed), or "unexplained"
+    causes: Counter = field(default_factory=Counter)
     examples: list[dict] = field(default_factory=list)
     ours: dict[str, float] = field(default_factory=dict)
     theirs: dict[str, float] = field(default_factory=dict)
+
+
+def _judged(judge, row: dict, response: str) -> tuple[dict, bool]:
+    """A judge's verdicts, and whether its checkers drew from `random` meanwhile (langdetect,
+    the only other source of chance, has its own generator)."""
+    state = random.getstate()
+    verdict = judge(row, response)
+    return verdict, random.getstate() != state
 
 
 def compare(pairs: list[tuple[dict, str]]) -> Agreement:
@@ -86,7 +100,9 @@ def compare(pairs: list[tuple[dict, str]]) -> Agreement:
 
     result, ours_all, theirs_all = Agreement(prompts=len(pairs)), [], []
     for row, response in pairs:
-        ours, theirs = evaluation.judge(row, response), lm_eval_judge(row, response)
+        (ours, ours_drew), (theirs, theirs_drew) = _judged(evaluation.judge, row, response), _judged(
+            lm_eval_judge, row, response)
+        result.drawn.update(name for name, drew in (("ours", ours_drew), ("lm_eval", theirs_drew)) if drew)
         ours_all.append(ours)
         theirs_all.append(theirs)
         for i, kind in enumerate(row["instruction_id_list"]):
@@ -100,10 +116,11 @@ def compare(pairs: list[tuple[dict, str]]) -> Agreement:
         if ours == theirs:
             result.prompts_equal += 1
             continue
-        explained = lm_eval_judge(row, strip_thinking(response)) == ours
-        result.explained += explained
+        cause = ("random" if ours_drew or theirs_drew else
+                 "strip_thinking" if lm_eval_judge(row, strip_thinking(response)) == ours else "unexplained")
+        result.causes[cause] += 1
         result.examples.append({"key": row["key"], "instructions": row["instruction_id_list"], "ours": ours,
-                                "lm_eval": theirs, "explained": explained, "response": response})
+                                "lm_eval": theirs, "cause": cause, "response": response})
     result.ours, result.theirs = evaluation.scores(ours_all), lm_eval_scores(theirs_all)
     return result
 
@@ -136,8 +153,10 @@ def report(result: Agreement, examples: int) -> str:
              f"loose verdicts equal:  {result.equal['loose']}/{result.instructions}",
              f"prompts judged alike:  {result.prompts_equal}/{result.prompts}"]
     if result.examples:
-        lines.append(f"of the {len(result.examples)} others, {result.explained} agree once lm-eval judges the answer "
-                     "as if-verifiable's strip_thinking leaves it")
+        lines.append(f"why the {len(result.examples)} others differ: "
+                     + ", ".join(f"{cause} {n}" for cause, n in sorted(result.causes.items())))
+    lines.append(f"prompts whose checkers drew an argument at random: ours {result.drawn['ours']}, "
+                 f"lm-eval {result.drawn['lm_eval']}")
     if result.differ:
         lines.append("\ninstruction type differing: strict / loose (of judged)")
         for kind, modes in sorted(result.differ.items()):
@@ -145,7 +164,7 @@ def report(result: Agreement, examples: int) -> str:
     lines.append(f"\n{'score':20} {'ours':>8} {'lm-eval':>8}")
     lines += [f"{m:20} {result.ours[m]:8.4f} {result.theirs[m]:8.4f}" for m in evaluation.METRICS]
     for ex in result.examples[:examples]:
-        lines.append(f"\nkey {ex['key']} {ex['instructions']} (explained: {ex['explained']})\n"
+        lines.append(f"\nkey {ex['key']} {ex['instructions']} (cause: {ex['cause']})\n"
                      f"  ours    strict {ex['ours']['instruction_strict']} loose {ex['ours']['instruction_loose']}\n"
                      f"  lm-eval strict {ex['lm_eval']['instruction_strict']} loose {ex['lm_eval']['instruction_loose']}\n"
                      f"  answer starts {ex['response'][:60]!r}, ends {ex['response'][-60:]!r}")
@@ -161,6 +180,7 @@ def main() -> int:
     pairs = load_answers(Path(args.answers), evaluation.load_prompts("ifeval", args.ifeval))
     if not pairs:
         parser.error(f"no IFEval answers in {args.answers}")
+    random.seed(0)  # the checkers' random draws: the same figures every run
     print(report(compare(pairs), args.examples))
     return 0
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from .assets import consistency, datasets, evaluation, instructions, queries, responses, verifiers
+from .assets import consistency, datasets, evaluation, instructions, queries, responses, training, verifiers
 from .checks import all_checks
 from .config import AutoIFConfig, EvaluationConfig
+from .resources.checkpoints import CheckpointIOManager
 from .resources.exports import ExportResource
 from .resources.gpu import GPUResource
 from .resources.io_manager import ParquetIOManager
@@ -21,6 +22,7 @@ from .resources.llm import LLMResource
 from .resources.models import DEFAULT_BASE, DEFAULT_POLICY, DEFAULT_SUPERVISOR
 from .resources.nli import NLIResource
 from .resources.sandbox import SandboxResource
+from .resources.training import TrainingResource
 from .versions import with_code_versions
 
 
@@ -30,10 +32,12 @@ def autoif_home() -> Path:
 
 
 ASSET_MODULES = [instructions, verifiers, consistency, queries, responses, datasets]  # the data: autoif_job
-MODEL_MODULES = [evaluation]  # the models trained on it and their scores: evaluate_job
+MODEL_MODULES = [evaluation]  # the models' scores: evaluate_job
+TRAINING_MODULES = [training]  # the checkpoints trained on the data: train_job
 # each asset's code version is a fingerprint of what defines it (versions.py)
 all_assets = with_code_versions(dg.load_assets_from_modules(ASSET_MODULES))
 model_assets = with_code_versions(dg.load_assets_from_modules(MODEL_MODULES))
+training_assets = with_code_versions(dg.load_assets_from_modules(TRAINING_MODULES))
 
 autoif_job = dg.define_asset_job(
     "autoif",
@@ -55,6 +59,14 @@ evaluate_job = dg.define_asset_job(
     "evaluate", selection=dg.AssetSelection.assets(*model_assets),
     description="Score the base model on IFEval and IFBench with the official checkers (the "
     "evaluation group; the prompts' subset and sources are resources.evaluation_config).",
+)
+
+
+train_job = dg.define_asset_job(
+    "train", selection=dg.AssetSelection.assets(*training_assets),
+    description="Train the SFT checkpoint on sft_dataset, then the offline-DPO checkpoint on dpo_pairs, "
+    "from base_llm's model, with TRL (resources.training: LoRA or a whole fine-tune, the hyperparameters). "
+    "The data assets must have been materialized (the autoif job).",
 )
 
 
@@ -95,6 +107,9 @@ def default_resources() -> dict:
         # the model training starts from and checkpoints are compared against (evaluation)
         "base_llm": LLMResource(model=DEFAULT_BASE, backend=backend, ledger_path=ledger, gpu=gpu),
         "evaluation_config": EvaluationConfig(),
+        # SFT and DPO checkpoints: how they train, and where they are kept
+        "training": TrainingResource(gpu=gpu),
+        "checkpoint_io_manager": CheckpointIOManager(base_dir=str(autoif_home() / "checkpoints")),
         "nli": NLIResource(),
         # Docker by default (scripts/setup_docker.sh); "host" or "local" only when chosen.
         "sandbox": SandboxResource(
@@ -107,9 +122,9 @@ def default_resources() -> dict:
 
 
 defs = dg.Definitions(
-    assets=[*all_assets, *model_assets],
+    assets=[*all_assets, *model_assets, *training_assets],
     asset_checks=all_checks,
-    jobs=[autoif_job, evaluate_job, trace_job],
+    jobs=[autoif_job, evaluate_job, train_job, trace_job],
     schedules=[nightly_regeneration],
     resources=default_resources(),
     executor=dg.in_process_executor,

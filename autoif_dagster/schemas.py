@@ -167,6 +167,9 @@ SCORE_ARTIFACTS = tuple(f"{model}_benchmark_scores" for model in SCORED_MODELS)
 SCHEMAS.update(dict.fromkeys(SCORE_ARTIFACTS, BENCHMARK_SCORES))
 # the artifacts about models (evaluate_job's); every other one is the data (autoif_job's)
 MODEL_ARTIFACTS = ("benchmark_prompts", *SCORE_ARTIFACTS)
+# the trained models (train_job's): checkpoint directories, not frames, so no schema
+# (resources/checkpoints.py writes them with a manifest)
+CHECKPOINT_ARTIFACTS = ("sft_checkpoint", "dpo_checkpoint")
 
 # the training data: every round's rows in one unpartitioned asset (the rest with a `round`
 # column are partitioned by it)

@@ -56,16 +56,25 @@ def with_code_versions(assets: list) -> list:
     return [versioned(a) for a in assets]
 
 
-def output(df: pl.DataFrame, metadata: dict[str, Any], output_name: str = "result") -> dg.Output:
-    """An asset's output with its content as its data version: downstream assets are stale
-    when, and only when, what they read has changed."""
+def frame_version(df: pl.DataFrame) -> str:
+    """A hash of a frame's schema and rows: its data version (what a checkpoint was trained on)."""
     digest = hashlib.sha256(str(df.schema).encode())
     if df.height:  # polars' row hash: stable within a polars version (an upgrade re-versions all data once)
         digest.update(df.hash_rows(seed=0).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def output(df: pl.DataFrame, metadata: dict[str, Any], output_name: str = "result") -> dg.Output:
+    """An asset's output with its content as its data version: downstream assets are stale
+    when, and only when, what they read has changed."""
+    return versioned_output(df, frame_version(df), metadata, output_name)
+
+
+def versioned_output(value: Any, version: str, metadata: dict[str, Any], output_name: str = "result") -> dg.Output:
+    """An output with the given data version (a frame's content hash, a checkpoint's provenance)."""
     with warnings.catch_warnings():  # `data_version` is marked beta; we rely on it knowingly
         warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.Output(df, output_name=output_name, data_version=dg.DataVersion(digest.hexdigest()[:16]),
-                         metadata=metadata)
+        return dg.Output(value, output_name=output_name, data_version=dg.DataVersion(version), metadata=metadata)
 
 
 def _ours(obj: Any) -> bool:

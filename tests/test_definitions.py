@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from autoif_dagster.definitions import defs
-from autoif_dagster.schemas import SCHEMAS
+from autoif_dagster.schemas import CHECKPOINT_ARTIFACTS, SCHEMAS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_definitions_load_and_every_artifact_is_an_asset():
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == set(SCHEMAS)
+    assert keys == set(SCHEMAS) | set(CHECKPOINT_ARTIFACTS)
     job = defs.resolve_job_def("autoif")
     assert job.executor_def is dg.in_process_executor  # one process per run: one LLM engine
 
@@ -35,7 +35,7 @@ def test_lineage_runs_seed_to_training_data():
 
 
 def test_loading_definitions_does_not_import_heavy_libraries():
-    code = "import sys, autoif_dagster.definitions; print(sorted(m for m in ('vllm', 'torch', 'transformers') if m in sys.modules))"
+    code = "import sys, autoif_dagster.definitions; print(sorted(m for m in ('vllm', 'torch', 'transformers', 'trl', 'peft') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
 

@@ -18,7 +18,7 @@ import pytest
 
 from autoif_dagster.resources.io_manager import read_artifact
 from autoif_dagster.resources.ledger import Ledger
-from autoif_dagster.schemas import SCHEMAS
+from autoif_dagster.schemas import CHECKPOINT_ARTIFACTS, SCHEMAS
 
 from .rounds import ROUND
 from .servers import free_port, stop_group, wait_until_serving
@@ -92,18 +92,18 @@ def test_graph_shows_every_asset(ui, browser):
     for _ in range(20):
         page.wait_for_timeout(1000)
         names = set(page.locator("[class*=assetName]").all_inner_texts())
-        if names >= set(SCHEMAS):
+        if names >= set(SCHEMAS) | set(CHECKPOINT_ARTIFACTS):
             break
         if not names and page.locator("[class*=assetName]").count() == 0:  # groups still collapsed
             page.locator("body").click(position={"x": 2400, "y": 2300})
             page.keyboard.press("Alt+e")  # the graph's "expand all groups"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "asset_graph.png"))
-    assert names == set(SCHEMAS)
+    assert names == set(SCHEMAS) | set(CHECKPOINT_ARTIFACTS)
     # and by stage, as the webserver's GraphQL API serves them
     nodes = httpx.post(f"{url}/graphql", json={"query": "{ assetNodes { assetKey { path } groupName } }"},
                        timeout=30).json()["data"]["assetNodes"]
-    assert {n["groupName"] for n in nodes} == {"instructions", "verifiers", "consistency", "queries", "responses", "datasets", "evaluation"}
+    assert {n["groupName"] for n in nodes} == {"instructions", "verifiers", "consistency", "queries", "responses", "datasets", "evaluation", "training"}
 
 
 def test_a_partition_launched_from_the_ui_succeeds(ui, browser):

@@ -55,6 +55,20 @@ def bars(labels: list[str], values: list[int], title: str) -> dg.MetadataValue:
     return _plot(title, lambda ax: (ax.bar(labels, values, color="#4f46e5"), ax.tick_params(axis="x", labelrotation=45)))
 
 
+def curves(series: Mapping[str, list[tuple[int, float]]], title: str, ylabel: str) -> dg.MetadataValue:
+    """Lines of (x, y) points, one per named series (a training run's loss per step), inline
+    like `histogram`."""
+    def draw(ax: Any) -> None:
+        for name, points in series.items():
+            ax.plot([x for x, _ in points], [y for _, y in points], marker="." if len(points) < 50 else None,
+                    label=name)
+        ax.set_xlabel("step")
+        if len(series) > 1:
+            ax.legend(fontsize=7)
+
+    return _plot(title, draw, ylabel=ylabel)
+
+
 def stage_yields(instance: dg.DagsterInstance, rounds: list[str]) -> dict[str, dict[str, int]]:
     """Rows out of every partitioned stage, per round: {stage: {round: rows}}, from each
     round's latest materialization (its `rows_by_round`), in the order the data flows."""
@@ -90,7 +104,7 @@ def stage_yield_metadata(name: str, own: Mapping[str, int], instance: dg.Dagster
             "yield_per_stage_plot": _plot("rows out of each stage, per round", draw, size=(7, 4))}
 
 
-def _plot(title: str, draw: Any, size: tuple[float, float] = (5, 3)) -> dg.MetadataValue:
+def _plot(title: str, draw: Any, size: tuple[float, float] = (5, 3), ylabel: str = "rows") -> dg.MetadataValue:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,7 +113,7 @@ def _plot(title: str, draw: Any, size: tuple[float, float] = (5, 3)) -> dg.Metad
     fig, ax = plt.subplots(figsize=size)
     draw(ax)
     ax.set_title(title)
-    ax.set_ylabel("rows")
+    ax.set_ylabel(ylabel)
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=80)

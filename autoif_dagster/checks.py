@@ -7,7 +7,9 @@ trainer. The blocking ones stop the run: assets downstream of a failed one do no
   again; the newest round's yield did not collapse against the round before it (with one
   round: against the previous materialization);
 - `dpo_pairs`: not empty; every chosen response beats its rejected one by the method's rule;
-  the yield did not collapse.
+  the yield did not collapse;
+- each checkpoint's benchmark scores: none below the base model's (a warning: a small model
+  trained for a few steps may well not gain, and that is a finding, not a broken run).
 
 The rules are plain functions (tested without Dagster); the checks load, judge and report.
 """
@@ -17,12 +19,12 @@ from collections import defaultdict
 import dagster as dg
 import polars as pl
 
-from . import pools
+from . import evaluation, pools
 from .config import AutoIFConfig
 from .method.selection import pass_rate
 from .resources.sandbox import SandboxResource, VerifierJob
 from .rounds import ALL_ROUNDS, ROUNDS
-from .schemas import COMBINED, PRIMARY_KEYS, SCHEMAS
+from .schemas import COMBINED, PRIMARY_KEYS, SCHEMAS, SCORE_ARTIFACTS
 
 
 # A yield below this share of the previous materialization's is a collapse, not noise.
@@ -168,6 +170,23 @@ def chosen_beats_rejected(autoif: AutoIFConfig, dpo_pairs: pl.DataFrame) -> dg.A
     return _result([f"{len(bad)} pairs out of order: {bad[:SHOWN]}"] if bad else [], pairs=dpo_pairs.height)
 
 
+def below_base(base: pl.DataFrame, model: pl.DataFrame) -> list[str]:
+    """The scores (benchmark/metric) where the model is below the base, with both figures."""
+    rows = evaluation.against_base(evaluation.per_benchmark(base.to_dicts()), evaluation.per_benchmark(model.to_dicts()))
+    return [f"{r['benchmark']}/{r['metric']} {r['model']:.3f} < base {r['base']:.3f}" for r in rows if r["delta"] < 0]
+
+
+def _beats_base(name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=name, name="beats_base", additional_ins={"base_benchmark_scores": dg.AssetIn()},
+                    description=f"{name}: no IFEval or IFBench score below the base model's (warns).")
+    def check(frame: pl.DataFrame, base_benchmark_scores: pl.DataFrame) -> dg.AssetCheckResult:
+        worse = below_base(base_benchmark_scores, frame)
+        return dg.AssetCheckResult(passed=not worse, severity=dg.AssetCheckSeverity.WARN,
+                                   metadata={"below_base": "; ".join(worse) or "none"})
+
+    return check
+
+
 all_checks = [
     *(_schema_check(name) for name in PRIMARY_KEYS),
     no_verifier_accepts_everything,
@@ -175,4 +194,5 @@ all_checks = [
     *(_yield_held(name) for name in COMBINED),
     sft_responses_pass_their_verifiers,
     chosen_beats_rejected,
+    *(_beats_base(name) for name in SCORE_ARTIFACTS if name != "base_benchmark_scores"),
 ]

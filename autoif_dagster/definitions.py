@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from .assets import consistency, datasets, evaluation, instructions, queries, responses, training, verifiers
+from .assets import consistency, datasets, evaluation, instructions, online_dpo, queries, responses, training, verifiers
 from .checks import all_checks
 from .config import AutoIFConfig, EvaluationConfig
 from .resources.checkpoints import CheckpointIOManager
@@ -32,8 +32,8 @@ def autoif_home() -> Path:
 
 
 ASSET_MODULES = [instructions, verifiers, consistency, queries, responses, datasets]  # the data: autoif_job
-MODEL_MODULES = [evaluation]  # the models' scores: evaluate_job
-TRAINING_MODULES = [training]  # the checkpoints trained on the data: train_job
+MODEL_MODULES = [evaluation]  # the models' scores: the base's (evaluate_job), each checkpoint's (train_job)
+TRAINING_MODULES = [training, online_dpo]  # the checkpoints trained on the data: train_job
 # each asset's code version is a fingerprint of what defines it (versions.py)
 all_assets = with_code_versions(dg.load_assets_from_modules(ASSET_MODULES))
 model_assets = with_code_versions(dg.load_assets_from_modules(MODEL_MODULES))
@@ -56,17 +56,18 @@ nightly_regeneration = dg.build_schedule_from_partitioned_job(
 
 
 evaluate_job = dg.define_asset_job(
-    "evaluate", selection=dg.AssetSelection.assets(*model_assets),
+    "evaluate", selection=dg.AssetSelection.assets("benchmark_prompts", "base_benchmark_scores"),
     description="Score the base model on IFEval and IFBench with the official checkers (the "
     "evaluation group; the prompts' subset and sources are resources.evaluation_config).",
 )
 
 
 train_job = dg.define_asset_job(
-    "train", selection=dg.AssetSelection.assets(*training_assets),
-    description="Train the SFT checkpoint on sft_dataset, then the offline-DPO checkpoint on dpo_pairs, "
-    "from base_llm's model, with TRL (resources.training: LoRA or a whole fine-tune, the hyperparameters). "
-    "The data assets must have been materialized (the autoif job).",
+    "train", selection=dg.AssetSelection.assets(*training_assets, *model_assets),
+    description="Train the checkpoints from base_llm's model with TRL (resources.training: LoRA or a whole "
+    "fine-tune, the hyperparameters): SFT on sft_dataset, offline DPO on dpo_pairs, online DPO on the "
+    "policy's own samples judged by the verifiers; then score the base and each checkpoint on IFEval and "
+    "IFBench. The data assets must have been materialized (the autoif job).",
 )
 
 

@@ -123,3 +123,17 @@ def scores(verdicts: Sequence[dict]) -> dict[str, float]:
         "instruction_strict": sum(sum(v["instruction_strict"]) for v in verdicts) / max(instructions, 1),
         "instruction_loose": sum(sum(v["instruction_loose"]) for v in verdicts) / max(instructions, 1),
     }
+
+
+def per_benchmark(verdicts: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """benchmark -> its four scores, over judged responses that carry their `benchmark`."""
+    grouped: dict[str, list[dict]] = {}
+    for v in verdicts:
+        grouped.setdefault(v["benchmark"], []).append(v)
+    return {benchmark: scores(rows) for benchmark, rows in grouped.items()}
+
+
+def against_base(base: dict[str, dict[str, float]], model: dict[str, dict[str, float]]) -> list[dict]:
+    """One row per benchmark and metric: the base's score, the model's and the difference."""
+    return [{"benchmark": b, "metric": m, "base": base[b][m], "model": model[b][m], "delta": model[b][m] - base[b][m]}
+            for b in model if b in base for m in METRICS]

@@ -162,14 +162,14 @@ BENCHMARK_SCORES = pl.Schema({
     "instruction_strict": pl.List(pl.Boolean), "instruction_loose": pl.List(pl.Boolean),
     "prompt_strict": pl.Boolean, "prompt_loose": pl.Boolean,
 })
-SCORED_MODELS = ("base",)
+SCORED_MODELS = ("base", "sft", "dpo", "online_dpo")  # the base and each checkpoint (CHECKPOINT_ARTIFACTS)
 SCORE_ARTIFACTS = tuple(f"{model}_benchmark_scores" for model in SCORED_MODELS)
 SCHEMAS.update(dict.fromkeys(SCORE_ARTIFACTS, BENCHMARK_SCORES))
 # the artifacts about models (evaluate_job's); every other one is the data (autoif_job's)
 MODEL_ARTIFACTS = ("benchmark_prompts", *SCORE_ARTIFACTS)
 # the trained models (train_job's): checkpoint directories, not frames, so no schema
 # (resources/checkpoints.py writes them with a manifest)
-CHECKPOINT_ARTIFACTS = ("sft_checkpoint", "dpo_checkpoint")
+CHECKPOINT_ARTIFACTS = ("sft_checkpoint", "dpo_checkpoint", "online_dpo_checkpoint")
 
 # the training data: every round's rows in one unpartitioned asset (the rest with a `round`
 # column are partitioned by it)

@@ -326,9 +326,13 @@ def data_assets(sft_rows: list[dict], pairs: list[dict]) -> list[dg.AssetsDefini
     return [sft_data, dpo_data]
 
 
+# the checkpoints trained on the data alone, with their code versions (online DPO: test_online_dpo.py)
+OFFLINE = [a for a in training_assets if a.key.to_user_string() in ("sft_checkpoint", "dpo_checkpoint")]
+
+
 def materialize(tmp_path, base: str, training: TrainingResource, sft_rows=SFT, pairs=PAIRS, keep: int = 2):
     result = dg.materialize(
-        [*data_assets(sft_rows, pairs), *training_assets],
+        [*data_assets(sft_rows, pairs), *OFFLINE],
         resources={"training": training, "base_llm": LLMResource(model=base),
                    "io_manager": ParquetIOManager(base_dir=str(tmp_path / "assets")),
                    "checkpoint_io_manager": CheckpointIOManager(base_dir=str(tmp_path / "checkpoints"), keep=keep)},

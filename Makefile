@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install install-gpu sandbox browser run test ui bench
+.PHONY: install install-gpu sandbox browser run chain test ui bench
 
 install:
 	bash scripts/install.sh cpu
@@ -23,6 +23,12 @@ browser:
 
 run: install sandbox
 	$(PY) -m autoif_dagster.cli run
+
+# The whole chain: the data (run), then the SFT, offline- and online-DPO checkpoints and the
+# IFEval/IFBench scores of the base and each (autoif train). IFEVAL / IFBENCH: prompt files in
+# the official JSONL format; unset, the Hugging Face Hub.
+chain: run
+	$(PY) -m autoif_dagster.cli train $(if $(IFEVAL),--ifeval $(IFEVAL)) $(if $(IFBENCH),--ifbench $(IFBENCH))
 
 # AUTOIF_REQUIRE_DOCKER / _BROWSER: the Docker and browser tests fail, rather than skip,
 # without an engine or a chromium.

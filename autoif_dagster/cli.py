@@ -6,6 +6,7 @@
     autoif run --profile paper --supervisor-model Qwen/Qwen2-72B-Instruct
     autoif run --llm-backend openai --base-url http://127.0.0.1:8000/v1 --supervisor-model NAME
     autoif evaluate --ifeval input_data.jsonl --ifbench IFBench_test.jsonl   # the base model's IFEval/IFBench scores
+    autoif train --ifeval input_data.jsonl --ifbench IFBench_test.jsonl      # checkpoints, each scored beside the base
 """
 
 import argparse
@@ -186,8 +187,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    """The evaluate job: the base model's answers to IFEval and IFBench, judged and scored."""
+def _model_job(args: argparse.Namespace, job: str, resources: dict[str, Any]) -> tuple[Any, Path] | None:
+    """Run `job` (evaluate or train) on the embedded instance with the prompts and base model
+    the arguments name; its result, or None after printing why it failed."""
     home = _embedded_instance(args)
 
     import dagster as dg
@@ -206,18 +208,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "base_llm": {"config": {"backend": args.llm_backend, "model": args.base_model or DEFAULT_BASE,
                                 "ledger_path": str(home / "ledger.sqlite")}},
         "io_manager": {"config": {"base_dir": str(home / "assets")}},
+        **resources,
     }}
     with dg.DagsterInstance.get() as instance:
         try:
-            result = defs.resolve_job_def("evaluate").execute_in_process(run_config=run_config, instance=instance,
-                                                                         raise_on_error=False)
+            result = defs.resolve_job_def(job).execute_in_process(run_config=run_config, instance=instance,
+                                                                  raise_on_error=False)
         finally:
             shutdown_engines()
     if not result.success:
         print(_failure_message(result), file=sys.stderr)
+        return None
+    return result, home
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """The evaluate job: the base model's answers to IFEval and IFBench, judged and scored."""
+    done = _model_job(args, "evaluate", {})
+    if done is None:
         return 1
+    result, home = done
     meta = result.asset_materializations_for_node("base_benchmark_scores")[0].metadata
     print(f"\n{meta['model'].value}\n{meta['scores'].value}\nrun {result.run_id}; answers in {home / 'assets'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """The train job: SFT, offline-DPO and online-DPO checkpoints from the base model on the
+    data `autoif run` made, then the base and each checkpoint scored on IFEval and IFBench."""
+    from .schemas import CHECKPOINT_ARTIFACTS, SCORE_ARTIFACTS
+
+    home = _home(args)
+    done = _model_job(args, "train", {
+        "checkpoint_io_manager": {"config": {"base_dir": str(home / "checkpoints")}},
+        "sandbox": {"config": {"backend": args.sandbox, "ledger_path": str(home / "ledger.sqlite")}},
+    })
+    if done is None:
+        return 1
+    result, home = done
+    print(f"\n{'checkpoint':<24}{'steps':>6}{'seconds':>9}  path")
+    for name in CHECKPOINT_ARTIFACTS:
+        meta = result.asset_materializations_for_node(name)[0].metadata
+        print(f"{name:<24}{meta['steps'].value:>6}{meta['wall_seconds'].value:>9.0f}  {meta['path'].value}")
+    print()
+    for name in SCORE_ARTIFACTS:
+        meta = result.asset_materializations_for_node(name)[0].metadata
+        print(f"{name.removesuffix('_benchmark_scores')} ({meta['model'].value})\n{meta['scores'].value}\n")
+    print(f"run {result.run_id}; checkpoints in {home / 'checkpoints'}, answers in {home / 'assets'}")
     return 0
 
 
@@ -254,6 +291,17 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """What evaluate and train share: the benchmarks' prompts, the base model, its backend, the home."""
+    parser.add_argument("--ifeval", help="IFEval prompts, JSONL as published (default: google/IFEval from the Hub)")
+    parser.add_argument("--ifbench", help="IFBench prompts, the same format (default: allenai/IFBench_test)")
+    parser.add_argument("--ifeval-prompts", type=int, help="a seeded subset of this many (default 40; -1: all)")
+    parser.add_argument("--ifbench-prompts", type=int, help="likewise (default 20; 0: skip the benchmark)")
+    parser.add_argument("--base-model", help="embedded alias, local checkpoint dir or HF id (default: the training base)")
+    parser.add_argument("--llm-backend", choices=["vllm", "openai", "replay"], default="vllm")
+    parser.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="autoif", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -283,14 +331,14 @@ def main(argv: list[str] | None = None) -> int:
     trace.add_argument("--json", action="store_true", help="the chain as JSON, for machines")
     trace.set_defaults(func=cmd_trace)
     evaluate = sub.add_parser("evaluate", help="score the base model on IFEval and IFBench (official checkers)")
-    evaluate.add_argument("--ifeval", help="IFEval prompts, JSONL as published (default: google/IFEval from the Hub)")
-    evaluate.add_argument("--ifbench", help="IFBench prompts, the same format (default: allenai/IFBench_test)")
-    evaluate.add_argument("--ifeval-prompts", type=int, help="a seeded subset of this many (default 40; -1: all)")
-    evaluate.add_argument("--ifbench-prompts", type=int, help="likewise (default 20; 0: skip the benchmark)")
-    evaluate.add_argument("--base-model", help="embedded alias, local checkpoint dir or HF id (default: the training base)")
-    evaluate.add_argument("--llm-backend", choices=["vllm", "openai", "replay"], default="vllm")
-    evaluate.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")
+    _model_arguments(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+    train = sub.add_parser("train", help="train the SFT, offline-DPO and online-DPO checkpoints on the data `autoif run` "
+                           "made, and score the base and each on IFEval and IFBench")
+    _model_arguments(train)
+    train.add_argument("--sandbox", choices=["docker", "host", "local"], default="docker",
+                       help="where online DPO's verifiers judge the policy's answers")
+    train.set_defaults(func=cmd_train)
     ui = sub.add_parser("ui", help="the Dagster UI and daemon (dagster dev) on the embedded instance in --home")
     ui.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")
     ui.add_argument("--host", default="127.0.0.1")

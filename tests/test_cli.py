@@ -37,6 +37,23 @@ def test_an_unknown_round_is_refused_before_anything_runs(tmp_path, capsys, spec
     assert not (tmp_path / "home" / "assets").exists()
 
 
+def test_train_before_any_data_names_what_to_materialize_first(tmp_path, monkeypatch, capsys):
+    """`autoif train` with no data in its home: the job's config is accepted (every resource it
+    sets exists), no checkpoint is written, and the error says which data is missing."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    prompts = tmp_path / "ifeval.jsonl"
+    prompts.write_text('{"key": 1, "prompt": "Say hi in lowercase.", "instruction_id_list": '
+                       '["change_case:english_lowercase"], "kwargs": [{}]}\n')
+    home = tmp_path / "home"
+    code = cli.main(["train", "--home", str(home), "--ifeval", str(prompts), "--ifbench-prompts", "0",
+                     "--llm-backend", "replay", "--sandbox", "local"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "has not been materialized" in err or "replay: the ledger" in err, err
+    checkpoints = home / "checkpoints"
+    assert not checkpoints.exists() or not any(checkpoints.iterdir())
+
+
 def test_funnel_printout(capsys):
     rows = [{"asset": "verifiers", "in": 41, "out": 12, "dropped": {"compile_error": 15, "below_accuracy": 4}}]
     cli.print_funnel(rows)

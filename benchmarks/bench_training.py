@@ -80,9 +80,10 @@ def main() -> int:
                  "base_llm": LLMResource(model=args.base, backend="replay", ledger_path=str(home / "ledger.sqlite")),
                  "checkpoint_io_manager": CheckpointIOManager(base_dir=str(home / "checkpoints"))}
     start = time.perf_counter()
-    # the data assets are there to be loaded (from home/assets), not materialized again
-    result = dg.materialize([*training_assets, *all_assets], selection=dg.AssetSelection.assets(*training_assets),
-                            resources=resources)
+    # only these two (the train job may hold more); the data assets are there to be loaded
+    # (from home/assets), not materialized again
+    result = dg.materialize([*training_assets, *all_assets],
+                            selection=dg.AssetSelection.assets("sft_checkpoint", "dpo_checkpoint"), resources=resources)
     wall = time.perf_counter() - start
     assert result.success
     print(f"\n=== {args.base}, {'full fine-tune' if args.full else 'LoRA'}: both checkpoints in {wall:.0f} s, "

@@ -86,7 +86,7 @@ def _finished_run(home: Path, asset: str, timeout_s: float = 180) -> dg.DagsterR
 def test_graph_shows_every_asset(ui, browser):
     url, _ = ui
     # a large viewport: zoomed to fit, the graph draws whole names (and truncates them below)
-    page = browser.new_page(viewport={"width": 4800, "height": 2400})
+    page = browser.new_page(viewport={"width": 4800, "height": 4800})
     page.goto(f"{url}/asset-groups")
     names: set[str] = set()
     for _ in range(20):
@@ -95,7 +95,7 @@ def test_graph_shows_every_asset(ui, browser):
         if names >= set(SCHEMAS) | set(CHECKPOINT_ARTIFACTS):
             break
         if not names and page.locator("[class*=assetName]").count() == 0:  # groups still collapsed
-            page.locator("body").click(position={"x": 2400, "y": 2300})
+            page.locator("body").click(position={"x": 2400, "y": 4700})
             page.keyboard.press("Alt+e")  # the graph's "expand all groups"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "asset_graph.png"))

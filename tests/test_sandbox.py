@@ -107,6 +107,24 @@ def test_verdict_json_form_and_properties():
         Verdict.from_json(["maybe", ""])
 
 
+def test_reply_verdicts_round_trip_and_malformed_replies_are_refused():
+    crash = Verdict(CRASH, "killed by SIGSEGV")
+    reply = protocol.encode_verdicts("pxf", {1: crash})
+    assert reply == {"marks": "pxf", "others": [[1, "crash", "killed by SIGSEGV"]]}
+    verdicts = protocol.decode_verdicts(reply, 3)
+    assert verdicts == [Verdict(PASS), crash, Verdict(FAIL)]
+    assert verdicts[0] is protocol.decode_verdicts({"marks": "p", "others": []}, 1)[0]  # shared
+    for bad in ({"marks": "pxf", "others": []},  # an x without its verdict
+                {"marks": "pxf", "others": [[0, "crash", ""]]},  # the verdict on a p, not the x
+                {"marks": "pqf", "others": []},  # not a mark
+                {"marks": "pxx", "others": [[1, "crash", ""], [1, "crash", ""]]},  # one slot twice
+                {"marks": "px", "others": [[1, "maybe", ""]]},  # not a kind
+                {"marks": "pf"},  # too few
+                {"verdicts": [["pass", ""]] * 3}):
+        with pytest.raises(ValueError):
+            protocol.decode_verdicts(bad, 3)
+
+
 # ---------------------------------------------------------------- correct verifiers
 
 
@@ -458,7 +476,11 @@ def test_supervisor_runs_as_a_plain_script_in_isolated_mode(tmp_path):
     os.close(request_r)
     os.close(reply_w)
     protocol.write_frame(request_w, {"id": 1, "source": NO_LETTER_E, "inputs": ["abc", "e"], "timeout_s": 1.0})
-    assert protocol.read_frame(reply_r) == {"id": 1, "verdicts": [["pass", ""], ["fail", ""]]}
+    assert protocol.read_frame(reply_r) == {"id": 1, "marks": "pf", "others": []}
+    picky = "def evaluate(response):\n    return {'e': True, 'abc': 1}[response]\n"
+    protocol.write_frame(request_w, {"id": 2, "source": picky, "inputs": [1, 0, "z"], "timeout_s": 1.0})
+    assert protocol.read_frame(reply_r) == {"id": 2, "marks": "pxx", "others": [
+        [1, "non_bool", "returned int"], [2, "exception", "KeyError: 'z'"]]}
     os.close(request_w)  # EOF: the supervisor exits cleanly
     assert proc.wait(timeout=5) == 0
     assert proc.stdout.read() == b""  # nothing ever goes to stdout

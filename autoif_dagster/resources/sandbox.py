@@ -42,7 +42,7 @@ import dagster as dg
 from pydantic import Field
 from tqdm import tqdm
 
-from ..sandbox.protocol import CRASH, KINDS, MEMORY, TIMEOUT, Verdict
+from ..sandbox.protocol import CRASH, KINDS, MEMORY, TIMEOUT, Verdict, decode_verdicts
 from .supervisors import (
     CONTAINER_USER,
     HOST_LAYOUT,
@@ -58,7 +58,6 @@ from .supervisors import (
     sandbox_code_hash,
     sandbox_image_version,
     supervisor_env,
-    verdict_from_json,
 )
 from .ledger import Ledger, LedgerError, verdict_keys
 
@@ -382,6 +381,9 @@ class SandboxResource(dg.ConfigurableResource):
 
     @staticmethod
     def _verdicts(index: int, job: VerifierJob, reply: dict[str, Any]) -> list[Verdict]:
-        if reply.get("id") != index or len(reply.get("verdicts", ())) != len(job.inputs):
-            raise RuntimeError(f"sandbox supervisor answered job {index} with {reply!r:.200}")
-        return [verdict_from_json(v) for v in reply["verdicts"]]
+        try:
+            if reply.get("id") != index:
+                raise ValueError(f"expected job {index}")
+            return decode_verdicts(reply, len(job.inputs))
+        except (ValueError, TypeError) as exc:
+            raise RuntimeError(f"sandbox supervisor answered job {index} with {reply!r:.200} ({exc})") from None

@@ -24,7 +24,6 @@ from typing import Any
 
 
 from ..sandbox import protocol
-from ..sandbox.protocol import FAIL, PASS, Verdict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the directory holding autoif_dagster/
 SANDBOX_PACKAGE = PROJECT_ROOT / "autoif_dagster" / "sandbox"
@@ -41,16 +40,6 @@ CONTAINER_USER = "10001:10001"  # the image's unprivileged `sandbox` user
 NOBODY = 65534  # uid and gid the host backend's supervisor runs as when we are root
 HOST_MAX_PROCS = 64  # RLIMIT_NPROC of each child there (the user `nobody` is all ours)
 
-
-
-_COMMON_VERDICTS = {PASS: Verdict(PASS), FAIL: Verdict(FAIL)}
-
-
-def verdict_from_json(data: Any) -> Verdict:
-    kind, detail = data
-    if not detail and kind in _COMMON_VERDICTS:
-        return _COMMON_VERDICTS[kind]  # one shared object for the commonest verdicts
-    return Verdict.from_json(data)
 
 
 def shutdown_supervisors() -> None:

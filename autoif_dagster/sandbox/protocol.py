@@ -6,7 +6,11 @@ Python interpreter.
 A frame is a 4-byte big-endian unsigned length followed by that many bytes of UTF-8 JSON.
     request:  {"id": int, "source": str, "inputs": [str | int, ...], "timeout_s": float,
                "forget": bool (optional)}
-    response: {"id": int, "verdicts": [[kind, detail], ...]}   # one per input, same order
+    response: {"id": int, "marks": str, "others": [[index, kind, detail], ...]}
+
+A response has one mark per input, in order: "p" (pass) or "f" (fail), the verdicts nearly
+every input gets, or "x": the input's verdict is in "others", by its index. (A list of
+[kind, detail] per input cost the client more to decode than many verifiers take to run.)
 
 The client may send a request before the previous one is answered; the supervisor answers
 them one at a time, in order.
@@ -115,6 +119,35 @@ class TextTable:
             else:
                 raise ValueError(f"input {item!r} is neither a string nor the number of one sent before")
         return inputs
+
+
+MARKS = {PASS: "p", FAIL: "f"}
+_OTHER = "x"
+_SHARED = {mark: Verdict(kind) for kind, mark in MARKS.items()}  # one object per common verdict
+
+
+def encode_verdicts(marks: str, others: dict[int, Verdict]) -> dict[str, Any]:
+    """A response's verdict fields: `marks` holds "p", "f" or "x" per input; `others` the
+    verdict of each "x"."""
+    return {"marks": marks, "others": [[i, v.kind, v.detail] for i, v in sorted(others.items())]}
+
+
+def decode_verdicts(response: dict[str, Any], count: int) -> list[Verdict]:
+    """The `count` verdicts of a response; ValueError if it does not hold exactly that many."""
+    marks, others = response.get("marks"), response.get("others")
+    if (not isinstance(marks, str) or len(marks) != count or not isinstance(others, list)
+            or marks.count(_OTHER) != len(others)):
+        raise ValueError(f"expected {count} verdicts")
+    try:
+        verdicts = [_SHARED[mark] if mark != _OTHER else None for mark in marks]
+    except KeyError as exc:
+        raise ValueError(f"unknown verdict mark {exc}") from None
+    for item in others:
+        index, *verdict = item
+        if type(index) is not int or not 0 <= index < count or verdicts[index] is not None:
+            raise ValueError(f"misplaced verdict {item!r}")
+        verdicts[index] = Verdict.from_json(verdict)
+    return verdicts  # every "x" filled: as many others as "x" marks, each in a distinct one
 
 
 def encode_frame(obj: Any) -> bytes:

@@ -113,30 +113,50 @@ HUGE_PAGES_EVERY = 500  # requests between two calls of _use_huge_pages (its hea
 # pipe when done; the parent wakes for that, for pipe records, and every PROGRESS_CHECK_S
 # to see how far the child got. The board is the verifier's to scribble on, like the pipe:
 # it can only forge its own verdicts, and a byte that is not a mark counts as garbage.
+# The marks are the protocol's (protocol.MARKS): the answered board is the reply's marks.
 PASS_MARK, FAIL_MARK, PIPE_MARK, LOADED_MARK = b"pfxl"
-_PASS = Verdict(protocol.PASS)
-_FAIL = Verdict(protocol.FAIL)
+MARKS = b"pfx"
 PROGRESS_CHECK_S = 0.005  # an input's deadline runs from when its predecessor was seen done
+
+Marks = bytearray  # one of MARKS per input
+Others = dict[int, Verdict]  # the verdict of each input marked PIPE_MARK
 
 
 def judge(source: str, inputs: list[str], timeout_s: float, memory_mb: int,
           max_procs: int | None = None) -> list[Verdict]:
     """One verdict per input, in order."""
+    marks, others = judge_marks(source, inputs, timeout_s, memory_mb, max_procs)
+    shared = {PASS_MARK: Verdict(protocol.PASS), FAIL_MARK: Verdict(protocol.FAIL)}
+    return [others[i] if mark == PIPE_MARK else shared[mark] for i, mark in enumerate(marks)]
+
+
+def judge_marks(source: str, inputs: list[str], timeout_s: float, memory_mb: int,
+                max_procs: int | None = None) -> tuple[Marks, Others]:
+    """judge()'s verdicts as the reply carries them: a mark per input, and the verdicts of
+    those marked PIPE_MARK."""
     _filters()  # built (and checked) in the parent: each child only installs them
     try:
         code = compile(source, "<verifier>", "exec", dont_inherit=True)
     except Exception as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError...
-        return [Verdict(protocol.COMPILE_ERROR, _describe_exception(exc))] * len(inputs)
-    verdicts: list[Verdict] = []
-    while len(verdicts) < len(inputs):
-        verdicts += _run_child(code, inputs, len(verdicts), timeout_s, memory_mb, max_procs)
-    return verdicts
+        return Marks(b"x" * len(inputs)), dict.fromkeys(range(len(inputs)),
+                                                        Verdict(protocol.COMPILE_ERROR, _describe_exception(exc)))
+    marks, others = Marks(), {}
+    while len(marks) < len(inputs):
+        start = len(marks)
+        answered, records = _run_child(code, inputs, start, timeout_s, memory_mb, max_procs)
+        at = -1
+        for verdict in records:  # one per PIPE_MARK, in order
+            at = answered.index(PIPE_MARK, at + 1)
+            others[start + at] = verdict
+        marks += answered
+    return marks, others
 
 
 def _run_child(code: CodeType, inputs: list[str], start: int, timeout_s: float,
-               memory_mb: int, max_procs: int | None) -> list[Verdict]:
-    """Verdicts for inputs[start:] from one child: all of them, or those it gave before it
-    timed out or died followed by a TIMEOUT/CRASH verdict for the input it was on."""
+               memory_mb: int, max_procs: int | None) -> tuple[Marks, list[Verdict]]:
+    """Marks for inputs[start:] from one child, and the verdicts of those marked PIPE_MARK:
+    all of them, or those it gave before it timed out or died followed by a TIMEOUT/CRASH
+    verdict for the input it was on."""
     count = len(inputs) - start
     _hard_limits()  # in the parent: each child finds them read
     # As PID 1 the temporary directory is private and emptied after every child (see
@@ -162,7 +182,7 @@ def _run_child(code: CodeType, inputs: list[str], start: int, timeout_s: float,
     ending: tuple[str, str] | None = (protocol.CRASH, "")
     loaded = False
     try:
-        verdicts, ending = _collect(read_fd, board, count, timeout_s)
+        marks, records, ending = _collect(read_fd, board, count, timeout_s)
         loaded = board[count] == LOADED_MARK or ending is None
     finally:
         os.close(read_fd)
@@ -174,30 +194,31 @@ def _run_child(code: CodeType, inputs: list[str], start: int, timeout_s: float,
         # throughput, only the reply's latency.
         status = _clean_up(pid, scratch)
     if ending is None:
-        return verdicts
-    if verdicts and os.waitstatus_to_exitcode(status) == RETIRED:  # it answered, then ended
-        return verdicts
+        return marks, records
+    if marks and os.waitstatus_to_exitcode(status) == RETIRED:  # it answered, then ended
+        return marks, records
     kind, note = ending
     if kind == protocol.TIMEOUT:
         detail = f"no answer within {timeout_s:g} s"
     else:
         detail = _describe_status(status) + (f" ({note})" if note else "")
     if not loaded:  # the module's top level hung or died: every input would repeat that
-        return [Verdict(kind, f"top-level code: {detail}")] * count
-    return verdicts + [Verdict(kind, detail)]
+        return Marks(b"x" * count), [Verdict(kind, f"top-level code: {detail}")] * count
+    return marks + b"x", records + [Verdict(kind, detail)]
 
 
 def _collect(fd: int, board: mmap.mmap, count: int,
-             timeout_s: float) -> tuple[list[Verdict], tuple[str, str] | None]:
-    """Gather the child's verdicts (board marks and pipe records) until `count` verdicts, a
-    missed deadline, or its death. Returns (verdicts, None or (TIMEOUT | CRASH, note)).
+             timeout_s: float) -> tuple[Marks, list[Verdict], tuple[str, str] | None]:
+    """Gather the child's verdicts (board marks and pipe records) until `count` marks, a
+    missed deadline, or its death. Returns (marks, the verdicts of its PIPE_MARKs, None or
+    (TIMEOUT | CRASH, note)).
 
     Each input has timeout_s from when the previous one was seen answered (or the start).
     Pipe records are read in batches, at most every READ_PACING_S (waking up for each would
     cost a context switch per record); the pause ends early when the child closes the pipe.
     """
-    verdicts: list[Verdict] = []
-    records: list[Verdict] = []  # verdicts from the pipe, in order; verdicts claims them
+    marks = Marks()
+    records: list[Verdict] = []  # verdicts from the pipe, in order; PIPE_MARKs claim them
     claimed = 0
     partial = b""  # the start of a record still being written
     poller = select.poll()
@@ -208,31 +229,30 @@ def _collect(fd: int, board: mmap.mmap, count: int,
     deadline = last_read + timeout_s
     ended = False
     while True:
-        done = seen = len(verdicts)
-        while done < count:
-            mark = board[done]
-            if mark == FAIL_MARK:
-                verdicts.append(_FAIL)
-            elif mark == PASS_MARK:
-                verdicts.append(_PASS)
-            elif mark == PIPE_MARK and claimed < len(records):
-                verdicts.append(records[claimed])
-                claimed += 1
-            elif mark == 0 or mark == PIPE_MARK:  # not answered yet (or its record not read)
-                break
-            else:
-                return verdicts, (protocol.CRASH, "garbage on the result board")
-            done += 1
-        if done == count:
-            return verdicts, None
+        seen = len(marks)
+        end = board.find(b"\0", seen, count)  # answered up to the first unmarked input
+        segment = board[seen:count if end < 0 else end]
+        if segment.translate(None, MARKS):
+            return marks, records[:claimed], (protocol.CRASH, "garbage on the result board")
+        piped = segment.count(PIPE_MARK)
+        if claimed + piped > len(records):  # stop at the first mark whose record is not read yet
+            at = -1
+            for _ in range(len(records) - claimed + 1):
+                at = segment.index(PIPE_MARK, at + 1)
+            segment, piped = segment[:at], len(records) - claimed
+        marks += segment
+        claimed += piped
+        if len(marks) == count:
+            return marks, records[:claimed], None
         if ended:  # the child is gone: no more marks will come
-            return verdicts, (protocol.CRASH, "garbage on the result pipe" if board[done] == PIPE_MARK else "")
+            note = "garbage on the result pipe" if board[len(marks)] == PIPE_MARK else ""
+            return marks, records[:claimed], (protocol.CRASH, note)
         now = time.monotonic()
-        if done > seen:
+        if len(marks) > seen:
             deadline = now + timeout_s
         remaining = deadline - now
         if remaining <= 0:
-            return verdicts, (protocol.TIMEOUT, "")
+            return marks, records[:claimed], (protocol.TIMEOUT, "")
         wait_ms = math.ceil(min(remaining, PROGRESS_CHECK_S) * 1000)
         pause = last_read + READ_PACING_S - now
         if pause > 0:  # too soon after the last read: only the child's end wakes us
@@ -248,7 +268,7 @@ def _collect(fd: int, board: mmap.mmap, count: int,
             continue
         *lines, partial = (partial + chunk).split(b"\n")
         if len(partial) > MAX_RECORD_BYTES:
-            return verdicts, (protocol.CRASH, "garbage on the result pipe")
+            return marks, records[:claimed], (protocol.CRASH, "garbage on the result pipe")
         for line in lines:
             try:
                 tag, *rest = json.loads(line)
@@ -256,9 +276,9 @@ def _collect(fd: int, board: mmap.mmap, count: int,
                     raise ValueError(tag)
                 verdict = Verdict.from_json(rest)  # validates the kind
             except (ValueError, TypeError, RecursionError):
-                return verdicts, (protocol.CRASH, "garbage on the result pipe")
+                return marks, records[:claimed], (protocol.CRASH, "garbage on the result pipe")
             if tag == "module":
-                return [verdict] * count, None
+                return Marks(b"x" * count), [verdict] * count, None
             records.append(verdict)
 
 
@@ -609,10 +629,11 @@ def main(argv: list[str] | None = None) -> int:
         request = protocol.read_frame(args.in_fd)
         if request is None:  # the client closed the pipe: we are done
             return 0
-        verdicts = judge(request["source"], texts.unpack(request), float(request["timeout_s"]), args.memory_mb,
-                         args.max_procs)
+        marks, others = judge_marks(request["source"], texts.unpack(request), float(request["timeout_s"]),
+                                    args.memory_mb, args.max_procs)
         try:
-            protocol.write_frame(args.out_fd, {"id": request["id"], "verdicts": [v.to_json() for v in verdicts]})
+            protocol.write_frame(args.out_fd, {"id": request["id"],
+                                               **protocol.encode_verdicts(marks.decode("ascii"), others)})
         except BrokenPipeError:  # the client went away mid-request
             return 0
 

@@ -597,8 +597,9 @@ def test_text_table_numbers_repeated_inputs_and_forgets(monkeypatch):
     third = client.pack({"id": 3, "inputs": ["c", "a"]})
     assert third == {"id": 3, "inputs": ["c", "a"], "forget": True}
     assert server.unpack(third) == ["c", "a"] and server.texts == ["c", "a"]
-    with pytest.raises(ValueError):
-        server.unpack({"inputs": [7]})
+    for bad in ([7], [-1], [True], [1.0], [0, None]):
+        with pytest.raises(ValueError):
+            server.unpack({"inputs": bad})
 
 
 def test_several_supervisors_killed_in_a_row(supervisor_killer):

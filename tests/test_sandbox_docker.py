@@ -500,6 +500,19 @@ def test_network_is_unreachable(judge, local_http_server):
 # ---------------------------------------------------------------- configuration and errors
 
 
+def test_the_packages_verifiers_use_import_in_the_child(judge):
+    """The image (and, for host, Debian's packages) holds what release verifiers import; none
+    is imported before the fork, so each child imports its own within the limits."""
+    source = (
+        "import emoji, langdetect, nltk, numpy\n"
+        "langdetect.DetectorFactory.seed = 0\n"
+        "def evaluate(response):\n"
+        "    return emoji.emoji_count(response) == 1 and langdetect.detect(response) == 'en'\n"
+    )
+    hello = "Hello there, this is a short English sentence about the weather today \N{SUN WITH FACE}"
+    assert kinds(judge(source, [hello, hello.replace("\N{SUN WITH FACE}", "")], timeout_s=20.0)) == [PASS, FAIL]
+
+
 def test_describe_is_truthful(backend):
     facts = SandboxResource(backend=backend).describe()
     assert facts["sandbox_backend"] == backend

@@ -491,7 +491,7 @@ SupervisorLike = _SupervisorBase  # what a worker thread needs of its supervisor
 
 HOST_PYTHON = "/usr/bin/python3"  # the distribution's: it lives under /usr, all that is bound
 HOST_ROOT = "/opt/autoif_sandbox"  # where the supervisor's sources appear inside
-HOST_LAYOUT = "bwrap1"  # part of the verdict cache key: what a verifier can see changed
+HOST_LAYOUT = "bwrap2"  # part of the verdict cache key: what a verifier can see changed
 
 
 class HostCommand:
@@ -560,7 +560,9 @@ class HostCommand:
                   # a verifier could leave files there for the next one
                   "--remount-ro", "/dev", "--remount-ro", "/usr/local", "--remount-ro", "/", "--chdir", "/tmp",
                   "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
-                  "--setenv", "TMPDIR", "/tmp"]
+                  "--setenv", "TMPDIR", "/tmp",
+                  # Without a home, nltk fails to import (it looks for its data directory there)
+                  "--setenv", "HOME", "/tmp"]
         supervisor = [self.python, "-I", f"{HOST_ROOT}/supervisor.py", "--memory-mb", str(self.memory_mb)]
         drop: list[str] = []
         if self.as_root:  # bwrap then builds the sandbox as nobody, through a user namespace

@@ -7,8 +7,10 @@ four everyone reports: prompt-level (every instruction of a prompt followed) and
 instruction-level (share of instructions followed), strict and loose.
 """
 
+import contextlib
 import functools
 import json
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,11 @@ def _registry(benchmark: str) -> dict[str, Any]:
     from . import nltk_data
 
     nltk_data.ensure()  # before the import: IFBench's checkers download what they cannot find
+    import langdetect
+
+    # The language checker's detector is random unless seeded: 1-2 of 71 verdicts changed
+    # from one judgement of the same answers to the next.
+    langdetect.DetectorFactory.seed = 0
     if benchmark == "ifeval":
         from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
     elif benchmark == "ifbench":
@@ -99,17 +106,34 @@ def subset(rows: Sequence[dict], n: int | None, seed: int) -> list[dict]:
 
 
 def judge(row: dict, response: str) -> dict:
-    """The checkers' verdicts on one response: per instruction and for the prompt, strict and loose."""
+    """The checkers' verdicts on one response: per instruction and for the prompt, strict and
+    loose. The same answer always gets the same verdicts (see _seeded)."""
     from if_verifiable.common import evaluate_instructions
 
-    results, _ = evaluate_instructions(response, row["instruction_id_list"], json.loads(row["kwargs"]),
-                                       row["prompt"], _registry(row["benchmark"]))
+    registry = _registry(row["benchmark"])
+    with _seeded(f"{row['benchmark']}/{row['key']}/{response}"):
+        results, _ = evaluate_instructions(response, row["instruction_id_list"], json.loads(row["kwargs"]),
+                                           row["prompt"], registry)
     if not results:  # an empty response: the library returns no verdicts, the official rule fails each
         strict = loose = [False] * len(row["instruction_id_list"])
     else:
         strict, loose = [r.strict_pass for r in results], [r.loose_pass for r in results]
     return {"instruction_strict": strict, "instruction_loose": loose,
             "prompt_strict": all(strict), "prompt_loose": all(loose)}
+
+
+@contextlib.contextmanager
+def _seeded(seed: str):
+    """`random` seeded for the block, its state put back after. IFEval's checkers draw an
+    argument they cannot use (a "letter" '#' in prompts 1122 and 1129) from `random`, as the
+    official code does; seeded by the answer, a score does not change from one judgement to
+    the next. (str seeds are hashed with SHA-512: the same in every process.)"""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
 
 
 def scores(verdicts: Sequence[dict]) -> dict[str, float]:

@@ -88,10 +88,18 @@ class Agreement:
 
 def _judged(judge, row: dict, response: str) -> tuple[dict, bool]:
     """A judge's verdicts, and whether its checkers drew from `random` meanwhile (langdetect,
-    the only other source of chance, has its own generator)."""
-    state = random.getstate()
-    verdict = judge(row, response)
-    return verdict, random.getstate() != state
+    the only other source of chance, has its own generator). Every draw of theirs (choice,
+    randint) goes through the module's generator's getrandbits; ours seeds that generator per
+    answer and restores it, so its state alone would not show a draw."""
+    draws = []
+    generator = random._inst
+    bits = generator.getrandbits
+    generator.getrandbits = lambda k: draws.append(k) or bits(k)
+    try:
+        verdict = judge(row, response)
+    finally:
+        del generator.getrandbits
+    return verdict, bool(draws)
 
 
 def compare(pairs: list[tuple[dict, str]]) -> Agreement:

@@ -129,10 +129,12 @@ LETTER = ("keywords:letter_frequency", {"letter": "#", "let_frequency": 4, "let_
 HALF = "".join(c * 4 for c in "abcdefghijklm")  # 26 of the 52 letters a draw picks from appear 4 times
 
 
-def test_a_letter_that_is_no_letter_is_drawn_at_random_by_both():
+def test_a_letter_that_is_no_letter_is_drawn_at_random_by_lm_eval_and_by_the_answer_by_us():
     """IFEval's prompts 1122 and 1129 ask for a letter '#' and '!': both libraries' checker then
-    draws a random letter, anew for every judgement, so the verdict is a draw. lm-eval builds the
-    checker twice per answer (strict, then loose), so its strict can pass where its loose fails."""
+    draws a random letter. lm-eval draws anew for every judgement (and builds the checker twice
+    per answer, strict then loose, so its strict can pass where its loose fails); ours draws
+    from a generator seeded by the answer, so an answer's verdict never changes, and the
+    caller's generator is left as it was."""
     r = row(LETTER)
     seen = {evaluation.judge: set(), lm_eval_judge: set()}
     for seed in range(40):
@@ -141,8 +143,23 @@ def test_a_letter_that_is_no_letter_is_drawn_at_random_by_both():
             verdict = judge(r, HALF)
             verdicts.add((*verdict["instruction_strict"], *verdict["instruction_loose"]))
     ours, theirs = seen.values()
-    assert ours == {(True, True), (False, False)}  # one draw per instruction
+    assert len(ours) == 1 and ours <= {(True, True), (False, False)}  # one draw per instruction, always the same
     assert theirs == {(True, True), (False, False), (True, False), (False, True)}
+    drawn_for_another_answer = {tuple(evaluation.judge(r, HALF + " " * n)["instruction_strict"]) for n in range(40)}
+    assert drawn_for_another_answer == {(True,), (False,)}  # the seed is the answer's: the draw still varies
+    random.seed(7)
+    expected = random.random()
+    random.seed(7)
+    evaluation.judge(r, HALF)
+    assert random.random() == expected
+
+
+def test_language_verdicts_do_not_change_from_one_judgement_to_the_next():
+    """langdetect draws at random: unseeded, "Hola mundo" came out es or pt, "Es bien" es or
+    de, from one call to the next."""
+    r = row(("language:response_language", {"language": "es"}))
+    for answer in ("Hola mundo", "Es bien"):
+        assert len({evaluation.judge(r, answer)["prompt_strict"] for _ in range(30)}) == 1
 
 
 def test_compare_puts_differences_of_a_random_draw_down_to_it():

@@ -18,32 +18,15 @@ from pathlib import Path
 
 import dagster as dg
 
-ROOT = Path(__file__).resolve().parents[1]
-RECORDING = ROOT / "tests" / "fixtures" / "default_run.jsonl.gz"
-
 
 def replay(home: Path) -> dict:
     """The default run's data assets, from its recording, in `home`; the resources it used."""
-    from autoif_dagster.definitions import all_assets, default_resources
-    from autoif_dagster.resources.exports import ExportResource
-    from autoif_dagster.resources.io_manager import ParquetIOManager
-    from autoif_dagster.resources.ledger import Ledger
-    from autoif_dagster.resources.llm import LLMResource
+    from autoif_dagster.definitions import all_assets
+    from autoif_dagster.replay import replay_resources
     from autoif_dagster.resources.sandbox import SandboxResource
     from autoif_dagster.rounds import FIRST_ROUND
 
-    ledger = str(home / "ledger.sqlite")
-    with Ledger(ledger) as store:
-        store.import_completions(RECORDING)
-    defaults = default_resources()
-    resources = {
-        **defaults,
-        **{role: LLMResource(**{**dict(defaults[role]), "backend": "replay", "ledger_path": ledger})
-           for role in ("supervisor_llm", "policy_llm")},
-        "sandbox": SandboxResource(backend="local", timeout_s=2.0, ledger_path=ledger),
-        "io_manager": ParquetIOManager(base_dir=str(home / "assets")),
-        "exports": ExportResource(directory=str(home / "exports")),
-    }
+    resources = replay_resources(home, SandboxResource(backend="local", timeout_s=2.0))
     result = dg.materialize(all_assets, partition_key=FIRST_ROUND, resources=resources)
     assert result.success
     return resources

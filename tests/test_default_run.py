@@ -9,41 +9,24 @@ default prompt, sampling parameter or K changes the requests: replay then fails 
 first request it has no completion for, and the recording must be made again.
 """
 
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
 
-from autoif_dagster.definitions import all_assets, default_resources
+from autoif_dagster.definitions import all_assets
 from autoif_dagster.method.selection import pass_rate
-from autoif_dagster.resources.exports import ExportResource
-from autoif_dagster.resources.io_manager import ParquetIOManager, read_artifact
-from autoif_dagster.resources.ledger import Ledger
-from autoif_dagster.resources.llm import LLMResource
+from autoif_dagster.replay import replay_resources
+from autoif_dagster.resources.io_manager import read_artifact
 from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob
 from autoif_dagster.schemas import SCHEMAS
 from autoif_dagster.trace import Tracer
 from tests.rounds import ROUND
 
-RECORDING = Path(__file__).parent / "fixtures" / "default_run.jsonl.gz"
-
-
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory, sandbox):
     home = tmp_path_factory.mktemp("default-run")
-    ledger = str(home / "ledger.sqlite")
-    with Ledger(ledger) as store:
-        store.import_completions(RECORDING)
-    defaults = default_resources()
-    resources = {
-        **defaults,
-        **{role: LLMResource(**{**dict(defaults[role]), "backend": "replay", "ledger_path": ledger})
-           for role in ("supervisor_llm", "policy_llm")},
-        "sandbox": SandboxResource(**{**dict(sandbox), "ledger_path": ledger}),
-        "io_manager": ParquetIOManager(base_dir=str(home / "assets")),
-        "exports": ExportResource(directory=str(home / "exports")),
-    }
+    resources = replay_resources(home, sandbox)
     result = dg.materialize(all_assets, partition_key=ROUND, resources=resources)
     assert result.success
     metadata = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()}

@@ -1,0 +1,35 @@
+"""A recorded run's data made again without a model: its completions imported into a home's
+ledger, and resources whose LLMs answer only from that ledger (the `replay` backend).
+
+The recording of the default run (tests/fixtures/default_run.jsonl.gz, written by
+`benchmarks/bench_main_job.py --record`) is what the default-run tests, the training and chain
+benchmarks and `autoif run --llm-backend replay` stand on.
+"""
+
+from pathlib import Path
+from typing import Any
+
+DEFAULT_RUN = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "default_run.jsonl.gz"
+
+
+def replay_resources(home: Path, sandbox: Any, recording: Path = DEFAULT_RUN) -> dict[str, Any]:
+    """The default resources, writing under `home`, with both LLM roles answering from
+    `recording` (imported into home's ledger) and `sandbox` keeping its verdicts there too."""
+    from .definitions import default_resources
+    from .resources.exports import ExportResource
+    from .resources.io_manager import ParquetIOManager
+    from .resources.ledger import Ledger
+    from .resources.llm import LLMResource
+
+    ledger = str(home / "ledger.sqlite")
+    with Ledger(ledger) as store:
+        store.import_completions(recording)
+    defaults = default_resources()
+    return {
+        **defaults,
+        **{role: LLMResource(**{**dict(defaults[role]), "backend": "replay", "ledger_path": ledger})
+           for role in ("supervisor_llm", "policy_llm")},
+        "sandbox": sandbox.model_copy(update={"ledger_path": ledger}),
+        "io_manager": ParquetIOManager(base_dir=str(home / "assets")),
+        "exports": ExportResource(directory=str(home / "exports")),
+    }

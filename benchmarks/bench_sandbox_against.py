@@ -64,8 +64,10 @@ def worker(tree: Path, backend: str, workers: int, samples: Path) -> None:
 
 def checkout(rev: str, into: Path, docker: bool) -> Path:
     tree = into / "tree"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True,
-                   capture_output=True)
+    added = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+                           capture_output=True, text=True)
+    if added.returncode != 0:
+        sys.exit(f"cannot check out {rev!r}: {(added.stderr.strip().splitlines() or ['git failed'])[-1]}")
     if docker:
         build = subprocess.run(["bash", "scripts/setup_docker.sh"], cwd=tree, capture_output=True, text=True)
         if build.returncode != 0:

@@ -66,13 +66,17 @@ def harvest(samples: Path) -> tuple[list[str], list[str]]:
 
 
 def home_workload(home: Path) -> list[VerifierJob]:
-    """A run's own verifiers over its own responses (see response_verdicts)."""
-    import polars as pl
+    """A run's own verifiers over its own responses (see response_verdicts), every round's."""
+    from autoif_dagster.resources.io_manager import read_artifact
 
     assets = home / "assets"
-    verifiers = pl.read_parquet(assets / "verifiers.parquet")
-    responses = pl.read_parquet(assets / "responses.parquet").join(
-        pl.read_parquet(assets / "instruction_prompts.parquet").select("prompt_id", "instruction_id"), on="prompt_id")
+    frames = {name: read_artifact(assets, name) for name in ("verifiers", "responses", "instruction_prompts")}
+    missing = [name for name, frame in frames.items() if frame is None]
+    if missing:
+        sys.exit(f"{home}: no {', '.join(missing)} under {assets} (run `autoif run --home {home}` first)")
+    verifiers = frames["verifiers"]
+    responses = frames["responses"].join(frames["instruction_prompts"].select("prompt_id", "instruction_id"),
+                                         on="prompt_id")
     texts = {iid: g["response"].to_list() for (iid,), g in responses.group_by("instruction_id")}
     return [VerifierJob(row["func"], texts[row["instruction_id"]])
             for row in verifiers.iter_rows(named=True) if texts.get(row["instruction_id"])]
@@ -159,14 +163,14 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help="also: this AUTOIF_HOME's verifiers over its responses")
     args = parser.parse_args()
 
+    own = home_workload(args.home) if args.home else None  # a bad home stops us before any pass
     jobs, distinct = build_workload(args.samples, args.verifiers, args.strings)
     calls = sum(len(job.inputs) for job in jobs)
     print(f"workload: {len(jobs)} verifiers x {args.strings} strings = {calls} calls "
           f"({distinct} distinct release verifiers, the rest copies with a trailing comment); "
           f"best of {args.repeat} passes")
     compare(jobs, args, cache=not args.no_cache)
-    if args.home:
-        own = home_workload(args.home)
+    if own is not None:
         print(f"\nrealistic mix: {args.home}'s {len(own)} verifiers over their instructions' responses = "
               f"{sum(len(job.inputs) for job in own)} calls")
         compare(own, args, cache=False)

@@ -172,7 +172,7 @@ def chosen_beats_rejected(autoif: AutoIFConfig, dpo_pairs: pl.DataFrame) -> dg.A
 
 def below_base(base: pl.DataFrame, model: pl.DataFrame) -> list[str]:
     """The scores (benchmark/metric) where the model is below the base, with both figures."""
-    rows = evaluation.against_base(evaluation.per_benchmark(base.to_dicts()), evaluation.per_benchmark(model.to_dicts()))
+    rows = evaluation.against_base(base.to_dicts(), model.to_dicts())
     return [f"{r['benchmark']}/{r['metric']} {r['model']:.3f} < base {r['base']:.3f}" for r in rows if r["delta"] < 0]
 
 

@@ -157,7 +157,9 @@ def per_benchmark(verdicts: Sequence[dict]) -> dict[str, dict[str, float]]:
     return {benchmark: scores(rows) for benchmark, rows in grouped.items()}
 
 
-def against_base(base: dict[str, dict[str, float]], model: dict[str, dict[str, float]]) -> list[dict]:
-    """One row per benchmark and metric: the base's score, the model's and the difference."""
+def against_base(base_verdicts: Sequence[dict], model_verdicts: Sequence[dict]) -> list[dict]:
+    """One row per benchmark and metric of two models' judged responses: the base's score, the
+    model's and the difference."""
+    base, model = per_benchmark(base_verdicts), per_benchmark(model_verdicts)
     return [{"benchmark": b, "metric": m, "base": base[b][m], "model": model[b][m], "delta": model[b][m] - base[b][m]}
             for b in model if b in base for m in METRICS]

@@ -109,8 +109,6 @@ def test_run_then_nothing_stale_then_trace(tmp_path, monkeypatch, capsys, sandbo
     import json
     from pathlib import Path
 
-    import polars as pl
-
     from autoif_dagster.definitions import all_assets
     from autoif_dagster.resources import llm as llm_module
     from autoif_dagster.resources.ledger import Ledger

@@ -11,7 +11,6 @@ first request it has no completion for, and the recording must be made again.
 
 
 import dagster as dg
-import polars as pl
 import pytest
 
 from autoif_dagster.definitions import all_assets

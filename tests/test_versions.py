@@ -8,7 +8,7 @@ import polars as pl
 
 from autoif_dagster.definitions import ASSET_MODULES, all_assets
 from autoif_dagster.method import prompts
-from autoif_dagster.versions import code_version, output, stale_assets, to_refresh, with_code_versions
+from autoif_dagster.versions import output, stale_assets, to_refresh, with_code_versions
 
 
 def versions(assets) -> dict[str, str]:

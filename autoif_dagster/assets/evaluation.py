@@ -64,7 +64,7 @@ def score_model(context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl
         meta.update({f"{benchmark}/{m}": dg.MetadataValue.float(round(v, 4)) for m, v in figures.items()})
     meta["scores"] = dg.MetadataValue.md(md_table(table, ["benchmark", "prompts", *evaluation.METRICS]))
     if base is not None:
-        rows_vs = evaluation.against_base(evaluation.per_benchmark(base.to_dicts()), evaluation.per_benchmark(df.to_dicts()))
+        rows_vs = evaluation.against_base(base.to_dicts(), df.to_dicts())
         meta["against_base"] = dg.MetadataValue.md(md_table(
             [{**r, **{k: f"{r[k]:+.3f}" if k == "delta" else f"{r[k]:.3f}" for k in ("base", "model", "delta")}}
              for r in rows_vs], ["benchmark", "metric", "base", "model", "delta"]))
@@ -92,9 +92,8 @@ def checkpoint_scores(checkpoint: str) -> dg.AssetsDefinition:
     def scores(context: dg.AssetExecutionContext, evaluation_config: EvaluationConfig, base_llm: LLMResource,
                benchmark_prompts: pl.DataFrame, checkpoint: Checkpoint,
                base_benchmark_scores: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-        served = checkpoint.serving()
-        llm = base_llm.model_copy(update={"model": served["model"], "adapter": served["lora"]})
-        return score_model(context, llm, benchmark_prompts, evaluation_config, base=base_benchmark_scores)
+        return score_model(context, base_llm.serving(checkpoint), benchmark_prompts, evaluation_config,
+                           base=base_benchmark_scores)
 
     return scores
 

@@ -31,15 +31,6 @@ from .training import CHECKPOINT_IO, GROUP, checkpoint_output
 ASSET = "online_dpo_checkpoint"
 
 
-def policy_of(base_llm: LLMResource, checkpoint: Checkpoint | None) -> LLMResource:
-    """base_llm's settings serving a checkpoint (a whole model, or an adapter on its base);
-    base_llm itself without one."""
-    if checkpoint is None:
-        return base_llm
-    served = checkpoint.serving()
-    return base_llm.model_copy(update={"model": served["model"], "adapter": served["lora"]})
-
-
 def sampling_plan(prompts: list[dict], samples: int, query_only: int) -> list[tuple[dict, int, str]]:
     """(prompt row, sample index, user turn): `samples` answers to each prompt and `query_only`
     more to its query alone (candidate rejected answers: a small policy's samples of one prompt
@@ -87,7 +78,8 @@ def online_dpo_checkpoint(context: dg.AssetExecutionContext, autoif: AutoIFConfi
     trained: TrainedModel | None = None
     report: list[dict] = []
     for i in range(1, cfg.iterations + 1):
-        policy = policy_of(base_llm, current)
+        policy = base_llm if current is None else base_llm.serving(current)
+        identity = policy.model_identity()  # reads the checkpoint's manifest: once per iteration
         plan = sampling_plan(prompts, cfg.samples_per_prompt, cfg.query_only_samples)
         requests = [ChatRequest([{"role": "user", "content": turn}], max_tokens=cfg.max_tokens,
                                 temperature=cfg.temperature, top_p=cfg.top_p, seed=autoif.seed + 1000 * i + k)
@@ -101,7 +93,7 @@ def online_dpo_checkpoint(context: dg.AssetExecutionContext, autoif: AutoIFConfi
             if (p["prompt_id"], c.text) in seen:
                 continue
             seen.add((p["prompt_id"], c.text))
-            answers.append({"answer_id": content_id("response", p["prompt_id"], policy.model_identity(), i, k, c.text),
+            answers.append({"answer_id": content_id("response", p["prompt_id"], identity, i, k, c.text),
                             "prompt_id": p["prompt_id"], "instruction_id": p["instruction_id"], "prompt": p["prompt"],
                             "response": c.text, "with_instruction": k < cfg.samples_per_prompt})
         judged, calls = judge_by_instruction(
@@ -111,7 +103,7 @@ def online_dpo_checkpoint(context: dg.AssetExecutionContext, autoif: AutoIFConfi
         rows = iteration_pairs(answers, autoif.dpo.chosen_min_pass_rate, autoif.dpo.rejected_max_pass_rate,
                                autoif.dpo.max_pairs_per_prompt)
         pairs = frame("dpo_pairs", rows)
-        step = {"iteration": i, "policy": policy.model_identity(), "sampled": len(plan), "unfinished": truncated,
+        step = {"iteration": i, "policy": identity, "sampled": len(plan), "unfinished": truncated,
                 "answers": len(answers), "passing": sum(a["pass_rate"] >= autoif.dpo.chosen_min_pass_rate for a in answers),
                 "pairs": len(rows), "sandbox_executed": calls.get("executed", 0)}
         context.log.info(f"online DPO iteration {i}/{cfg.iterations}: {step}")

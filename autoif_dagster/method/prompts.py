@@ -3,7 +3,6 @@
 A prompt is a list of chat messages; the LLM resource renders it with the model's template.
 """
 
-import json
 from collections.abc import Sequence
 
 Messages = list[dict[str, str]]

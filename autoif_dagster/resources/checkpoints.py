@@ -26,9 +26,9 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from .models import resolve_model
+from .models import CHECKPOINT_MANIFEST, resolve_model
 
-MANIFEST = "autoif-checkpoint.json"  # written last: a directory without it is not a checkpoint
+MANIFEST = CHECKPOINT_MANIFEST  # written last: a directory without it is not a checkpoint
 LATEST = "LATEST"  # ASSET/LATEST: the name of the newest whole checkpoint of that asset
 FORMAT = 1  # the manifest's layout
 

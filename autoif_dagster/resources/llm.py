@@ -289,6 +289,12 @@ class LLMResource(dg.ConfigurableResource):
         # merged and unmerged weights round differently: the way it is served is part of it
         return f"{base}+adapter:{model_identity(self.adapter)}:{self._adapter_mode()}"
 
+    def serving(self, checkpoint: Any) -> "LLMResource":
+        """These settings serving a trained checkpoint (resources/checkpoints.py): a whole
+        model as the model, an adapter on its base."""
+        served = checkpoint.serving()
+        return self.model_copy(update={"model": served["model"], "adapter": served["lora"]})
+
     def _adapter_mode(self) -> str | None:
         """'lora', 'merged', or None without an adapter."""
         if self.adapter is None:

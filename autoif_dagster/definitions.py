@@ -101,11 +101,11 @@ def default_resources() -> dict:
         "autoif": AutoIFConfig(),
         "gpu": gpu,
         "supervisor_llm": LLMResource(model=DEFAULT_SUPERVISOR, backend=backend, ledger_path=ledger, gpu=gpu),
-        # The responding model, the one being trained (online DPO samples from it). The
-        # supervisor's model by default (self-alignment: the roles share one engine); a weaker
-        # one gives the paper's strong-to-weak setting.
+        # The model that answers the queries. The supervisor's model by default (self-alignment:
+        # the roles share one engine); a weaker one gives the paper's strong-to-weak setting.
         "policy_llm": LLMResource(model=DEFAULT_POLICY, backend=backend, ledger_path=ledger, gpu=gpu),
-        # the model training starts from and checkpoints are compared against (evaluation)
+        # the model training starts from (online DPO samples from it and its checkpoints) and
+        # checkpoints are compared against (evaluation)
         "base_llm": LLMResource(model=DEFAULT_BASE, backend=backend, ledger_path=ledger, gpu=gpu),
         "evaluation_config": EvaluationConfig(),
         # SFT and DPO checkpoints: how they train, and where they are kept

@@ -13,6 +13,7 @@ Config given per run (launchpad, run config) is not code and Dagster cannot see 
 a run; output it changes gets a new data version, so what depends on it becomes stale then.
 """
 
+import gc
 import hashlib
 import inspect
 import types
@@ -85,6 +86,22 @@ def _defining_module(name: str) -> bool:
     return name.split(".")[0] == PACKAGE and name not in NOT_DEFINING
 
 
+def _source(obj: Any) -> str:
+    """inspect.getsource, with no garbage collection while it runs. For a class, CPython 3.11
+    parses the whole module with `ast`, whose recursion depth lives in state shared by nested
+    parses: a collection inside the parse can run a finalizer that parses too (a traceback
+    logged from a `__del__`: 3.11 formats its carets with `ast`), and the outer parse then fails
+    with "AST constructor recursion depth mismatch". Garbage a test or a long-lived process
+    (the UI's code server) left behind made loading the definitions fail that way."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return inspect.getsource(obj)
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def _names(code: types.CodeType) -> set[str]:
     names = set(code.co_names)
     for const in code.co_consts:  # nested functions, comprehensions, lambdas
@@ -100,10 +117,10 @@ def _collect(obj: Any, parts: list[str], seen: set[int]) -> None:
     if isinstance(obj, Stage):
         parts.append(f"stage {obj.name} {obj.version}")
     elif inspect.isfunction(obj) and _ours(obj):
-        parts.append(inspect.getsource(obj))
+        parts.append(_source(obj))
         _follow(obj.__globals__, _names(obj.__code__), parts, seen)
     elif inspect.isclass(obj) and _ours(obj):
-        parts.append(inspect.getsource(obj))
+        parts.append(_source(obj))
         module = vars(inspect.getmodule(obj))
         for member in vars(obj).values():
             func = getattr(member, "__func__", member)  # static and class methods

@@ -1,11 +1,13 @@
 """Stage assets called directly on hand-built inputs of the kind real runs produce; no LLM
 is needed by these stages, so their outputs are exact."""
 
+import json
+
 import dagster as dg
 import polars as pl
 
 from autoif_dagster.assets.datasets import dpo_pairs, sft_dataset
-from autoif_dagster.assets.queries import instruction_prompts
+from autoif_dagster.assets.queries import instruction_prompts, queries
 from autoif_dagster.assets.responses import response_verdicts, sampling_plan
 from autoif_dagster.assets.verifiers import cross_validation
 from autoif_dagster.config import AutoIFConfig, CrossValConfig, QueryConfig, ResponseConfig
@@ -119,6 +121,27 @@ def test_sampling_plan_sends_the_query_alone_after_the_prompt_samples():
     plan = sampling_plan([row], ResponseConfig(samples_per_prompt=2, query_only_samples=1))
     assert [(k, text) for _, k, text in plan] == [(0, row["prompt"]), (1, row["prompt"]), (2, "Name an animal")]
     assert len(sampling_plan([row, row], ResponseConfig(samples_per_prompt=3, query_only_samples=0))) == 6
+
+
+def test_queries_keep_20_to_300_characters_after_strip_and_the_first_of_each_duplicate(tmp_path):
+    """The paper's bounds, inclusive, on the stripped text (each text is padded with spaces
+    in the file); duplicates up to case, spacing and final punctuation keep the first seen."""
+    def of_length(n: int, tag: str) -> str:
+        return (tag + " " + "w" * n)[:n]
+
+    texts = {"q19": of_length(19, "short"), "q20": of_length(20, "least"), "q300": of_length(300, "most"),
+             "q301": of_length(301, "long"), "first": "Tell me how to brew good coffee.",
+             "recased": "tell ME how to  brew good COFFEE!", "unpunctuated": "Tell me how to brew good coffee",
+             "other": "Tell me how to brew good tea."}
+    path = tmp_path / "queries.jsonl"
+    path.write_text("\n".join(json.dumps({"id": i, "query": f"  {q} "}) for i, q in texts.items()))
+    out = queries(dg.build_asset_context(), AutoIFConfig(queries_path=str(path)))
+    assert dict(zip(out.value["source"], out.value["query"])) == {i: texts[i] for i in ["q20", "q300", "first", "other"]}
+    assert out.metadata["rows_in"].value == 8
+    assert out.metadata["dropped"].value == {"too_short": 1, "too_long": 1, "duplicate": 2}
+    sampled = queries(dg.build_asset_context(), AutoIFConfig(queries_path=str(path), queries=QueryConfig(pool_size=3)))
+    assert sampled.value.height == 3 and set(sampled.value["query_id"]) < set(out.value["query_id"])
+    assert sampled.metadata["dropped"].value == {"too_short": 1, "too_long": 1, "duplicate": 2, "not_sampled": 1}
 
 
 def test_instruction_prompts_pair_each_instruction_with_k_queries():

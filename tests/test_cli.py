@@ -7,7 +7,7 @@ import pytest
 
 from autoif_dagster import cli
 from autoif_dagster.resources.io_manager import read_artifact
-from autoif_dagster.resources.models import DEFAULT_POLICY, DEFAULT_SUPERVISOR
+from tests.lineage import chain
 from tests.rounds import ROUND
 
 
@@ -86,7 +86,8 @@ def test_unreadable_config_file_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("supervisor, policy, expected", [
-    (None, None, (DEFAULT_SUPERVISOR, DEFAULT_POLICY)),  # the default: strong-to-weak
+    (None, None, ("qwen2.5-coder-1.5b-instruct",) * 2),  # the default: self-alignment, one model in both roles
+    (None, "small/model", ("qwen2.5-coder-1.5b-instruct", "small/model")),  # strong-to-weak: only when asked
     ("big/model", None, ("big/model", "big/model")),  # self-alignment: one model answers too
     ("big/model", "small/model", ("big/model", "small/model")),
 ])
@@ -133,10 +134,7 @@ def test_run_then_nothing_stale_then_trace(tmp_path, monkeypatch, capsys, sandbo
     assert cli.main(["trace", sample, "--home", str(home), "--json"]) == 0
     tree = json.loads(capsys.readouterr().out)
     versions = {k.to_user_string(): v for a in all_assets for k, v in a.code_versions_by_key.items()}
-
-    def nodes(node):
-        return [node] + [n for p in node.get("parents", []) for n in nodes(p)]
-    chain = nodes(tree)
-    assert {"sft_dataset", "responses", "augmented_instructions"} <= {n["asset"] for n in chain}
-    for node in chain:
+    nodes = chain(tree)
+    assert {"sft_dataset", "responses", "augmented_instructions"} <= {n["asset"] for n in nodes}
+    for node in nodes:
         assert node["run_id"] == run_id and node["code_version"] == versions[node["asset"]], node["asset"]

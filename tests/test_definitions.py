@@ -48,13 +48,51 @@ def test_dagster_cli_validates_the_workspace():
     assert out.returncode == 0, out.stderr[-2000:]
 
 
-def test_default_run_is_strong_to_weak_and_each_llm_stage_uses_its_role():
+def test_the_default_run_is_self_alignment_on_one_engine_and_each_llm_stage_uses_its_role(monkeypatch):
+    """The paper's self-alignment setting is the default (the 1.5B writes, judges and answers;
+    README, "Choosing the default models"): both LLM roles, as a run initializes them, get one
+    engine, started once; strong-to-weak, a second model, is a choice (--policy-model). The
+    policy answers the queries; the supervisor does every other LLM stage."""
     from autoif_dagster.definitions import all_assets, default_resources
-    from autoif_dagster.resources.models import DEFAULT_POLICY, DEFAULT_SUPERVISOR
+    from autoif_dagster.resources import llm
 
+    built = []
+    monkeypatch.setattr(llm.LLMResource, "_build_engine", lambda self: built.append(self.model) or object())
+    monkeypatch.setattr(llm, "_ENGINES", {})  # this test's engines only
+    monkeypatch.setattr(llm, "_stop", lambda engines: None)  # fakes: nothing to stop
     resources = default_resources()
-    assert (resources["supervisor_llm"].model, resources["policy_llm"].model) == (DEFAULT_SUPERVISOR, DEFAULT_POLICY)
+    with dg.build_resources({k: resources[k] for k in ("gpu", "supervisor_llm", "policy_llm")}) as run:
+        assert run.supervisor_llm.engine() is run.policy_llm.engine()
+    assert built == ["qwen2.5-coder-1.5b-instruct"]
     needs = {key.to_user_string(): a.required_resource_keys for a in all_assets for key in a.keys}
     assert "policy_llm" in needs["responses"] and "supervisor_llm" not in needs["responses"]
     for stage in ["augmented_instructions", "verifier_candidates", "back_translations", "nli_verdicts", "quality_scores"]:
         assert "supervisor_llm" in needs[stage] and "policy_llm" not in needs[stage], stage
+
+
+GARBAGE_THAT_PARSES = """
+import ast, gc
+
+class Finalized:  # what a leaked connection does when collected: logs a traceback, which 3.11 formats with ast
+    def __del__(self):
+        ast.parse("x = 1")
+        leak()
+
+def leak():
+    cycle = Finalized()
+    cycle.self = cycle  # only the collector frees it, at any allocation
+
+leak()
+gc.set_threshold(50)
+import autoif_dagster.definitions
+print("loaded")
+"""
+
+
+def test_definitions_load_whatever_the_process_did_before():
+    """Garbage with a finalizer that parses Python, collected while the code versions read a
+    class's source (CPython 3.11's ast shares its recursion depth between nested parses): the
+    definitions still load. Before the fix this failed with "AST constructor recursion depth
+    mismatch" after tests/test_assets.py, and would in a long-lived code server."""
+    out = subprocess.run([sys.executable, "-c", GARBAGE_THAT_PARSES], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "loaded", out.stderr[-2000:]

@@ -14,6 +14,7 @@ DATA = set(SCHEMAS) - set(MODEL_ARTIFACTS)  # what the data graph (all_assets) m
 from autoif_dagster.resources.exports import ExportResource
 from autoif_dagster.resources.io_manager import read_artifact
 from autoif_dagster.trace import Tracer
+from tests.lineage import assert_traces_to_a_seed
 from tests.rounds import ROUND, context
 
 # stages whose output rows and dropped rows together account for every input row
@@ -48,17 +49,6 @@ def sandbox_executions(metadata: dict[str, dict]) -> int:
     return sum(m["sandbox_calls"]["executed"] for m in metadata.values() if "sandbox_calls" in m)
 
 
-def chain(node: dict) -> list[dict]:
-    """Every node of a trace tree."""
-    return [node] + [n for parent in node.get("parents", []) for n in chain(parent)]
-
-
-def traces_to_a_seed(tracer, row_id: str) -> bool:
-    nodes = chain(tracer.trace(row_id))
-    assets = {n["asset"] for n in nodes}
-    return not any(n.get("missing") for n in nodes) and {"augmented_instructions", "queries"} <= assets
-
-
 @pytest.fixture
 def run(resources, tmp_path):
     return materialize(with_ledger(resources, tmp_path), tmp_path)
@@ -84,7 +74,11 @@ def test_whole_graph_on_the_embedded_model(run):
 
 
 @pytest.mark.engine
-def test_a_second_materialization_asks_nothing_and_every_response_traces(run, resources, tmp_path):
+def test_a_second_materialization_asks_nothing_and_every_row_traces(run, resources, tmp_path):
+    """Run again on the same ledger: nothing is asked or executed, the rows are the same, and
+    every verifier candidate and response traces to a seed (SmolLM2 at this scale writes
+    candidates, but seldom a verifier that survives to give responses: the default-models
+    test and the replayed default run trace training rows)."""
     frames, metadata = run
     assert llm_calls(metadata) > 0 and sandbox_executions(metadata) > 0
     again_frames, again = materialize(with_ledger(resources, tmp_path), tmp_path)
@@ -92,49 +86,83 @@ def test_a_second_materialization_asks_nothing_and_every_response_traces(run, re
     for name in ("responses", "verifiers", "sft_dataset"):
         assert again_frames[name].equals(frames[name]), name
     tracer = Tracer(tmp_path)
+    assert frames["verifier_candidates"].height > 0
+    for row_id in frames["verifier_candidates"]["candidate_id"].to_list():
+        assert_traces_to_a_seed(tracer, row_id, via=())
     for response_id in frames["responses"]["response_id"].to_list():
-        assert traces_to_a_seed(tracer, response_id), response_id
+        assert_traces_to_a_seed(tracer, response_id)
+
+
+def asked(ledger_path) -> dict[bytes, str]:
+    """Every stored completion's key and the text of its request's messages."""
+    import json
+    import sqlite3
+
+    with sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True) as db:
+        return {key: "\n".join(m["content"] for m in json.loads(request)["messages"])
+                for key, request in db.execute("SELECT key, request FROM completions")}
+
+
+def texts(frames: dict[str, pl.DataFrame]) -> set[str]:
+    """Every string cell of every frame: the content a request can be about."""
+    return {v for df in frames.values() for col, kind in df.schema.items() if kind == pl.String
+            for v in df[col].drop_nulls().to_list() if len(v) >= 8}
 
 
 @pytest.mark.engine
 def test_a_prompt_edit_reruns_exactly_what_is_downstream_and_asks_only_new_prompts(resources, tmp_path, monkeypatch):
-    """The verifier prompt changes: only `verifier_candidates` is stale, the refresh runs it
-    and what is downstream of it and nothing upstream, every verifier prompt is asked again,
-    and downstream stages ask only for prompts their new inputs made new."""
+    """The augmentation prompt changes: only `augmented_instructions` is stale, the refresh runs
+    it and what is downstream of it and nothing upstream, the augmentation is asked again, and
+    every other request the refresh sends is about content the first run did not have: the
+    verifier prompts of instructions both runs hold come from the ledger, exactly, and only the
+    new instructions' are asked. (The edit is upstream of the verifiers because SmolLM2 keeps
+    too few verifiers for the stages after them to have inputs at this scale.)"""
     from autoif_dagster.definitions import ASSET_MODULES
     from autoif_dagster.method import prompts
-    from autoif_dagster.resources.ledger import Ledger
     from autoif_dagster.versions import stale_assets, to_refresh, with_code_versions
 
-    res = with_ledger(resources, tmp_path)
+    from autoif_dagster.config import AugmentConfig
+
+    seeds = tmp_path / "seeds.txt"  # two seeds and room for every new instruction: none is sampled away
+    seeds.write_text("Write your entire answer in lowercase letters\nDo not use any commas in your answer\n")
+    config = resources["autoif"].model_copy(update={"seeds_path": str(seeds), "augment": AugmentConfig(
+        rounds=1, examples_per_round=2, max_instructions=12)})
+    res = with_ledger({**resources, "autoif": config}, tmp_path)
+    ledger = res["supervisor_llm"].ledger_path
+    edit = " Keep each instruction short."
     with dg.instance_for_test() as instance:
         assert dg.materialize(all_assets, partition_key=ROUND, resources=res, instance=instance).success
         before = {name: read_artifact(tmp_path / "assets", name) for name in DATA}
         assert stale_assets(instance, dg.Definitions(assets=all_assets, resources=res), ROUND) == {}
 
-        monkeypatch.setattr(prompts, "VERIFIER_TASK", prompts.VERIFIER_TASK + " Keep the function short.")
+        monkeypatch.setattr(prompts, "AUGMENT_TASK", prompts.AUGMENT_TASK + edit)
         edited = with_code_versions(dg.load_assets_from_modules(ASSET_MODULES))
         defs = dg.Definitions(assets=edited, resources=res)
         stale = stale_assets(instance, defs, ROUND)
-        assert list(stale) == [dg.AssetKey("verifier_candidates")], stale
+        assert list(stale) == [dg.AssetKey("augmented_instructions")], stale
         keys = to_refresh(stale, defs)
-        upstream = {"seed_instructions", "augmented_instructions", "queries"}
+        upstream = {"seed_instructions", "queries"}
         assert {k.to_user_string() for k in keys} == DATA - upstream
-        with Ledger(res["supervisor_llm"].ledger_path) as ledger:
-            stored = ledger.count("completions")
+        first = asked(ledger)
         result = dg.materialize(edited, partition_key=ROUND, selection=keys, resources=res, instance=instance)
         assert result.success
         meta = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()}
                 for m in (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())}
         assert set(meta) == DATA - upstream  # nothing upstream re-ran
+        augmented = meta["augmented_instructions"]
+        assert augmented["ledger_misses"] == augmented["llm_requests"] > 0  # every augmentation prompt is new
+        after = {name: read_artifact(tmp_path / "assets", name) for name in DATA}
+        ids = [set(frames["augmented_instructions"]["instruction_id"]) for frames in (before, after)]
+        samples = res["autoif"].verifiers.samples_per_instruction
         candidates = meta["verifier_candidates"]
-        assert candidates["ledger_misses"] == candidates["llm_requests"] > 0  # every verifier prompt is new
-        for name, stage in (("instruction_prompts", "responses"), ("verifiers", "back_translations")):
-            after = read_artifact(tmp_path / "assets", name)
-            if after.equals(before[name]):  # unchanged input: that stage is served by the ledger
-                assert meta[stage]["ledger_misses"] == 0, stage
-        with Ledger(res["supervisor_llm"].ledger_path) as ledger:
-            assert ledger.count("completions") == stored + sum(m.get("ledger_misses", 0) for m in meta.values())
+        assert ids[1] & ids[0] and ids[1] - ids[0]  # the seeds are kept, the new instructions differ
+        assert (candidates["ledger_hits"], candidates["ledger_misses"]) == (samples * len(ids[1] & ids[0]),
+                                                                            samples * len(ids[1] - ids[0]))
+        new_content = texts(after) - texts(before)
+        new = {key: text for key, text in asked(ledger).items() if key not in first}
+        assert len(new) == sum(m.get("ledger_misses", 0) for m in meta.values())
+        for text in new.values():
+            assert edit in text or any(t in text for t in new_content), f"asked again without new content: {text[:300]}"
         assert stale_assets(instance, defs, ROUND) == {}
 
 
@@ -189,6 +217,8 @@ def test_default_models_end_to_end(tmp_path, queries_file, sandbox):
                  "io_manager": ParquetIOManager(base_dir=str(tmp_path / "assets")),
                  "exports": ExportResource(directory=str(tmp_path / "exports"))}
     frames, meta = materialize(with_ledger(resources, tmp_path), tmp_path)
+    # something for the loops below to re-judge and trace
+    assert frames["responses"].height > 0 and frames["sft_dataset"].height > 0 and frames["dpo_pairs"].height > 0
     assert len(llm_module._ENGINES) == 1
     assert frames["responses"]["model"].unique().to_list() in ([], [resources["policy_llm"].model])
     assert meta["nli_verdicts"]["nli_backend"] == "embedding"
@@ -209,7 +239,7 @@ def test_default_models_end_to_end(tmp_path, queries_file, sandbox):
     assert texts.is_unique().all()  # one row per prompt and response text
     tracer = Tracer(tmp_path)
     for row_id in sft["sample_id"].to_list() + frames["dpo_pairs"]["pair_id"].to_list():
-        assert traces_to_a_seed(tracer, row_id), row_id
+        assert_traces_to_a_seed(tracer, row_id, via=("queries", "responses"))
 
 
 @pytest.mark.engine

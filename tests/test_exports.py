@@ -2,6 +2,12 @@
 read back the way each trainer reads them."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import dagster as dg
 import datasets
@@ -84,3 +90,60 @@ def test_a_hub_push_that_cannot_reach_the_hub_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ExportError, match="could not push the sft set to the Hub repo 'someone/autoif'"):
         _export(tmp_path, hub_repo="someone/autoif")
+
+
+def test_an_export_killed_mid_write_leaves_nothing_that_looks_whole_and_the_next_lands(tmp_path):
+    """SIGKILL runs no cleanup: only writing beside the final name and renaming keeps a half
+    export from looking whole. The child slows itself (its own hook, not the package's) so the
+    kill lands after the SFT set is on disk and before the DPO set is."""
+    directory = tmp_path / "exports"
+    ExportResource(directory=str(directory)).export(SFT[:1], [])  # an earlier export: LATEST names it
+    before = (directory / "LATEST").read_text().strip()
+    script = textwrap.dedent(f"""
+        import time
+        import datasets
+        from autoif_dagster.resources.exports import ExportResource
+        from tests.test_exports import PAIRS, SFT
+
+        save = datasets.Dataset.save_to_disk
+        def slow(self, path, **kwargs):
+            save(self, path, **kwargs)
+            time.sleep(600)
+        datasets.Dataset.save_to_disk = slow
+        ExportResource(directory={str(directory)!r}).export(SFT, PAIRS)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1])
+
+    def sft_written() -> bool:
+        return any(p.parts[-4] != before for p in directory.glob("*/hf/sft/state.json"))
+
+    try:
+        deadline = time.monotonic() + 60
+        while not sft_written() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sft_written(), "the child never wrote the SFT set"
+    finally:
+        child.kill()  # SIGKILL: no cleanup runs
+        child.wait()
+    assert {p.name for p in directory.iterdir() if not p.name.startswith(".")} == {"LATEST", before}
+    assert (directory / "LATEST").read_text().strip() == before
+    assert [p.name for p in directory.glob(f".*.{child.pid}.*.tmp")]  # the killed export's staging
+
+    manifest = ExportResource(directory=str(directory)).export(SFT, PAIRS)
+    assert not list(directory.glob(".*.tmp"))  # swept by the next export: its process is gone
+    version = (directory / "LATEST").read_text().strip()
+    assert version != before and {row["version"] for row in manifest} == {version}
+    assert {p.name for p in directory.iterdir() if not p.name.startswith(".")} == {"LATEST", before, version}
+    reference = ExportResource(directory=str(tmp_path / "reference")).export(SFT, PAIRS)
+    assert [row["file"] for row in manifest] == [row["file"] for row in reference]  # every file of a whole export
+    assert datasets.load_from_disk(str(directory / version / "hf" / "dpo")).num_rows == len(PAIRS)
+    assert len((directory / version / "messages" / "sft.jsonl").read_text().splitlines()) == len(SFT)
+
+
+def test_an_export_leaves_the_staging_of_a_running_one_alone(tmp_path):
+    """Two runs may export into one home at once: only a dead process's staging is swept."""
+    directory = tmp_path / "exports"
+    running = directory / f".0123456789ab.{os.getpid()}.deadbeef.tmp"
+    running.mkdir(parents=True)
+    ExportResource(directory=str(directory)).export(SFT, PAIRS)
+    assert running.is_dir()

@@ -11,7 +11,7 @@ import pytest
 from autoif_dagster.resources.ledger import SCHEMA_VERSION, Ledger, LedgerError, verdict_keys
 from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob
 from autoif_dagster.resources.supervisors import sandbox_code_hash
-from autoif_dagster.sandbox.protocol import CRASH, EXCEPTION, FAIL, PASS, TIMEOUT, Verdict
+from autoif_dagster.sandbox.protocol import CRASH, EXCEPTION, FAIL, MEMORY, PASS, TIMEOUT, Verdict
 
 NO_LETTER_E = "def evaluate(response):\n    return 'e' not in response.lower()\n"
 
@@ -87,6 +87,31 @@ def test_timeouts_and_crashes_are_not_cached(cached):
     verdicts, stats = cached_sandbox.judge_with_stats(jobs)
     assert kinds(verdicts[0]) == [PASS, TIMEOUT, CRASH, PASS]
     assert stats["cache_hits"] == 2 and stats["executed"] == 2
+
+
+def test_memory_verdicts_are_not_cached_but_the_others_of_the_call_are(cached, tmp_path):
+    """Where the memory limit bites depends on what the supervisor had mapped when it forked,
+    so a memory verdict is judged again each time. The verifier reads `mood`: while it is
+    'bomb', the input 'bomb' exhausts its memory; after the switch every verdict it gives is
+    the opposite, so a verdict that did not change came from the ledger."""
+    mood = tmp_path / "mood"
+    mood.write_text("bomb")
+    source = (
+        "def evaluate(response):\n"
+        f"    mood = open({str(mood)!r}).read()\n"
+        "    if mood == 'bomb' and response == 'bomb':\n"
+        "        return len('x' * 10**10) > 0\n"
+        "    return ('e' not in response) == (mood == 'bomb')\n"
+    )
+    sandbox = cached.model_copy(update={"memory_mb": 128})
+    jobs = [VerifierJob(source, ["abc", "bomb", "eee"])]
+    assert sandbox.judge(jobs)[0] == [Verdict(PASS), Verdict(MEMORY, "MemoryError"), Verdict(FAIL)]
+    with Ledger(sandbox.ledger_path) as ledger:
+        assert ledger.count("verdicts") == 2
+    mood.write_text("calm")
+    verdicts, stats = sandbox.judge_with_stats(jobs)
+    assert kinds(verdicts[0]) == [PASS, FAIL, FAIL]  # 'bomb' ran again; the others are the stored ones
+    assert stats["cache_hits"] == 2 and stats["executed"] == 1
 
 
 def test_the_cache_is_keyed_by_sandbox_version(cached, tmp_path):

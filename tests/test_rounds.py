@@ -2,6 +2,10 @@
 engine, the combined datasets holding every round once, and the nightly schedule."""
 
 import datetime as dt
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -14,8 +18,11 @@ from autoif_dagster.resources import llm as llm_module
 from autoif_dagster.resources.io_manager import read_artifact
 from autoif_dagster.rounds import FIRST_ROUND, ROUNDS, resolve_rounds, round_index, round_seed
 from tests.rounds import frame
+from tests.servers import stop_group
 
 NEXT = "2026-11-02"
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 
 
 def test_a_rounds_seeds_derive_from_its_key():
@@ -38,8 +45,70 @@ def test_the_nightly_schedule_asks_for_the_days_round():
     assert [(r.partition_key, r.run_key) for r in requests] == [("2026-11-20", "2026-11-20")]
     assert nightly.cron_schedule == "0 2 * * *"
     assert defs.resolve_job_def("autoif").partitions_def == ROUNDS
-    # a second tick for the same day asks for the same run key: Dagster starts it once
-    assert nightly.evaluate_tick(context).run_requests[0].run_key == requests[0].run_key
+
+
+def _daemon_tick(instance: dg.DagsterInstance, schedule, timeout_s: float = 60):
+    """Run the real daemon on the workspace until it has finished a tick of `schedule`; that tick."""
+    from dagster._core.scheduler.instigation import TickStatus
+
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=ROOT,
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            done = [t for t in instance.get_ticks(schedule.instigator_origin_id, schedule.selector_id)
+                    if t.status != TickStatus.STARTED]
+            if done:
+                return done[0]
+            time.sleep(1)
+        pytest.fail(f"the daemon finished no tick of nightly_regeneration in {timeout_s:.0f} s")
+    finally:
+        stop_group(daemon)  # and the code server it started
+
+
+def test_a_nightly_tick_evaluated_again_finds_its_run_and_starts_no_second(tmp_path, monkeypatch):
+    """The real daemon on the project's schedule, caught up to today's 02:00 UTC tick, makes
+    that round's run; then the instance forgets the tick (a daemon that crashed before it
+    recorded it) and a restarted daemon evaluates it again: it finds the run it made and
+    starts none. Dagster's scheduler looks the run up by schedule, scheduled execution time
+    and run key together (_scheduler/scheduler.py, _get_existing_run_for_request), so this is
+    one run per tick, not per run key: a run with the day's key made at another time (or by
+    hand) would not count. A day has one run because the cron has one tick a day. Runs stay
+    queued (max_concurrent_runs: 0): nothing executes."""
+    from dagster._core.scheduler.instigation import InstigatorType, ScheduleInstigatorData, TickStatus
+    from dagster._core.storage import tags
+
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("run_queue:\n  max_concurrent_runs: 0\ntelemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    now = dt.datetime.now(dt.timezone.utc)
+    tick = now.replace(hour=2, minute=0, second=0, microsecond=0) - dt.timedelta(days=now.hour < 2)
+    day = tick.date().isoformat()
+    subprocess.run([str(BIN / "dagster"), "schedule", "start", "nightly_regeneration", "-w", "workspace.yaml"],
+                   cwd=ROOT, check=True, capture_output=True)
+    with dg.DagsterInstance.get() as instance:
+        (schedule,) = instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
+        started = schedule.with_data(ScheduleInstigatorData(schedule.instigator_data.cron_schedule,
+                                                            start_timestamp=tick.timestamp() - 60))
+        instance.update_instigator_state(started)  # turned on just before the tick: the daemon catches it up
+
+        first = _daemon_tick(instance, schedule)
+        assert first.status == TickStatus.SUCCESS, first.error
+        (run,) = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.QUEUED and first.run_ids == [run.run_id]
+
+        instance.purge_ticks(schedule.instigator_origin_id, schedule.selector_id, before=time.time())
+        assert not instance.get_ticks(schedule.instigator_origin_id, schedule.selector_id)
+        instance.update_instigator_state(started)  # and its record of having looked since
+        second = _daemon_tick(instance, schedule)  # a new tick for the same 02:00
+        assert second.timestamp == first.timestamp == tick.timestamp()
+        assert second.status == TickStatus.SUCCESS and second.run_ids == [run.run_id] and second.run_keys == [day]
+        assert [r.run_id for r in instance.get_runs()] == [run.run_id]
+        # what the daemon looks a tick's run up by: schedule, scheduled time, run key (and the round it asks for)
+        expected = {tags.SCHEDULE_NAME_TAG: "nightly_regeneration", tags.SCHEDULED_EXECUTION_TIME_TAG: tick.isoformat(),
+                    tags.RUN_KEY_TAG: day, tags.PARTITION_NAME_TAG: day}
+        assert {k: run.tags.get(k) for k in expected} == expected
 
 
 def _round_inputs(round_key: str, answer: str) -> dict:

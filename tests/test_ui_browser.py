@@ -20,6 +20,7 @@ from autoif_dagster.resources.io_manager import read_artifact
 from autoif_dagster.resources.ledger import Ledger
 from autoif_dagster.schemas import CHECKPOINT_ARTIFACTS, SCHEMAS
 
+from .ci import unavailable
 from .rounds import ROUND
 from .servers import free_port, stop_group, wait_until_serving
 
@@ -32,20 +33,17 @@ ARTIFACTS = Path(os.environ.get("AUTOIF_TEST_ARTIFACTS", ROOT / ".test-artifacts
 def chromium() -> str:
     path = os.environ.get("AUTOIF_CHROMIUM") or shutil.which("chromium")
     if path is None:
-        message = "no chromium for the browser test: `make browser` installs Debian's"
-        if os.environ.get("AUTOIF_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("no chromium for the browser test: `make browser` installs Debian's")
     return path
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory, chromium):
+def ui(tmp_path_factory, chromium, sandbox):
     home = tmp_path_factory.mktemp("ui-home")
     with Ledger(str(home / "ledger.sqlite")) as ledger:
         ledger.import_completions(RECORDING)
     port = free_port()
-    env = {**os.environ, "AUTOIF_LLM_BACKEND": "replay", "AUTOIF_SANDBOX": "local"}
+    env = {**os.environ, "AUTOIF_LLM_BACKEND": "replay", "AUTOIF_SANDBOX": sandbox.backend}  # docker in CI
     env.pop("DAGSTER_HOME", None)  # the embedded instance under --home
     proc = subprocess.Popen([sys.executable, "-m", "autoif_dagster.cli", "ui", "--home", str(home), "--port", str(port)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

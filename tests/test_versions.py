@@ -1,14 +1,28 @@
 """Code versions from what defines an asset, content data versions, and what is stale."""
 
+import ast
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
+import autoif_dagster
 from autoif_dagster.definitions import ASSET_MODULES, all_assets
-from autoif_dagster.method import prompts
 from autoif_dagster.versions import output, stale_assets, to_refresh, with_code_versions
+
+PACKAGE = Path(autoif_dagster.__file__).parent
+# every asset's code version, from the package this process imports
+EVERY_VERSION = """
+import autoif_dagster
+from autoif_dagster.definitions import all_assets, model_assets, training_assets
+print(autoif_dagster.__file__)
+every = (*all_assets, *training_assets, *model_assets)
+print({k.to_user_string(): v for a in every for k, v in a.code_versions_by_key.items()})
+"""
 
 
 def versions(assets) -> dict[str, str]:
@@ -17,6 +31,34 @@ def versions(assets) -> dict[str, str]:
 
 def rebuilt() -> dict[str, str]:
     return versions(with_code_versions(dg.load_assets_from_modules(ASSET_MODULES)))
+
+
+def changed_by_edit(tmp_path: Path, file: str, old: str, new: str) -> set[str]:
+    """The assets whose code version differs between a copy of the package and a copy with
+    `old` replaced by `new` in `file`, a source edit as a developer makes it, each copy loaded
+    in a fresh process (what reaches the edited code, through any module, sees it)."""
+    procs = {}
+    for name, edit in (("unedited", None), ("edited", (old, new))):
+        root = tmp_path / name
+        shutil.copytree(PACKAGE, root / "autoif_dagster", ignore=shutil.ignore_patterns("__pycache__"))
+        if edit:
+            source = root / "autoif_dagster" / file
+            text = source.read_text()
+            assert text.count(old) == 1, f"{old!r} not once in {file}"
+            source.write_text(text.replace(old, new))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+        procs[name] = root, subprocess.Popen([sys.executable, "-c", EVERY_VERSION], cwd=root, env=env, text=True,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    found = {}
+    for name, (root, proc) in procs.items():
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err[-2000:]
+        module, printed = out.splitlines()[-2:]
+        assert module == str(root / "autoif_dagster" / "__init__.py")  # the copy, not the installed package
+        found[name] = ast.literal_eval(printed)
+    before, after = found["unedited"], found["edited"]
+    assert before.keys() == after.keys()
+    return {name for name in before if before[name] != after[name]}
 
 
 def test_every_asset_has_a_fingerprint_and_it_is_the_same_in_another_process():
@@ -28,11 +70,10 @@ def test_every_asset_has_a_fingerprint_and_it_is_the_same_in_another_process():
     assert eval(there) == here  # no set order or address in a fingerprint
 
 
-def test_a_prompt_edit_changes_exactly_the_asset_that_sends_it(monkeypatch):
-    before = rebuilt()
-    monkeypatch.setattr(prompts, "BACK_TRANSLATION_TASK", prompts.BACK_TRANSLATION_TASK + " Be brief.")
-    after = rebuilt()
-    assert {name for name in before if before[name] != after[name]} == {"back_translations"}
+def test_a_prompt_edit_changes_exactly_the_asset_that_sends_it(tmp_path):
+    edited = changed_by_edit(tmp_path, "method/prompts.py", '"the instruction only."',
+                             '"the instruction only. Be brief."')
+    assert edited == {"back_translations"}
 
 
 def test_a_config_section_counts_only_for_assets_that_read_it(monkeypatch):
@@ -46,17 +87,16 @@ def test_a_config_section_counts_only_for_assets_that_read_it(monkeypatch):
     assert {name for name in before if before[name] != after[name]} == {"quality_scores", "sft_dataset", "dpo_pairs"}
 
 
-def test_a_filter_edit_changes_the_assets_that_call_it(monkeypatch):
-    from autoif_dagster.assets import responses
-
-    def pass_rate(verdicts):  # an edited filter, as if written in its module
-        return 0, 0, 1.0
-    pass_rate.__module__ = "autoif_dagster.method.selection"
-
-    before = rebuilt()
-    monkeypatch.setattr(responses, "pass_rate", pass_rate)
-    after = rebuilt()
-    assert {name for name in before if before[name] != after[name]} == {"response_verdicts"}
+def test_a_filter_edit_changes_the_assets_that_call_it(tmp_path):
+    """`pass_rate` (method/selection.py) edited in its file: every asset that calls it, in any
+    module, gets a new code version, and nothing else. Asset checks carry no code version in
+    Dagster 1.13 (AssetCheckSpec has no such field; @asset_check passes code_version=None), so
+    versions.py fingerprints assets only: the check that calls pass_rate
+    (sft_responses_pass_their_verifiers) runs again whenever sft_dataset is materialized,
+    which it is once response_verdicts is re-made with new pass rates."""
+    edited = changed_by_edit(tmp_path, "method/selection.py", "passed / len(verdicts) if verdicts",
+                             "(passed + errors / 2) / len(verdicts) if verdicts")
+    assert edited == {"response_verdicts", "online_dpo_checkpoint"}
 
 
 def test_the_data_version_is_the_content():

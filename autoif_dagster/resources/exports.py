@@ -58,14 +58,15 @@ class ExportResource(dg.ConfigurableResource):
         version = _version(rows)
         root = Path(self.directory)
         final = root / version
+        _sweep(root)
         if not final.exists():
-            staging = root / f".{version}.{uuid.uuid4().hex[:8]}.tmp"
+            staging = _staging(root, version)
             try:
                 self._write(staging, rows)
                 os.replace(staging, final)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-        latest = root / f".LATEST.{uuid.uuid4().hex[:8]}"
+        latest = _staging(root, "LATEST")
         latest.write_text(version + "\n")
         os.replace(latest, root / "LATEST")
         if self.hub_repo:
@@ -108,3 +109,32 @@ class ExportResource(dg.ConfigurableResource):
                              "rows": len(rows[kind]) if kind else 0, "bytes": path.stat().st_size,
                              "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
         return manifest
+
+
+def _staging(root: Path, name: str) -> Path:
+    """Where `name` is written before it is renamed in; named for this process, so that what a
+    killed export left behind can be told from what a running one is writing."""
+    return root / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+def _sweep(root: Path) -> None:
+    """Remove the staging of exports whose process is gone (killed mid-write): never read, and
+    their space is needed."""
+    for stale in root.glob(".*.*.*.tmp"):
+        pid = stale.name.split(".")[-3]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

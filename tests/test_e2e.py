@@ -125,8 +125,8 @@ def test_a_prompt_edit_reruns_exactly_what_is_downstream_and_asks_only_new_promp
 
     seeds = tmp_path / "seeds.txt"  # two seeds and room for every new instruction: none is sampled away
     seeds.write_text("Write your entire answer in lowercase letters\nDo not use any commas in your answer\n")
-    config = resources["autoif"].model_copy(update={"seeds_path": str(seeds), "augment": AugmentConfig(
-        rounds=1, examples_per_round=2, max_instructions=12)})
+    config = type(resources["autoif"])(**{**dict(resources["autoif"]), "seeds_path": str(seeds),
+                                          "augment": AugmentConfig(rounds=1, examples_per_round=2, max_instructions=12)})
     res = with_ledger({**resources, "autoif": config}, tmp_path)
     ledger = res["supervisor_llm"].ledger_path
     edit = " Keep each instruction short."

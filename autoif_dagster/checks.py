@@ -2,7 +2,9 @@
 trainer. The blocking ones stop the run: assets downstream of a failed one do not run.
 
 - every asset: its declared schema, and ids that are present and unique;
-- `verifiers`: no kept verifier accepts every test input of its instruction (both labels);
+- `verifiers`: no kept verifier accepts every test input of its instruction (both labels); and,
+  measured, not enforced: each kept verifier of a seed with a reference checker against that
+  checker (balanced accuracy), the round's share of precise verifiers (warns below 90%);
 - `sft_dataset`: not empty; every response passes its instruction's verifiers when judged
   again; the newest round's yield did not collapse against the round before it (with one
   round: against the previous materialization);
@@ -14,6 +16,7 @@ trainer. The blocking ones stop the run: assets downstream of a failed one do no
 The rules are plain functions (tested without Dagster); the checks load, judge and report.
 """
 
+import json
 from collections import defaultdict
 
 import dagster as dg
@@ -21,8 +24,10 @@ import polars as pl
 
 from . import evaluation, pools
 from .config import AutoIFConfig
-from .method.selection import pass_rate
+from .method import audit
+from .method.selection import pass_rate, sample_for
 from .resources.sandbox import SandboxResource, VerifierJob
+from .sandbox.protocol import FAIL, PASS
 from .rounds import ALL_ROUNDS, ROUNDS
 from .schemas import COMBINED, PRIMARY_KEYS, SCHEMAS, SCORE_ARTIFACTS
 
@@ -76,7 +81,7 @@ def _result(problems: list[str], **metadata) -> dg.AssetCheckResult:
 
 
 def _schema_check(name: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=name, name="schema_and_ids", blocking=True, partitions_def=_rounds_of(name),
+    @dg.asset_check(asset=name, name="schema_and_ids", blocking=True, partitions_def=partitions_of(name),
                     description=f"{name} has its declared schema and a present, unique {PRIMARY_KEYS[name]}.")
     def check(frame: pl.DataFrame) -> dg.AssetCheckResult:
         return _result(schema_problems(name, frame), rows=frame.height)
@@ -84,7 +89,7 @@ def _schema_check(name: str) -> dg.AssetChecksDefinition:
     return check
 
 
-def _rounds_of(name: str) -> dg.PartitionsDefinition | None:
+def partitions_of(name: str) -> dg.PartitionsDefinition | None:
     return ROUNDS if "round" in SCHEMAS[name] and name not in COMBINED else None
 
 
@@ -99,6 +104,71 @@ def no_verifier_accepts_everything(sandbox: SandboxResource, verifiers: pl.DataF
     bad = accepting_everything(verifiers, [[v.passed for v in row] for row in judged])
     return _result([f"{len(bad)} verifiers accept every test input: {bad[:SHOWN]}"] if bad else [],
                    verifiers=verifiers.height)
+
+
+AUDIT_TEXTS = 60  # the round's test inputs each verifier and its reference judge (before edits)
+
+
+def reference_audit(sandbox: SandboxResource, verifiers: pl.DataFrame, seed_instructions: pl.DataFrame,
+                    verifier_candidates: pl.DataFrame) -> tuple[list[dict], list[str]]:
+    """One row per kept verifier of a seed with a reference checker: its agreement with the
+    checker over the round's test inputs (every instruction's, AUDIT_TEXTS of them) and their
+    edits for the checker's rule; and the problems met (a reference that does not fit its
+    checker, a checker that raised on a text), each named, none fatal."""
+    references = {row["instruction_id"]: json.loads(row["reference"])
+                  for row in seed_instructions.iter_rows(named=True) if row["reference"]}
+    inputs = sorted({case["input"] for cases in verifier_candidates["cases"].to_list() for case in cases})
+    texts = sample_for("reference-audit", inputs, AUDIT_TEXTS, 0)
+    problems: list[str] = []
+    by_instruction: dict[str, tuple[list[str], list[bool]]] = {}  # instruction -> (texts, the reference's verdicts)
+    for iid in sorted(set(verifiers["instruction_id"].to_list()) & set(references)):
+        reference, judged, verdicts = references[iid], [], []
+        for text in audit.pool(texts, reference):
+            try:
+                verdicts.append(evaluation.reference_verdict(reference, text))
+                judged.append(text)
+            except Exception as exc:  # a misfit reference fails on every text: name it once
+                problems.append(f"reference {reference['checker']} of {iid}: {type(exc).__name__}: {exc}")
+                if not verdicts:
+                    break
+        by_instruction[iid] = judged, verdicts
+    audited = verifiers.filter(pl.col("instruction_id").is_in(list(by_instruction))).to_dicts()
+    judged = sandbox.judge([VerifierJob(row["func"], by_instruction[row["instruction_id"]][0]) for row in audited])
+    rows = []
+    for row, verdicts in zip(audited, judged):
+        agreed = audit.agreement([v.passed for v in verdicts], by_instruction[row["instruction_id"]][1])
+        rows.append({"verifier_id": row["verifier_id"], "instruction_id": row["instruction_id"],
+                     "checker": references[row["instruction_id"]]["checker"],
+                     "balanced_accuracy": agreed.balanced_accuracy, "texts": len(verdicts),
+                     "errors": sum(v.kind not in (PASS, FAIL) for v in verdicts), **vars(agreed)})
+    return rows, list(dict.fromkeys(problems))
+
+
+@dg.asset_check(asset="verifiers", additional_ins={"seed_instructions": dg.AssetIn(), "verifier_candidates": dg.AssetIn()},
+                partitions_def=ROUNDS, pool=pools.SANDBOX,
+                description="Kept verifiers of seeds with a reference checker (IFEval's or IFBench's, checking the "
+                "seed exactly) against that checker on the round's texts and their edits: balanced accuracy each, "
+                "and the share at or above 0.9 (warns below; measures, decides nothing).")
+def verifiers_agree_with_reference_checkers(sandbox: SandboxResource, verifiers: pl.DataFrame,
+                                            seed_instructions: pl.DataFrame,
+                                            verifier_candidates: pl.DataFrame) -> dg.AssetCheckResult:
+    from .assets.reporting import md_table
+
+    rows, problems = reference_audit(sandbox, verifiers, seed_instructions, verifier_candidates)
+    share = audit.precision([r["balanced_accuracy"] for r in rows])
+    instructions = dict(zip(seed_instructions["instruction_id"], seed_instructions["instruction"]))
+    funcs = dict(zip(verifiers["verifier_id"], verifiers["func"]))
+    table = [{**r, "instruction": instructions[r["instruction_id"]], "func": funcs[r["verifier_id"]],
+              "balanced_accuracy": "-" if r["balanced_accuracy"] is None else round(r["balanced_accuracy"], 3)}
+             for r in sorted(rows, key=lambda r: (r["balanced_accuracy"] or 0, r["verifier_id"]))]
+    return dg.AssetCheckResult(
+        passed=share is None or share >= audit.PRECISE, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"verifier_precision": share if share is not None else "no verifier to measure",
+                  "audited_verifiers": len(rows),
+                  "audit": dg.MetadataValue.md(md_table(table, ["balanced_accuracy", "instruction", "func", "checker",
+                                                                "true_positive", "false_negative", "true_negative",
+                                                                "false_positive", "errors"], 70)),
+                  "problems": "; ".join(problems) or "none"})
 
 
 def _not_empty(name: str) -> dg.AssetChecksDefinition:
@@ -190,6 +260,7 @@ def _beats_base(name: str) -> dg.AssetChecksDefinition:
 all_checks = [
     *(_schema_check(name) for name in PRIMARY_KEYS),
     no_verifier_accepts_everything,
+    verifiers_agree_with_reference_checkers,
     *(_not_empty(name) for name in COMBINED),
     *(_yield_held(name) for name in COMBINED),
     sft_responses_pass_their_verifiers,

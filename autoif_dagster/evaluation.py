@@ -122,6 +122,16 @@ def judge(row: dict, response: str) -> dict:
             "prompt_strict": all(strict), "prompt_loose": all(loose)}
 
 
+def reference_verdict(reference: dict, text: str) -> bool:
+    """One checker's strict verdict on `text` (a seed's reference: benchmark, checker id and
+    kwargs). Raises what the checker raises, arguments that do not fit it included."""
+    if reference["checker"] not in _registry(reference["benchmark"]):  # judge() would pass over it silently
+        raise EvaluationError(f"{reference['checker']!r} is not one of {reference['benchmark']}'s checkers")
+    row = {"benchmark": reference["benchmark"], "key": f"reference/{reference['checker']}", "prompt": "",
+           "instruction_id_list": [reference["checker"]], "kwargs": json.dumps([reference["kwargs"]])}
+    return judge(row, text)["instruction_strict"][0]
+
+
 @contextlib.contextmanager
 def _seeded(seed: str):
     """`random` seeded for the block, its state put back after. IFEval's checkers draw an

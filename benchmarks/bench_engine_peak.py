@@ -6,8 +6,10 @@ Prompts are the kind the responses stage sends: a ShareGPT query plus a packaged
 instruction.
 
     .venv/bin/python benchmarks/bench_engine_peak.py [--models A B ...] [--n 96] [--max-tokens 64]
-        [--dtype float32|bfloat16] [--kv-gib 4] [--out PATH]
-Writes benchmarks/results/engine_peak.json ({model: {dtype: tokens/s}}), merged with earlier runs.
+        [--dtype float32|bfloat16|auto] [--kv-gib 4] [--out PATH]
+Writes benchmarks/results/engine_peak.json ({model: {dtype: tokens/s}}), merged with earlier runs;
+`--dtype auto` is what LLMResource picks on this machine (bfloat16 where the CPU has native bf16),
+recorded under 'auto' with the dtype it ran in (`engine_dtype`).
 """
 
 import argparse
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from autoif_dagster.method.prompts import instruction_query_prompt
 from autoif_dagster.method.selection import sample_for
-from autoif_dagster.resources.llm import ChatRequest, LLMResource, shutdown_engines
+from autoif_dagster.resources.llm import ChatRequest, LLMResource, running_dtype, shutdown_engines
 from autoif_dagster.resources.models import EMBEDDED_MODELS
 from autoif_dagster.sources import load_queries, load_seeds
 from bench_main_job import tree_memory  # same directory: run as a script
@@ -39,8 +41,9 @@ def batch(n: int, max_tokens: int) -> list[ChatRequest]:
 def measure(model: str, dtype: str, n: int, max_tokens: int, kv_gib: int) -> dict:
     llm = LLMResource(model=model, dtype=dtype, cpu_kvcache_gib=kv_gib)
     start = time.perf_counter()
-    llm.engine()
+    engine = llm.engine()
     startup = time.perf_counter() - start
+    engine_dtype, why = running_dtype(engine) or llm.engine_dtype()[0], llm.engine_dtype()[1]
     llm.chat(batch(2, 8))  # warm-up
     requests = batch(n, max_tokens)
     start = time.perf_counter()
@@ -51,7 +54,7 @@ def measure(model: str, dtype: str, n: int, max_tokens: int, kv_gib: int) -> dic
     tokens = sum(c.n_tokens for c in out)
     return {"tokens_per_s": round(tokens / seconds, 1), "tokens": tokens, "seconds": round(seconds, 1),
             "engine_start_s": round(startup, 1), "batch": n, "max_tokens": max_tokens,
-            "pss_gib": round(pss / 2**30, 2), "kv_cache_gib": kv_gib}
+            "pss_gib": round(pss / 2**30, 2), "kv_cache_gib": kv_gib, "engine_dtype": engine_dtype, "dtype_why": why}
 
 
 def main() -> None:
@@ -59,7 +62,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(EMBEDDED_MODELS))
     parser.add_argument("--n", type=int, default=96)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON (merged into)")
     parser.add_argument("--kv-gib", type=int, default=4, help="KV cache (in the PSS figure)")
     args = parser.parse_args()
@@ -72,7 +75,8 @@ def main() -> None:
             figures = pool.submit(measure, model, args.dtype, args.n, args.max_tokens, args.kv_gib).result()
         results.setdefault(model, {})[args.dtype] = figures
         print(f"{model:32s} {figures['tokens_per_s']:6.1f} tokens/s  ({figures['tokens']} tokens in "
-              f"{figures['seconds']} s; engine start {figures['engine_start_s']} s; {figures['pss_gib']} GiB PSS)", flush=True)
+              f"{figures['seconds']} s; engine start {figures['engine_start_s']} s; {figures['pss_gib']} GiB PSS; "
+              f"ran in {figures['engine_dtype']}: {figures['dtype_why']})", flush=True)
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"written to {args.out}")

@@ -255,7 +255,10 @@ def test_vllm_reads_the_converted_checkpoint_as_transformers_does():
     from autoif_dagster.resources.models import DEFAULT_SUPERVISOR, resolve_model
 
     messages = [{"role": "user", "content": "Write a Python function that reverses a string."}]
-    vllm_out = LLMResource(model=DEFAULT_SUPERVISOR).chat([ChatRequest(messages, max_tokens=12, temperature=0.0)]).completions[0]
+    # float32 like transformers below: dtype "auto" is bfloat16 on a CPU with native bf16, and
+    # bf16 rounding can flip a greedy token without any misread config
+    llm = LLMResource(model=DEFAULT_SUPERVISOR, dtype="float32")
+    vllm_out = llm.chat([ChatRequest(messages, max_tokens=12, temperature=0.0)]).completions[0]
     path = resolve_model(DEFAULT_SUPERVISOR)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)

@@ -10,7 +10,7 @@ import pytest
 
 from autoif_dagster.method import prompts
 from autoif_dagster.method.parsing import parse_nli_label
-from autoif_dagster.resources.llm import ChatRequest, LLMError, LLMResource
+from autoif_dagster.resources.llm import ChatRequest, LLMError, LLMResource, cpu_dtype, cpu_flags
 from autoif_dagster.resources.models import SMOKE_MODEL, ModelNotFoundError, resolve_model
 
 from .servers import free_port, wait_until_serving
@@ -37,6 +37,31 @@ def test_model_dir_without_config(tmp_path):
         resolve_model(str(tmp_path))
 
 
+@pytest.mark.parametrize("flags, dtype", [
+    ({"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"}, "bfloat16"),  # AMD EPYC (Zen 4), this machine kind
+    ({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, "bfloat16"),  # Intel Sapphire Rapids
+    ({"amx_bf16"}, "bfloat16"),
+    ({"avx2", "fma", "f16c"}, "float32"),  # AVX2 only: bf16 is emulated, far slower than fp32
+    ({"avx2", "avx512f", "avx512_vnni"}, "float32"),  # AVX-512 without bf16 (Cascade Lake)
+    ({"fp", "asimd", "sve", "bf16", "i8mm"}, "float32"),  # aarch64 with bf16: unmeasured, kept fp32
+    (set(), "float32"),  # no /proc/cpuinfo
+])
+def test_auto_dtype_on_cpu_is_bf16_only_where_the_cpu_has_native_bf16(flags, dtype):
+    assert cpu_dtype(flags) == dtype
+
+
+def test_cpu_flags_read_from_cpuinfo(tmp_path):
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512_bf16\n\n"
+                   "processor\t: 1\nflags\t\t: fpu\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd bf16\nCPU part\t: 0xd40\n")
+    assert cpu_flags(str(x86)) == {"fpu", "avx2", "avx512_bf16"}  # the first processor's
+    assert cpu_flags(str(arm)) == {"fp", "asimd", "bf16"}
+    assert cpu_flags(str(tmp_path / "missing")) == frozenset()
+    assert LLMResource(dtype="float32").engine_dtype()[0] == "float32"  # a pinned dtype is kept anywhere
+
+
 def _json_requests(n: int, seed: int = 0) -> list[ChatRequest]:
     """Short JSON answers (an NLI label) under structured output: SmolLM2 pads the longer
     verifier schema with whitespace past any small max_tokens, which tests the model, not us."""
@@ -57,6 +82,7 @@ def test_structured_output_is_json_of_the_schema(llm):
     stats = result.metadata()
     assert stats["llm_requests"] == 6 and stats["llm_generated_tokens"] == sum(c.n_tokens for c in result.completions)
     assert stats["llm_model"] == llm.model and stats["ledger_misses"] == 6 and stats["ledger_hits"] == 0
+    assert llm.engine_dtype()[0] in (stats["llm_dtype"], "auto")  # the dtype the engine ran in ("auto": GPU)
 
 
 @pytest.mark.engine

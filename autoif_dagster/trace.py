@@ -118,7 +118,7 @@ class Tracer:
             raise TraceError(str(exc)) from exc
         if found is None:
             return {"missing": f"not in the ledger {ledger_path}"}
-        text, finish_reason, n_tokens, model, request, run_id, _ = found
+        text, finish_reason, n_tokens, model, request, run_id, _, _ = found
         return {"model": model, "request": json.loads(request), "text": text, "finish_reason": finish_reason,
                 "n_tokens": n_tokens, "run_id": run_id}
 

@@ -223,7 +223,7 @@ def test_default_models_end_to_end(tmp_path, queries_file, sandbox):
     assert frames["responses"].height > 0 and frames["sft_dataset"].height > 0
     assert len(llm_module._ENGINES) == 1
     assert frames["responses"]["model"].unique().to_list() in ([], [resources["policy_llm"].model])
-    assert meta["nli_verdicts"]["nli_backend"] == "embedding"
+    assert meta["nli_verdicts"]["nli_backend"] == "llm"
     assert meta["verifier_candidates"]["llm_generated_tokens"] > 0
     probes = meta["verifiers"]["probes_kept_verifiers"]
     assert probes["accept_every_test_input"] == probes["reject_every_test_input"] == 0

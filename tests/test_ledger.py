@@ -225,6 +225,25 @@ def test_a_verdict_cache_of_schema_1_is_upgraded_in_place(tmp_path):
     assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone()[0] == SCHEMA_VERSION
 
 
+def test_a_ledger_of_schema_2_gains_logprobs_and_keeps_its_completions(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('schema', '2')")
+    db.execute("CREATE TABLE verdicts (key BLOB PRIMARY KEY, kind TEXT NOT NULL, detail TEXT NOT NULL) WITHOUT ROWID")
+    db.execute("CREATE TABLE completions (key BLOB PRIMARY KEY, text TEXT NOT NULL, finish_reason TEXT NOT NULL, "
+               "n_tokens INTEGER NOT NULL, model TEXT NOT NULL, request TEXT NOT NULL, run_id TEXT NOT NULL, "
+               "created_at REAL NOT NULL) WITHOUT ROWID")
+    db.execute("INSERT INTO completions VALUES (?, 'hi', 'stop', 1, 'm', '{}', 'run-1', 0.0)", (b"c" * 16,))
+    db.commit()
+    db.close()
+    with Ledger(path) as ledger:
+        assert ledger.get_many("completions", [b"c" * 16]) == {b"c" * 16: ("hi", "stop", 1, "m", "{}", "run-1", 0.0, None)}
+        ledger.put_many("completions", [(b"d" * 16, "7", "stop", 1, "m", "{}", "run-2", 1.0, '[{"7": -0.1}]')])
+        assert ledger.get_many("completions", [b"d" * 16])[b"d" * 16][-1] == '[{"7": -0.1}]'
+    assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone()[0] == SCHEMA_VERSION
+
+
 def test_a_ledger_of_another_schema_version_names_it(tmp_path):
     path = tmp_path / "ledger.sqlite"
     Ledger(path).close()

@@ -1,6 +1,7 @@
 """The LLM resource against the real vLLM engine (CPU build here) and a real vLLM
 OpenAI-compatible server; model resolution and its errors."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -9,7 +10,6 @@ import sys
 import pytest
 
 from autoif_dagster.method import prompts
-from autoif_dagster.method.parsing import parse_nli_label
 from autoif_dagster.resources.llm import ChatRequest, LLMError, LLMResource, cpu_dtype, cpu_flags
 from autoif_dagster.resources.models import SMOKE_MODEL, ModelNotFoundError, resolve_model
 
@@ -62,12 +62,18 @@ def test_cpu_flags_read_from_cpuinfo(tmp_path):
     assert LLMResource(dtype="float32").engine_dtype()[0] == "float32"  # a pinned dtype is kept anywhere
 
 
+LABELS = ("same", "different")
+LABEL_SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "enum": list(LABELS)}}, "required": ["label"]}
+
+
 def _json_requests(n: int, seed: int = 0) -> list[ChatRequest]:
-    """Short JSON answers (an NLI label) under structured output: SmolLM2 pads the longer
-    verifier schema with whitespace past any small max_tokens, which tests the model, not us."""
+    """Short JSON answers (a label) under structured output: SmolLM2 pads the longer verifier
+    schema with whitespace past any small max_tokens, which tests the model, not us."""
     return [
-        ChatRequest(prompts.nli_prompt("Write in capital letters", f"Use only uppercase letters, variant {i}"),
-                    max_tokens=48, temperature=0.8, seed=seed + i, json_schema=prompts.NLI_SCHEMA)
+        ChatRequest([{"role": "user", "content": "Do 'Write in capital letters' and 'Use only uppercase letters, "
+                                                 f"variant {i}' ask for the same thing? Reply with JSON: "
+                                                 '{"label": "same" | "different"}'}],
+                    max_tokens=48, temperature=0.8, seed=seed + i, json_schema=LABEL_SCHEMA)
         for i in range(n)
     ]
 
@@ -78,7 +84,7 @@ def test_structured_output_is_json_of_the_schema(llm):
     finished = [c for c in result.completions if c.finish_reason == "stop"]
     assert len(finished) >= 5
     for c in finished:
-        assert parse_nli_label(c.text) in prompts.NLI_LABELS and set(json.loads(c.text)) == {"label"}
+        assert set(json.loads(c.text)) == {"label"} and json.loads(c.text)["label"] in LABELS
     stats = result.metadata()
     assert stats["llm_requests"] == 6 and stats["llm_generated_tokens"] == sum(c.n_tokens for c in result.completions)
     assert stats["llm_model"] == llm.model and stats["ledger_misses"] == 6 and stats["ledger_hits"] == 0
@@ -184,7 +190,12 @@ def test_openai_backend_against_a_real_vllm_server(vllm_server):
     assert [c.finish_reason for c in completions].count("stop") >= 3
     for c in completions:
         if c.finish_reason == "stop":
-            parse_nli_label(c.text)
+            assert json.loads(c.text)["label"] in LABELS
     assert all(c.n_tokens > 0 for c in completions)
     with pytest.raises(LLMError, match="does not serve model 'other'"):
         LLMResource(backend="openai", base_url=vllm_server, model="other").chat(_json_requests(1))
+    # token alternatives, as the quality judge asks for them: per generated token, at most 20
+    asked = dataclasses.replace(_json_requests(1)[0], top_logprobs=5)
+    c = llm.chat([asked]).completions[0]
+    assert len(c.top_logprobs) == c.n_tokens and all(0 < len(step) <= 5 for step in c.top_logprobs)
+    assert all(lp <= 0 for step in c.top_logprobs for lp in step.values())

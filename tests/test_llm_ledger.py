@@ -3,11 +3,14 @@ what it commits and when. The replay backend reads the ledger without an engine;
 tests record with the real one."""
 
 import dataclasses
+import math
 import sqlite3
 from types import SimpleNamespace
 
 import pytest
 
+from autoif_dagster.method import prompts
+from autoif_dagster.method.parsing import expected_score, parse_score
 from autoif_dagster.resources.ledger import Ledger, LedgerError, canonical_json, completion_key
 from autoif_dagster.resources.llm import ChatRequest, LLMError, LLMResource
 from autoif_dagster.resources.models import SMOKE_MODEL
@@ -21,7 +24,7 @@ def record(llm: LLMResource, request: ChatRequest, text: str, run_id: str = "run
     identity = llm.request_identity(request)
     key = completion_key(identity)
     with Ledger(llm.ledger_path) as ledger:
-        ledger.put_many("completions", [(key, text, "stop", 2, identity["model"], canonical_json(identity), run_id, 0.0)])
+        ledger.put_many("completions", [(key, text, "stop", 2, identity["model"], canonical_json(identity), run_id, 0.0, None)])
     return key
 
 
@@ -44,7 +47,7 @@ def test_replay_answers_from_the_ledger_with_the_generation_and_its_run(replay):
     {"messages": [{"role": "user", "content": "Name a fruit, in lowercase!"}]},
     {"messages": [{"role": "system", "content": ""}, {"role": "user", "content": "Name a fruit, in lowercase."}]},
     {"max_tokens": 17}, {"temperature": 0.0}, {"top_p": 0.9}, {"seed": 4},
-    {"json_schema": {"type": "object"}},
+    {"json_schema": {"type": "object"}}, {"top_logprobs": 5},
 ])
 def test_a_request_that_differs_in_anything_is_never_answered_from_the_ledger(replay, change):
     record(replay, REQUEST, "an apple")
@@ -112,6 +115,34 @@ def test_the_engine_records_and_a_second_call_asks_nothing(llm, tmp_path, monkey
     second = ledgered.chat(requests)
     assert [c.text for c in second.completions] == [c.text for c in first.completions]
     assert second.stats.ledger_hits == 5 and second.stats.hits_by_run == {"run-1": 5}
+
+
+@pytest.mark.engine
+def test_token_alternatives_are_recorded_and_replayed_with_the_text(llm, tmp_path):
+    """The quality judge's probabilities (its expected score) must survive the ledger exactly as
+    its text does: a replayed run filters on the same scores."""
+    ledgered = llm.model_copy(update={"ledger_path": str(tmp_path / "ledger.sqlite")})
+    scoring = ChatRequest(prompts.quality_prompt("Answer in one word.", "Name a fruit.", "Apple."), max_tokens=24,
+                          temperature=0.0, json_schema={"type": "object", "properties": {"score": {
+                              "type": "integer", "minimum": 0, "maximum": prompts.SCORE_MAX}}, "required": ["score"]},
+                          top_logprobs=20)
+    fresh = ledgered.chat([scoring]).completions[0]
+    assert fresh.finish_reason == "stop" and len(fresh.top_logprobs) == fresh.n_tokens
+    assert all(0 < len(step) <= 21 for step in fresh.top_logprobs)  # the top 20 and the sampled token
+    assert all(math.isfinite(lp) for step in fresh.top_logprobs for lp in step.values())  # tokens the schema forbids: left out
+    written = parse_score(fresh.text)
+    digits = {int(t.strip()): lp for step in fresh.top_logprobs for t, lp in step.items()
+              if t.strip().isdigit() and len(t.strip()) == 1}
+    assert written in digits and 0 <= expected_score(fresh.top_logprobs) <= prompts.SCORE_MAX
+    replayed = ledgered.model_copy(update={"backend": "replay"}).chat([scoring]).completions[0]
+    assert replayed.top_logprobs == fresh.top_logprobs and replayed.text == fresh.text
+    exported = tmp_path / "run.jsonl"
+    with Ledger(ledgered.ledger_path) as ledger:
+        ledger.export_completions(exported)
+    elsewhere = ledgered.model_copy(update={"backend": "replay", "ledger_path": str(tmp_path / "elsewhere.sqlite")})
+    with Ledger(elsewhere.ledger_path) as ledger:
+        ledger.import_completions(exported)
+    assert elsewhere.chat([scoring]).completions[0].top_logprobs == fresh.top_logprobs
 
 
 @pytest.mark.engine

@@ -2,6 +2,7 @@
 escaped newlines, booleans as strings, cases as pairs, truncation."""
 
 import json
+import math
 
 import pytest
 
@@ -9,12 +10,14 @@ from autoif_dagster.method import prompts
 
 from autoif_dagster.method.parsing import (
     ParseError,
+    expected_score,
     extract_json,
     parse_back_translation,
     parse_instruction_line,
-    parse_nli_label,
     parse_score,
     parse_verifier,
+    parse_yes_no,
+    probability_of_yes,
     split_lines,
 )
 
@@ -126,6 +129,9 @@ def test_instruction_lines_are_normalised_and_filtered():
         "* Use no more than three commas\n"
         "Why?\n"
         "ok\n"
+        "The function should take a single argument: the user's answer\n"
+        "Use only the words listed in your instruction\n"
+        "Include the word 'python' twice\n"
     )
     parsed, reasons = [], []
     for line in split_lines(raw):
@@ -137,8 +143,9 @@ def test_instruction_lines_are_normalised_and_filtered():
         "Answer using only words of five letters or fewer.",
         "Respond with exactly two paragraphs",
         "Use no more than three commas",
+        "Include the word 'python' twice",  # quoted: a word the answer holds
     ]
-    assert reasons == ["not_an_instruction", "bad_length", "bad_length"]
+    assert reasons == ["not_an_instruction", "bad_length", "bad_length", "about_the_task", "about_the_task"]
 
 
 def test_back_translation_skips_lead_in_and_fences():
@@ -150,23 +157,23 @@ def test_back_translation_skips_lead_in_and_fences():
         parse_back_translation("\n  \n")
 
 
-@pytest.mark.parametrize(
-    "raw, label",
-    [
-        ('{"label": "contradiction"}', "contradiction"),
-        ('{"label": "Entailment"}', "entailment"),
-        ("The answer is neutral.", "neutral"),
-    ],
-)
-def test_nli_labels(raw, label):
-    assert parse_nli_label(raw) == label
+def test_yes_no_answers_and_their_probability():
+    assert [parse_yes_no(raw) for raw in ("yes", " Yes.", "NO", "no!")] == [True, True, False, False]
+    with pytest.raises(ParseError, match="not_yes_or_no"):
+        parse_yes_no("Maybe")
+    # spellings of one word add up; other tokens do not count
+    first = {"Yes": math.log(0.5), " yes": math.log(0.1), "No": math.log(0.2), "The": math.log(0.2)}
+    assert probability_of_yes([first, {"!": -0.1}]) == pytest.approx(0.6 / 0.8)
+    assert probability_of_yes([{"The": -0.1}]) is None and probability_of_yes([]) is None
 
 
-def test_nli_label_ambiguous_or_missing():
-    with pytest.raises(ParseError, match="ambiguous_label"):
-        parse_nli_label("entailment or contradiction")
-    with pytest.raises(ParseError, match="no_label"):
-        parse_nli_label('{"label": "yes"}')
+def test_expected_score_reads_the_score_digit_under_the_judge_probabilities():
+    analysis = [{"The": -0.1, "A": -2.5}, {" answer": -0.2}, {" lists": -0.3, " 3": -1.5}]  # a digit, a minor one
+    score = [{"8": math.log(0.6), "7": math.log(0.3), "4": math.log(0.05), "}": math.log(0.05)}]
+    expected = (8 * 0.6 + 7 * 0.3 + 4 * 0.05) / 0.95
+    assert expected_score(analysis + score + [{"}": -0.01}]) == pytest.approx(expected)
+    assert expected_score(analysis) is None  # no position where digits hold most of the mass
+    assert expected_score([]) is None  # no probabilities returned: the sampled score stands
 
 
 def test_scores_json_and_release_format():
@@ -174,7 +181,7 @@ def test_scores_json_and_release_format():
     release_style = "The response answers the question but exceeds the limit.\nScore: 6"
     assert parse_score(release_style) == 6
     assert parse_score("Score: 3\nOn reflection...\nScore: 8") == 8  # the last line counts
-    for raw, reason in [('{"score": 11}', "out_of_range"), ("Score: 7.5", "out_of_range"),
+    for raw, reason in [('{"score": 10}', "out_of_range"), ("Score: 7.5", "out_of_range"),
                         ('{"score": "high"}', "wrong_type"), ("great answer", "no_score")]:
         with pytest.raises(ParseError) as exc:
             parse_score(raw)

@@ -46,7 +46,7 @@ def home(tmp_path):
     request = {"model": "embedded:m", "messages": [{"role": "user", "content": "Write new instructions."}]}
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
         ledger.put_many("completions", [(bytes.fromhex(gen[4:]), f"1. {INSTRUCTION}", "stop", 9, "embedded:m",
-                                         canonical_json(request), "run-1234abcd", 0.0)])
+                                         canonical_json(request), "run-1234abcd", 0.0, None)])
     return tmp_path, sft, ins, qry, ver
 
 

@@ -17,7 +17,7 @@ from ..rounds import PARTITIONED, per_round
 from ..schemas import content_id, frame
 from .llm_stage import run_stage
 from ..versions import output
-from .reporting import funnel
+from .reporting import funnel, histogram
 
 GROUP = "consistency"
 _EXAMPLE_INSTRUCTIONS = {dedupe_key(text) for text, _ in prompts.VERIFIER_EXAMPLES}
@@ -66,25 +66,31 @@ def nli_verdicts(
     nli: NLIResource,
     supervisor_llm: LLMResource,
     augmented_instructions: pl.DataFrame,
+    verifiers: pl.DataFrame,
     back_translations: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
-    """NLI label of each (original instruction, back-translation) pair."""
-    pairs = back_translations.join(augmented_instructions.select("instruction_id", "instruction"), on="instruction_id")
+    """The consistency judge's label of each back-translated function: whether it checks what
+    its instruction says (resources/nli.py), with the judge's score."""
+    pairs = (back_translations.join(augmented_instructions.select("instruction_id", "instruction"), on="instruction_id")
+             .join(verifiers.select("verifier_id", "func"), on="verifier_id"))
     judgements, stats = nli.judge(
-        list(zip(pairs["instruction"].to_list(), pairs["back_translation"].to_list())),
+        list(zip(pairs["instruction"].to_list(), pairs["back_translation"].to_list(), pairs["func"].to_list())),
         supervisor_llm, seed=autoif.seed, context=context,
     )
     dropped: Counter = Counter()
     rows = []
-    for row, (label, reason) in zip(pairs.iter_rows(named=True), judgements):
+    for row, (label, score, reason) in zip(pairs.iter_rows(named=True), judgements):
         if label is None:
             dropped[reason] += 1
             continue
-        rows.append({"back_translation_id": row["back_translation_id"], "instruction_id": row["instruction_id"], "label": label})
+        rows.append({"back_translation_id": row["back_translation_id"], "instruction_id": row["instruction_id"],
+                     "label": label, "score": score})
     df = frame("nli_verdicts", rows)
     labels = dict(Counter(df["label"].to_list()))
-    return output(df, funnel(pairs.height, df, dropped, labels=dg.MetadataValue.json(labels),
-                             **nli.describe(supervisor_llm), **stats))
+    meta = funnel(pairs.height, df, dropped, labels=dg.MetadataValue.json(labels), **nli.describe(supervisor_llm), **stats)
+    if df["score"].drop_nulls().len():
+        meta["score_histogram"] = histogram(df["score"].drop_nulls().to_list(), "consistency judge score", bins=20)
+    return output(df, meta)
 
 
 @dg.asset(group_name=GROUP, kinds={"polars"}, **PARTITIONED)

@@ -20,11 +20,15 @@ ROUND_INPUTS = {name: ALL_ROUNDS for name in ("instruction_prompts", "responses"
 
 
 def _scored(responses: pl.DataFrame, response_verdicts: pl.DataFrame, quality_scores: pl.DataFrame) -> pl.DataFrame:
-    """Every response with its pass rate and (if it was scored) its quality score."""
+    """Every response with its pass rate and (if it was scored) its quality score: the expected
+    one where the judge's probabilities were read, else the sampled one."""
+    if "expected_score" not in quality_scores.columns:  # a round scored before expected scores
+        quality_scores = quality_scores.with_columns(expected_score=pl.lit(None, pl.Float64))
     return (
         responses.select("response_id", "prompt_id", "response", "with_instruction")
         .join(response_verdicts.select("response_id", "pass_rate"), on="response_id")
-        .join(quality_scores.select("response_id", "score"), on="response_id", how="left")
+        .join(quality_scores.select("response_id", score=pl.coalesce("expected_score", pl.col("score").cast(pl.Float64))),
+              on="response_id", how="left")
     )
 
 

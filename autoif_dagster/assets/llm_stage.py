@@ -36,7 +36,8 @@ def run_stage(
 ) -> StageRun:
     """`items`: (item, prompt arguments, seed) per request."""
     schema = stage.schema(*schema_args) if stage.schema else None
-    requests = [sampling.request(stage.prompt(*args), seed=seed, json_schema=schema) for _, args, seed in items]
+    requests = [sampling.request(stage.prompt(*args), seed=seed, json_schema=schema, top_logprobs=stage.top_logprobs)
+                for _, args, seed in items]
     result = llm.chat(requests, context=context)
     run = StageRun([], metadata=result.metadata())
     for (item, _, _), completion in zip(items, result.completions):

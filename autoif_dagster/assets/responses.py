@@ -8,6 +8,8 @@ import polars as pl
 from .. import pools
 from ..config import AutoIFConfig, ResponseConfig
 from ..method import stages
+from ..method.parsing import expected_score
+from ..method.prompts import SCORE_MAX
 from ..method.selection import pass_rate
 from ..resources.llm import LLMResource
 from ..resources.sandbox import SandboxResource, VerifierJob
@@ -129,7 +131,9 @@ def quality_scores(
     response_verdicts: pl.DataFrame,
     instruction_prompts: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
-    """The supervisor's 0-10 score of whether each passing response answers its query."""
+    """The supervisor's 0-9 score of whether each passing response answers its query: the digit
+    it wrote, and the score expected under its probabilities for each digit (which separates a
+    confident 7 from a hesitant one, where the sampled digit is mostly the same)."""
     cfg = autoif.scoring
     passing = (
         response_verdicts.filter(pl.col("pass_rate") > autoif.responses.pass_rate_above)
@@ -142,10 +146,19 @@ def quality_scores(
     dropped = run.dropped
     dropped["below_pass_rate"] = response_verdicts.height - len(rows_in)
     rows = [{"response_id": p.item["response_id"], "prompt_id": p.item["prompt_id"],
-             "generation_id": p.completion.generation_id, "score": p.value, "raw": p.completion.text}
+             "generation_id": p.completion.generation_id, "score": p.value,
+             "expected_score": expected_score(p.completion.top_logprobs), "raw": p.completion.text}
             for p in run.parsed]
     df = frame("quality_scores", rows)
     meta = funnel(response_verdicts.height, df, dropped, **run.metadata)
     if df.height:
-        meta["score_histogram"] = histogram(df["score"].to_list(), "quality score", bins=list(range(12)))
+        meta["score_histogram"] = histogram(df["score"].to_list(), "sampled quality score",
+                                            bins=list(range(SCORE_MAX + 2)))
+        expected = df["expected_score"].drop_nulls()
+        meta["expected_score_histogram"] = histogram(expected.to_list(), "expected quality score",
+                                                     bins=[b / 2 for b in range(2 * SCORE_MAX + 1)])
+        meta["expected_score_quantiles"] = dg.MetadataValue.json(
+            {q: round(expected.quantile(q / 100), 2) for q in (10, 25, 50, 75, 90)} if expected.len() else {})
+        meta["share_at_min_score"] = round(float((df["expected_score"].fill_null(df["score"].cast(pl.Float64))
+                                                  >= cfg.min_score).mean()), 3)
     return output(df, meta)

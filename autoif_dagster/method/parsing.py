@@ -7,10 +7,12 @@ newlines, booleans written as "true"/"False", cases as [input, output] pairs.
 """
 
 import json
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .prompts import FOLLOWS_KEY, NLI_LABELS, VIOLATES_KEY
+from .prompts import FOLLOWS_KEY, SCORE_MAX, VIOLATES_KEY
 
 
 class ParseError(ValueError):
@@ -34,6 +36,14 @@ def normalise_instruction(line: str) -> str:
     return " ".join(text.split())
 
 
+# Words of a line about the checker or the prompt rather than the answer ("The function should
+# take a single argument", "Use only the words listed in your instruction"): augmentation wrote
+# these, they passed cross-validation and NLI, and their SFT rows answered "Correct".
+_ABOUT_THE_TASK = re.compile(
+    r"\b(functions?|python|argument|parameters?|returns?|inputs?|(?:this|the|your) instructions?)\b", re.I)
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`")
+
+
 def parse_instruction_line(line: str) -> str:
     """One line of an augmentation reply -> an instruction, or ParseError."""
     text = normalise_instruction(line)
@@ -43,6 +53,8 @@ def parse_instruction_line(line: str) -> str:
         raise ParseError("bad_length", text[:80])
     if text.endswith((":", "?")) or not re.search(r"[A-Za-z]{3}", text):
         raise ParseError("not_an_instruction", text[:80])
+    if _ABOUT_THE_TASK.search(_QUOTED.sub("", text)):  # a quoted word is what the answer holds
+        raise ParseError("about_the_task", text[:80])
     return text
 
 
@@ -164,23 +176,33 @@ def parse_back_translation(raw: str) -> str:
     raise ParseError("empty", raw[:80])
 
 
-def parse_nli_label(raw: str) -> str:
-    try:
-        obj = extract_json(raw)
-        text = str(obj.get("label", "")) if isinstance(obj, dict) else str(obj)
-    except ParseError:
-        text = raw
-    found = [label for label in NLI_LABELS if label in text.lower()]
-    if len(found) != 1:
-        raise ParseError("no_label" if not found else "ambiguous_label", raw[:80])
-    return found[0]
+def parse_yes_no(raw: str) -> bool:
+    """A one-word yes/no answer (any case, trailing punctuation) -> True/False."""
+    word = raw.strip().strip(".!").lower()
+    if word not in ("yes", "no"):
+        raise ParseError("not_yes_or_no", raw[:40])
+    return word == "yes"
+
+
+def probability_of_yes(top_logprobs: Sequence[dict[str, float]]) -> float | None:
+    """P(yes) / (P(yes) + P(no)) at the answer's first token, over its alternatives in any case
+    and spacing; None where neither is among them."""
+    if not top_logprobs:
+        return None
+    mass = {"yes": 0.0, "no": 0.0}
+    for token, logprob in top_logprobs[0].items():
+        word = token.strip().lower()
+        if word in mass:
+            mass[word] += math.exp(logprob)
+    total = mass["yes"] + mass["no"]
+    return mass["yes"] / total if total else None
 
 
 _SCORE_LINE = re.compile(r"score\s*[:=]?\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
 def parse_score(raw: str) -> int:
-    """A 0-10 score from {"score": n} or a 'Score: n' line (the release's plain format)."""
+    """A 0-9 score from {"score": n} or a 'Score: n' line (the release's plain format)."""
     value: object = None
     try:
         obj = extract_json(raw)
@@ -197,6 +219,19 @@ def parse_score(raw: str) -> int:
         score = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ParseError("wrong_type", repr(value)[:40]) from None
-    if not 0 <= score <= 10 or score != int(score):
+    if not 0 <= score <= SCORE_MAX or score != int(score):
         raise ParseError("out_of_range", repr(value)[:40])
     return int(score)
+
+
+def expected_score(top_logprobs: Sequence[dict[str, float]]) -> float | None:
+    """The score's expectation under the judge's own probabilities: at the last position where
+    digits hold most of the mass (the score follows the analysis), the mean of the digits
+    0-SCORE_MAX weighted by their probabilities. None without such a position (no logprobs
+    were returned)."""
+    for alternatives in reversed(top_logprobs):
+        digits = {int(t.strip()): math.exp(lp) for t, lp in alternatives.items()
+                  if t.strip().isdigit() and len(t.strip()) == 1 and int(t.strip()) <= SCORE_MAX}
+        if sum(digits.values()) > 0.5:
+            return sum(d * p for d, p in digits.items()) / sum(digits.values())
+    return None

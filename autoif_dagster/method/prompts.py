@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 Messages = list[dict[str, str]]
 
-NLI_LABELS = ("entailment", "neutral", "contradiction")
+NLI_LABELS = ("entailment", "neutral", "contradiction")  # the consistency judge's labels
 
 
 AUGMENT_TASK = (
@@ -110,22 +110,30 @@ def back_translation_prompt(func: str) -> Messages:
     return messages
 
 
-NLI_SCHEMA = {
-    "type": "object",
-    "properties": {"label": {"type": "string", "enum": list(NLI_LABELS)}},
-    "required": ["label"],
-}
+# The consistency judge asks the supervisor two questions about each kept function and reads
+# its probability of "yes" (resources/nli.py): whether the back-translation is the same
+# requirement as the instruction, and whether the function checks the instruction. Chosen on 40
+# labelled pairs from real rounds (tests/fixtures/consistency_pairs.jsonl): the 1.5B answered
+# "yes" to 37-40 of 40 whatever the prompt, but its probability of yes ranked them (AUC 0.90 for
+# the first question with this system turn, 0.67 without; 0.88 for the second; 0.94 for their mean).
+SAME_REQUIREMENT_TASK = (
+    "You compare two format instructions given to a writer. They are the same only if every answer "
+    "that follows one follows the other. A rule about the whole response is not the same as a rule "
+    "about every sentence, line or word; characters are not words; containing a phrase is not the "
+    "same as doing what it names."
+)
 
 
-def nli_prompt(premise: str, hypothesis: str) -> Messages:
-    """For the LLM judge (not the default: see resources/nli.py)."""
-    return [{"role": "user", "content": (
-        "Do two instructions ask for the same thing?\n"
-        f"Instruction A: {premise}\nInstruction B: {hypothesis}\n"
-        "Answer 'entailment' if following A means following B, 'contradiction' if they "
-        "demand incompatible things, otherwise 'neutral'. "
-        'Reply with JSON: {"label": "entailment" | "neutral" | "contradiction"}.'
-    )}]
+def same_requirement_prompt(instruction: str, back_translation: str) -> Messages:
+    return [{"role": "system", "content": SAME_REQUIREMENT_TASK},
+            {"role": "user", "content": f"Instruction A: {instruction}\nInstruction B: {back_translation}\n"
+                                        "Are A and B the same requirement? Answer yes or no."}]
+
+
+def checks_instruction_prompt(instruction: str, func: str) -> Messages:
+    return [{"role": "user", "content": f"Instruction: {instruction}\n```python\n{func}\n```\nDoes this function "
+                                        "return True exactly for the responses that follow the instruction? "
+                                        "Answer yes or no."}]
 
 
 # The responding model's system turn while sampling (not part of the SFT sample): without it
@@ -149,11 +157,13 @@ def instruction_query_prompt(instruction: str, query: str) -> str:
     return f"{query}\n\nFollow this instruction strictly in your answer: {instruction}"
 
 
+# 0-9: each score is one token, so its probability is read off one position (a "1" could begin 10)
+SCORE_MAX = 9
 SCORE_SCHEMA = {
     "type": "object",
     "properties": {
         "analysis": {"type": "string", "maxLength": 200},
-        "score": {"type": "integer", "minimum": 0, "maximum": 10},
+        "score": {"type": "integer", "minimum": 0, "maximum": SCORE_MAX},
     },
     "required": ["analysis", "score"],
 }
@@ -163,11 +173,11 @@ QUALITY_TASK = (
     "You grade how well a response answers a user's query. The user also gave a format "
     "instruction, which is checked separately: judge whether the content answers the query. "
     "Obeying the instruction is not an answer: a title, a heading or a topic alone answers nothing.\n"
-    "0-3: it does not answer the query: off-topic, empty, only a title or heading, only an "
+    "0-2: it does not answer the query: off-topic, empty, only a title or heading, only an "
     "acknowledgement such as 'Sure!' or 'Absolutely!', or only repeats the query or the instruction.\n"
-    "4-7: it answers part of the query, vaguely, or with mistakes.\n"
-    "8-10: it answers the query correctly and helpfully.\n"
-    'Reply with JSON: {"analysis": one sentence, "score": an integer 0-10}.'
+    "3-6: it answers part of the query, vaguely, or with mistakes.\n"
+    "7-9: it answers the query correctly and helpfully.\n"
+    'Reply with JSON: {"analysis": one sentence, "score": an integer 0-9}.'
 )
 
 

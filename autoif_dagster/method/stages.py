@@ -29,12 +29,13 @@ class Stage:
     schema: Callable[..., dict] | None = None  # JSON schema (structured output) from schema_args
     schema_probe: tuple = ()
     keep_truncated: bool = False  # parse output cut at max_tokens instead of dropping it
+    top_logprobs: int = 0  # alternatives per generated token the asset reads (0: text only)
 
     @property
     def version(self) -> str:
         rendered = {"prompt": self.prompt(*self.probe),
                     "schema": self.schema(*self.schema_probe) if self.schema else None}
-        parts = [self.name, json.dumps(rendered, sort_keys=True), inspect.getsource(self.parse)]
+        parts = [self.name, json.dumps(rendered, sort_keys=True), inspect.getsource(self.parse), str(self.top_logprobs)]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
@@ -46,9 +47,14 @@ VERIFIER = Stage("verifier", prompts.verifier_prompt, ("Answer in lowercase.",),
                  schema=prompts.verifier_schema, schema_probe=(4,))
 BACK_TRANSLATION = Stage("back_translation", prompts.back_translation_prompt,
                          ("def evaluate(response):\n    return response.islower()",), parsing.parse_back_translation)
-NLI = Stage("nli", prompts.nli_prompt, ("Answer in lowercase.", "Write only lowercase letters."),
-            parsing.parse_nli_label, schema=lambda: prompts.NLI_SCHEMA)
+# The consistency judge's two questions: the answer's probability of "yes" is what it reads
+SAME_REQUIREMENT = Stage("same_requirement", prompts.same_requirement_prompt,
+                         ("Answer in lowercase.", "Write only lowercase letters."), parsing.parse_yes_no, top_logprobs=20)
+CHECKS_INSTRUCTION = Stage("checks_instruction", prompts.checks_instruction_prompt,
+                           ("Answer in lowercase.", "def evaluate(response):\n    return response.islower()"),
+                           parsing.parse_yes_no, top_logprobs=20)
 RESPONSE = Stage("response", prompts.response_prompt, ("Name a fruit.\n\nAnswer in lowercase.",),
                  parsing.parse_response)
 QUALITY = Stage("quality", prompts.quality_prompt, ("Answer in lowercase.", "Name a fruit.", "an apple"),
-                parsing.parse_score, schema=lambda: prompts.SCORE_SCHEMA)
+                parsing.parse_score, schema=lambda: prompts.SCORE_SCHEMA,
+                top_logprobs=20)  # every score digit among them (20: the most OpenAI-style servers give)

@@ -7,7 +7,7 @@ can change it:
   calls). TIMEOUT and CRASH verdicts are never stored: whether a call finishes in time
   depends on the machine's load, and a crash can come from outside the verifier.
 - `completions`: (model identity, messages, sampling parameters, output schema) -> the raw
-  text, finish reason and token count, with the request itself and the run that asked, so a
+  text, finish reason and token count (and each token's likeliest alternatives, where asked), with the request itself and the run that asked, so a
   parser change re-parses without re-asking and `autoif trace` can show the generation.
   Requests that failed (finish reason "error") are not stored: they are asked again.
 
@@ -16,7 +16,8 @@ Readers do not block writers (WAL mode), writers take turns (waiting up to
 in batches as results arrive; a crash loses at most the batch being written, and SQLite's
 journal keeps the file consistent. A file that is not a ledger, is damaged, or has another
 schema version raises LedgerError naming it. A version-1 file (the verdict cache that came
-before) is upgraded in place: its verdicts stay valid.
+before) and a version-2 one (completions without alternatives) are upgraded in place: what
+they hold stays valid.
 
 The store is this one class behind get_many/put_many, so a shared database (the PostgreSQL
 server a production Dagster instance already runs) can stand in for the file: the README says
@@ -31,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 _QUERY_CHUNK = 500  # keys per SELECT ... IN (...): under every SQLite's variable limit
 # 128 bits: a chance collision stays below 1e-20 for a billion records; shorter keys make
 # lookups ~1.5x faster than full 32-byte digests.
@@ -42,6 +43,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "completions": (
         "text TEXT NOT NULL", "finish_reason TEXT NOT NULL", "n_tokens INTEGER NOT NULL",
         "model TEXT NOT NULL", "request TEXT NOT NULL", "run_id TEXT NOT NULL", "created_at REAL NOT NULL",
+        "top_logprobs TEXT",  # JSON, per token its alternatives; NULL where none were asked for
     ),
 }
 _KEY_DOMAINS = {"verdicts": b"autoif-verdict-key-v1\0", "completions": b"autoif-completion-key-v1\0"}
@@ -125,8 +127,10 @@ class Ledger:
                     raise sqlite3.DatabaseError(f"a SQLite file with other tables ({', '.join(sorted(tables))})")
                 row = db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
                 version = row[0] if row else None
-                if version not in ("1", SCHEMA_VERSION):  # 1: the verdict cache, upgraded below
+                if version not in ("1", "2", SCHEMA_VERSION):  # 1: the verdict cache, 2: no logprobs; upgraded below
                     raise sqlite3.DatabaseError(f"schema {version!r}, expected {SCHEMA_VERSION!r}")
+                if version == "2":
+                    db.execute("ALTER TABLE completions ADD COLUMN top_logprobs TEXT")
             else:
                 db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
                 db.execute("INSERT INTO meta VALUES ('schema', '')")
@@ -179,13 +183,14 @@ class Ledger:
     def export_completions(self, path: str | Path) -> int:
         """Every completion as a JSON line (gzipped for a .gz path): the request, the text and
         where it came from. A recorded run to replay elsewhere (the tests' fixtures)."""
-        rows = self._db.execute("SELECT request, text, finish_reason, n_tokens, run_id, created_at "
+        rows = self._db.execute("SELECT request, text, finish_reason, n_tokens, run_id, created_at, top_logprobs "
                                 "FROM completions ORDER BY created_at, key")
         with _open(path, "wt") as out:
             n = 0
-            for request, text, finish_reason, n_tokens, run_id, created_at in rows:
+            for request, text, finish_reason, n_tokens, run_id, created_at, logprobs in rows:
                 out.write(json.dumps({"request": json.loads(request), "text": text, "finish_reason": finish_reason,
-                                      "n_tokens": n_tokens, "run_id": run_id, "created_at": created_at}) + "\n")
+                                      "n_tokens": n_tokens, "run_id": run_id, "created_at": created_at,
+                                      **({"top_logprobs": json.loads(logprobs)} if logprobs else {})}) + "\n")
                 n += 1
         return n
 
@@ -198,7 +203,8 @@ class Ledger:
                 try:
                     r = json.loads(line)
                     rows.append((completion_key(r["request"]), r["text"], r["finish_reason"], int(r["n_tokens"]),
-                                 r["request"]["model"], canonical_json(r["request"]), r["run_id"], float(r["created_at"])))
+                                 r["request"]["model"], canonical_json(r["request"]), r["run_id"], float(r["created_at"]),
+                                 json.dumps(r["top_logprobs"]) if r.get("top_logprobs") else None))
                 except (ValueError, KeyError, TypeError) as exc:
                     raise LedgerError(f"{path} line {number} is not an exported completion: {exc!r}") from None
         return self.put_many("completions", rows)

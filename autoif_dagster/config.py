@@ -32,7 +32,7 @@ class AugmentConfig(dg.Config):
     )
     new_per_round: int = Field(4, ge=1, description="New instructions asked for per request.")
     max_instructions: int = Field(
-        40, ge=1, description="Cap on seeds + new instructions kept (demo only; paper: no cap). At 30, 9 "
+        50, ge=1, description="Cap on seeds + new instructions kept (demo only; paper: no cap). At 30, 9 "
         "instructions reached the answers and 7 the SFT data."
     )
     sampling: Sampling = Sampling(temperature=0.9, max_tokens=160)
@@ -40,7 +40,8 @@ class AugmentConfig(dg.Config):
 
 class VerifierConfig(dg.Config):
     samples_per_instruction: int = Field(
-        2, ge=1, description="Verifier+cases generations per instruction. Release: 8."
+        4, ge=1, description="Verifier+cases generations per instruction. Release: 8. At 2, a round kept 4-7 "
+        "instructions through the consistency judge; more functions per instruction also give it more to catch."
     )
     cases_per_sample: int = Field(
         4, ge=2, description="Test cases asked for per sample, half following and half breaking "
@@ -87,7 +88,7 @@ class QueryConfig(dg.Config):
     pool_size: int = Field(
         2000, ge=1, description="Queries sampled from the source into the `queries` asset."
     )
-    per_instruction: int = Field(3, ge=1, description="Queries paired per instruction. Paper: 16.")
+    per_instruction: int = Field(6, ge=1, description="Queries paired per instruction. Paper: 16.")
 
     @model_validator(mode="after")
     def _range(self) -> "QueryConfig":

@@ -4,7 +4,9 @@ in minutes instead of a whole run.
 Reads a ledger export (the recorded default run by default), takes every quality-stage
 request (instruction, query, response and the score it got), asks the supervisor again with
 today's `stages.QUALITY` prompt and the default scoring settings, and prints how many answers
-reach the paper's bar (score >= 8) before and after, and every answer whose verdict changed.
+reach the bar (`scoring.min_score`) before (the score written then) and now (the expected
+score under the judge's probabilities), the quartiles of the expected scores, and every answer
+whose verdict changed.
 
     .venv/bin/python benchmarks/bench_quality_judge.py [--ledger tests/fixtures/default_run.jsonl.gz]
         [--model qwen2.5-coder-1.5b-instruct]
@@ -57,17 +59,20 @@ def main() -> None:
     items = [(r, (r["instruction"], r["query"], r["response"]), config.seed) for r in rows]
     run = run_stage(None, llm, stages.QUALITY, items, config.scoring.sampling)
     shutdown_engines()
-    new = {id(p.item): p.value for p in run.parsed}
+    new = {id(p.item): parsing.expected_score(p.completion.top_logprobs) or p.value for p in run.parsed}
     bar = config.scoring.min_score
     print(f"\n=== quality judge, {args.model}, {len(rows)} recorded answers, bar >= {bar} ===")
     print(f"before: {sum((r['old'] or 0) >= bar for r in rows)} pass; now: {sum(new.get(id(r), 0) >= bar for r in rows)} "
           f"pass; dropped now: {dict(run.dropped)}; {run.metadata.get('llm_generated_tokens')} tokens in "
           f"{run.metadata.get('llm_seconds')} s")
+    scores = sorted(new.values())
+    if scores:
+        print("expected scores, quartiles:", [round(scores[int(q * (len(scores) - 1))], 2) for q in (0.25, 0.5, 0.75)])
     print("\n| before | now | instruction | response |\n|---|---|---|---|")
     for r in rows:
         now = new.get(id(r))
         if ((r["old"] or 0) >= bar) != ((now or 0) >= bar):
-            print(f"| {r['old']} | {now} | {r['instruction'][:50]} | {r['response'][:90]!r} |")
+            print(f"| {r['old']} | {now if now is None else round(now, 2)} | {r['instruction'][:50]} | {r['response'][:90]!r} |")
 
 
 if __name__ == "__main__":

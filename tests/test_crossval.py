@@ -1,5 +1,7 @@
 """Cross-validation on verdict matrices like the sandbox returns for real verifier pools."""
 
+import re
+
 from autoif_dagster.method.crossval import cross_validate, probe_counts
 from autoif_dagster.sandbox.protocol import Verdict
 
@@ -89,3 +91,27 @@ def test_no_function_accurate_enough():
     # agreement 1, 2/3, 2/3, 2/3 -> every case kept; every function is right on 3 of 4
     assert len(r.kept_cases) == 4 and r.kept_functions == []
     assert r.function_drops == {"below_accuracy": 3} and r.drop_reason == "no_accurate_function"
+
+
+def test_a_wrong_function_whose_own_cases_agree_with_it_falls_once_independent_generations_exist():
+    """'Every sentence must end with an exclamation mark', as the 1.5B wrote it: one generation
+    checks only the last sentence and its own cases cannot tell; alone it is kept. Two more
+    generations whose functions check every sentence (written differently: the pool is of
+    distinct sources, one vote each) bring cases that break a first sentence, the majority
+    keeps them, and the wrong function's accuracy falls below the bar."""
+    wrong = lambda text: text.endswith("!")  # noqa: E731
+    right = lambda text: all(s.endswith("!") for s in text.replace("! ", "!\n").replace(". ", ".\n").splitlines())  # noqa: E731
+    also_right = lambda text: not re.search(r"[.?](\s|$)", text) and text.endswith("!")  # noqa: E731
+    own = [("I love it!", True), ("I love it.", False)]
+    independent = [("Great! Wow!", True), ("Great. Wow!", False), ("Yes! No!", True), ("Yes. No!", False)]
+
+    def verdicts(functions, cases):
+        return [[P if f(text) else F for text, _ in cases] for f in functions]
+
+    default = dict(min_functions=1, min_cases=2, case_agreement_above=0.5, function_min_accuracy=0.8)
+    alone = cross_validate([label for _, label in own], verdicts([wrong], own), **default)
+    assert alone.kept_functions == [(0, 1.0)]
+    pooled = own + independent
+    result = cross_validate([label for _, label in pooled], verdicts([wrong, right, also_right], pooled), **default)
+    assert [f for f, _ in result.kept_functions] == [1, 2]
+    assert result.function_drops == {"below_accuracy": 1}

@@ -132,6 +132,7 @@ def test_instruction_lines_are_normalised_and_filtered():
         "The function should take a single argument: the user's answer\n"
         "Use only the words listed in your instruction\n"
         "Include the word 'python' twice\n"
+        "3. Avoid using the word 'but'\n"
     )
     parsed, reasons = [], []
     for line in split_lines(raw):
@@ -144,6 +145,7 @@ def test_instruction_lines_are_normalised_and_filtered():
         "Respond with exactly two paragraphs",
         "Use no more than three commas",
         "Include the word 'python' twice",  # quoted: a word the answer holds
+        "Avoid using the word 'but'",  # its closing quote stays
     ]
     assert reasons == ["not_an_instruction", "bad_length", "bad_length", "about_the_task", "about_the_task"]
 

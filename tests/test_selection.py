@@ -1,4 +1,4 @@
-from autoif_dagster.method.selection import dedupe_key, dpo_pairs, is_consistent, pass_rate, sample_for
+from autoif_dagster.method.selection import dedupe_key, dpo_pairs, is_consistent, pass_rate, restates_the_query, sample_for
 from autoif_dagster.sandbox.protocol import Verdict
 
 
@@ -38,3 +38,17 @@ def test_dpo_pairs_two_by_two_and_thresholds():
     assert pairs == [("a", "x"), ("a", "y"), ("c", "x"), ("c", "y")]
     assert dpo_pairs(cands, chosen_min=0.5, rejected_max=0.0, max_pairs=1) == [("a", "x")]
     assert dpo_pairs([("a", 1.0)], chosen_min=0.5, rejected_max=0.0, max_pairs=4) == []
+
+
+def test_an_answer_made_of_the_querys_words_restates_it():
+    query = "Since the interpreter had the same experience, he offered to help me. in English"
+    assert restates_the_query("Since the interpreter had the same experience, he offered to help me?", query, "")
+    assert restates_the_query("write an ap biology frq 5 question on unit 3.", "Write an AP Biology FRQ 5 question on Unit 3", "")
+    # the instruction's own words (an end phrase it asks for) add nothing either
+    assert restates_the_query("Create a Terraform module for an EC2 instance. Is there anything else?",
+                              "Create a Terraform module for an EC2 instance",
+                              "End your answer with the exact phrase 'Is there anything else?'")
+    assert not restates_the_query("What did the interpreter offer to help you with, and when?", query, "")
+    assert not restates_the_query("Use `terraform init`, then declare an aws_instance resource with an AMI.",
+                                  "Create a Terraform module to provision an aws ec2 instance", "")
+    assert not restates_the_query("", query, "")

@@ -31,8 +31,10 @@ MAX_INSTRUCTION_CHARS = 200
 
 def normalise_instruction(line: str) -> str:
     """Strip list markers, wrapping quotes and redundant whitespace from one line."""
-    text = _BULLET.sub("", line.strip())
-    text = text.strip().strip("\"'`").strip()
+    text = _BULLET.sub("", line.strip()).strip()
+    # a quote on both ends wraps the line; one at the end alone closes a quoted word ('but')
+    while len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":
+        text = text[1:-1].strip()
     return " ".join(text.split())
 
 

@@ -1,5 +1,6 @@
 """Thresholds, deduplication, query sampling and DPO pairing."""
 
+import re
 from collections.abc import Iterable, Sequence
 from itertools import product
 
@@ -20,6 +21,20 @@ def pass_rate(verdicts: Sequence[Verdict]) -> tuple[int, int, float]:
     passed = sum(v.passed for v in verdicts)
     errors = sum(v.is_error for v in verdicts)
     return passed, errors, passed / len(verdicts) if verdicts else 0.0
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def restates_the_query(response: str, query: str, instruction: str, new_share_max: float = 0.2) -> bool:
+    """An answer made of the query's own words (and the instruction's, such as an end phrase it
+    asks for): at most `new_share_max` of its words are in neither. The quality judge scored
+    such answers 8 of 9 ("Since the interpreter had the same experience, he offered to help me?")."""
+    words = _WORD.findall(response.casefold())
+    if not words:
+        return False
+    given = set(_WORD.findall(query.casefold())) | set(_WORD.findall(instruction.casefold()))
+    return sum(w not in given for w in words) <= new_share_max * len(words)
 
 
 def is_consistent(nli_labels: Iterable[str]) -> bool:

@@ -210,15 +210,21 @@ def test_timeouts_and_crashes_are_never_stored(cached):
         assert ledger.count("verdicts") == 0
 
 
-def test_a_verdict_cache_of_schema_1_is_upgraded_in_place(tmp_path):
-    path = tmp_path / "verdicts.sqlite"
+def _old_ledger(path, version: str, *statements: tuple) -> None:
+    """A file as an earlier schema wrote it: its meta, its verdicts table, then `statements`."""
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    db.execute("INSERT INTO meta VALUES ('schema', '1')")
+    db.execute("INSERT INTO meta VALUES ('schema', ?)", (version,))
     db.execute("CREATE TABLE verdicts (key BLOB PRIMARY KEY, kind TEXT NOT NULL, detail TEXT NOT NULL) WITHOUT ROWID")
-    db.execute("INSERT INTO verdicts VALUES (?, 'pass', '')", (b"k" * 16,))
+    for statement in statements:
+        db.execute(*statement)
     db.commit()
     db.close()
+
+
+def test_a_verdict_cache_of_schema_1_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "verdicts.sqlite"
+    _old_ledger(path, "1", ("INSERT INTO verdicts VALUES (?, 'pass', '')", (b"k" * 16,)))
     with Ledger(path) as ledger:
         assert ledger.get_many("verdicts", [b"k" * 16]) == {b"k" * 16: (PASS, "")}
         assert ledger.count("completions") == 0
@@ -227,16 +233,11 @@ def test_a_verdict_cache_of_schema_1_is_upgraded_in_place(tmp_path):
 
 def test_a_ledger_of_schema_2_gains_logprobs_and_keeps_its_completions(tmp_path):
     path = tmp_path / "ledger.sqlite"
-    db = sqlite3.connect(path)
-    db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    db.execute("INSERT INTO meta VALUES ('schema', '2')")
-    db.execute("CREATE TABLE verdicts (key BLOB PRIMARY KEY, kind TEXT NOT NULL, detail TEXT NOT NULL) WITHOUT ROWID")
-    db.execute("CREATE TABLE completions (key BLOB PRIMARY KEY, text TEXT NOT NULL, finish_reason TEXT NOT NULL, "
-               "n_tokens INTEGER NOT NULL, model TEXT NOT NULL, request TEXT NOT NULL, run_id TEXT NOT NULL, "
-               "created_at REAL NOT NULL) WITHOUT ROWID")
-    db.execute("INSERT INTO completions VALUES (?, 'hi', 'stop', 1, 'm', '{}', 'run-1', 0.0)", (b"c" * 16,))
-    db.commit()
-    db.close()
+    _old_ledger(path, "2",
+                ("CREATE TABLE completions (key BLOB PRIMARY KEY, text TEXT NOT NULL, finish_reason TEXT NOT NULL, "
+                 "n_tokens INTEGER NOT NULL, model TEXT NOT NULL, request TEXT NOT NULL, run_id TEXT NOT NULL, "
+                 "created_at REAL NOT NULL) WITHOUT ROWID",),
+                ("INSERT INTO completions VALUES (?, 'hi', 'stop', 1, 'm', '{}', 'run-1', 0.0)", (b"c" * 16,)))
     with Ledger(path) as ledger:
         assert ledger.get_many("completions", [b"c" * 16]) == {b"c" * 16: ("hi", "stop", 1, "m", "{}", "run-1", 0.0, None)}
         ledger.put_many("completions", [(b"d" * 16, "7", "stop", 1, "m", "{}", "run-2", 1.0, '[{"7": -0.1}]')])

@@ -13,6 +13,7 @@ from ..rounds import ALL_ROUNDS, per_round
 from ..schemas import content_id, frame
 from ..versions import output
 from .reporting import funnel, md_table
+from .responses import held_score
 
 GROUP = "datasets"
 # every round materialized so far (the datasets combine them)
@@ -27,8 +28,7 @@ def _scored(responses: pl.DataFrame, response_verdicts: pl.DataFrame, quality_sc
     return (
         responses.select("response_id", "prompt_id", "response", "with_instruction")
         .join(response_verdicts.select("response_id", "pass_rate"), on="response_id")
-        .join(quality_scores.select("response_id", score=pl.coalesce("expected_score", pl.col("score").cast(pl.Float64))),
-              on="response_id", how="left")
+        .join(quality_scores.select("response_id", score=held_score()), on="response_id", how="left")
     )
 
 

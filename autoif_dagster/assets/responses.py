@@ -20,6 +20,12 @@ from .llm_stage import run_stage
 from ..versions import output
 from .reporting import funnel, histogram
 
+def held_score() -> pl.Expr:
+    """The quality score a response is held to: the expected one where the judge's
+    probabilities were read, else the digit it wrote (a backend that returns none). A function,
+    not a constant: code versions follow functions (an expression's repr holds an address)."""
+    return pl.coalesce("expected_score", pl.col("score").cast(pl.Float64))
+
 GROUP = "responses"
 
 
@@ -161,6 +167,5 @@ def quality_scores(
                                                      bins=[b / 2 for b in range(2 * SCORE_MAX + 1)])
         meta["expected_score_quantiles"] = dg.MetadataValue.json(
             {q: round(expected.quantile(q / 100), 2) for q in (10, 25, 50, 75, 90)} if expected.len() else {})
-        meta["share_at_min_score"] = round(float((df["expected_score"].fill_null(df["score"].cast(pl.Float64))
-                                                  >= cfg.min_score).mean()), 3)
+        meta["share_at_min_score"] = round(float(df.select((held_score() >= cfg.min_score).mean()).item()), 3)
     return output(df, meta)

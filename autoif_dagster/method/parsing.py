@@ -226,14 +226,19 @@ def parse_score(raw: str) -> int:
     return int(score)
 
 
+_SCORE_DIGITS = {str(d) for d in range(SCORE_MAX + 1)}
+
+
 def expected_score(top_logprobs: Sequence[dict[str, float]]) -> float | None:
     """The score's expectation under the judge's own probabilities: at the last position where
     digits hold most of the mass (the score follows the analysis), the mean of the digits
     0-SCORE_MAX weighted by their probabilities. None without such a position (no logprobs
     were returned)."""
     for alternatives in reversed(top_logprobs):
-        digits = {int(t.strip()): math.exp(lp) for t, lp in alternatives.items()
-                  if t.strip().isdigit() and len(t.strip()) == 1 and int(t.strip()) <= SCORE_MAX}
-        if sum(digits.values()) > 0.5:
-            return sum(d * p for d, p in digits.items()) / sum(digits.values())
+        mass = [0.0] * (SCORE_MAX + 1)  # per digit, over its spellings ("7", " 7")
+        for token, logprob in alternatives.items():
+            if token.strip() in _SCORE_DIGITS:
+                mass[int(token.strip())] += math.exp(logprob)
+        if sum(mass) > 0.5:
+            return sum(d * p for d, p in enumerate(mass)) / sum(mass)
     return None

@@ -7,9 +7,6 @@ from collections.abc import Sequence
 
 Messages = list[dict[str, str]]
 
-NLI_LABELS = ("entailment", "neutral", "contradiction")  # the consistency judge's labels
-
-
 AUGMENT_TASK = (
     "Write new instructions that a user could add to any question to constrain the FORMAT of the "
     "answer (its length, letters, words, punctuation or structure), such that a short Python function "

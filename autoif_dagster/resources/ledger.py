@@ -7,8 +7,9 @@ can change it:
   calls). TIMEOUT and CRASH verdicts are never stored: whether a call finishes in time
   depends on the machine's load, and a crash can come from outside the verifier.
 - `completions`: (model identity, messages, sampling parameters, output schema) -> the raw
-  text, finish reason and token count (and each token's likeliest alternatives, where asked), with the request itself and the run that asked, so a
-  parser change re-parses without re-asking and `autoif trace` can show the generation.
+  text, finish reason and token count (and each token's likeliest alternatives, where asked),
+  with the request itself and the run that asked, so a parser change re-parses without
+  re-asking and `autoif trace` can show the generation.
   Requests that failed (finish reason "error") are not stored: they are asked again.
 
 Readers do not block writers (WAL mode), writers take turns (waiting up to

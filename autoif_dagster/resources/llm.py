@@ -115,7 +115,7 @@ def _alternatives(pairs: Any) -> dict[str, float]:
         if logprob == -math.inf:
             continue
         token = token or ""
-        merged[token] = float(logprob) if token not in merged else math.log(math.exp(merged[token]) + math.exp(logprob))
+        merged[token] = math.log(math.exp(merged.get(token, -math.inf)) + math.exp(logprob))
     return merged
 
 

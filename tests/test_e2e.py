@@ -189,6 +189,9 @@ def test_quality_scores_with_the_real_model(llm, tiny_config):
     assert scores.height >= 2  # structured output: the JSON parses
     assert scores["score"].is_between(0, 10).all()
     assert out.metadata["llm_requests"].value == 3
+    # the judge's probabilities were read for every score: the expected score beside the digit
+    assert scores["expected_score"].is_not_null().all() and scores["expected_score"].is_between(0, 9).all()
+    assert "expected_score_histogram" in out.metadata
 
 
 @pytest.mark.engine

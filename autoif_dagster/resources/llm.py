@@ -109,13 +109,14 @@ _ENGINES_LOCK = threading.Lock()
 def _alternatives(pairs: Any) -> dict[str, float]:
     """(token text, logprob) pairs at one position -> token text -> logprob; token ids that
     decode to the same text (a digit alone and after a space) are one alternative, and tokens
-    structured output forbids (logprob -inf) are none."""
+    structured output forbids are none (vLLM gives them -inf, its OpenAI server -9999)."""
     merged: dict[str, float] = {}
     for token, logprob in pairs:
-        if logprob == -math.inf:
+        p = math.exp(logprob)
+        if p == 0.0:
             continue
         token = token or ""
-        merged[token] = math.log(math.exp(merged.get(token, -math.inf)) + math.exp(logprob))
+        merged[token] = math.log(math.exp(merged.get(token, -math.inf)) + p)
     return merged
 
 

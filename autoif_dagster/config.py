@@ -120,9 +120,12 @@ class ResponseConfig(dg.Config):
 
 class ScoreConfig(dg.Config):
     min_score: float = Field(
-        7.5, ge=0.0, le=9.0, description="Keep responses whose expected quality score (0-9, under the judge's "
-        "token probabilities) is at least this. Paper: 8 of 0-10, one sampled score.")
-    sampling: Sampling = Sampling(temperature=0.0, max_tokens=128)
+        6.8, ge=0.0, le=9.0, description="Keep responses whose expected quality score (0-9, under the judge's "
+        "token probabilities) is at least this. Paper: 8 of 0-10, one sampled score. On 90 labelled answers "
+        "(tests/fixtures/quality_labels.jsonl) 6.8 keeps 37 of the 59 that answer their query and 3 of the 31 "
+        "that do not.")
+    # the reply is {"score": n}: about six tokens
+    sampling: Sampling = Sampling(temperature=0.0, max_tokens=16)
 
 
 class DPOConfig(dg.Config):

@@ -14,20 +14,13 @@ import argparse
 import json
 from pathlib import Path
 
-from autoif_dagster.method.audit import agreement
+from autoif_dagster.method.audit import agreement, ranking_auc
 from autoif_dagster.resources.llm import LLMResource, shutdown_engines
 from autoif_dagster.resources.models import DEFAULT_SUPERVISOR
 from autoif_dagster.resources.nli import NLIResource
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELLED = [ROOT / "tests" / "fixtures" / "consistency_pairs.jsonl", ROOT / "benchmarks" / "data" / "consistency_heldout.jsonl"]
-
-
-def auc(scores: list[float], same: list[bool]) -> float:
-    """The chance that a right triple scores above a wrong one (ties count half)."""
-    right = [s for s, y in zip(scores, same) if y]
-    wrong = [s for s, y in zip(scores, same) if not y]
-    return sum((r > w) + 0.5 * (r == w) for r in right for w in wrong) / (len(right) * len(wrong))
 
 
 def main() -> None:
@@ -46,7 +39,7 @@ def main() -> None:
             scores = [score if score is not None else 0.0 for _, score, _ in judged]
             agreed = agreement([label == "entailment" for label, _, _ in judged], same)
             seconds = f", {stats['llm_seconds']} s" if stats else ""
-            print(f"{name:14} AUC {auc(scores, same):.3f}  balanced accuracy {agreed.balanced_accuracy:.3f}  "
+            print(f"{name:14} AUC {ranking_auc(scores, same):.3f}  balanced accuracy {agreed.balanced_accuracy:.3f}  "
                   f"right kept {agreed.true_positive}/{sum(same)}, wrong kept {agreed.false_positive}/"
                   f"{len(rows) - sum(same)}{seconds}")
     shutdown_engines()

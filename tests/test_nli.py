@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from autoif_dagster.method.audit import agreement
+from autoif_dagster.method.audit import agreement, ranking_auc
 from autoif_dagster.resources.llm import LLMResource
 from autoif_dagster.resources.models import DEFAULT_SUPERVISOR
 from autoif_dagster.resources.nli import NLIResource, map_label
@@ -69,12 +69,6 @@ def test_embedding_backend_tells_rewordings_from_other_requirements():
     assert nli.describe(LLMResource()) == {"nli_backend": "embedding", "nli_model": "all-MiniLM-L6-v2"}
 
 
-def _auc(scores: list[float], same: list[bool]) -> float:
-    pos = [s for s, y in zip(scores, same) if y]
-    neg = [s for s, y in zip(scores, same) if not y]
-    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
-
-
 @pytest.mark.engine
 def test_the_default_judge_separates_the_labelled_pairs_of_real_rounds():
     """40 (instruction, back-translation, function) triples from real rounds, each labelled by
@@ -92,7 +86,7 @@ def test_the_default_judge_separates_the_labelled_pairs_of_real_rounds():
     scores = [score for _, score, _ in judged]
     labels = [label == "entailment" for label, _, _ in judged]
     agreed = agreement(labels, same)
-    assert _auc(scores, same) >= 0.85 and agreed.balanced_accuracy >= 0.8, (_auc(scores, same), agreed)
+    assert ranking_auc(scores, same) >= 0.85 and agreed.balanced_accuracy >= 0.8, (ranking_auc(scores, same), agreed)
     embedded, _ = NLIResource(backend="embedding").judge(triples, supervisor)
     caught = sum(label == "contradiction" for (label, _, _), y in zip(embedded, same) if not y)
     assert caught < agreed.true_negative  # the judge before it let most wrong functions through

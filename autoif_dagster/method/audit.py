@@ -96,3 +96,13 @@ def precision(accuracies: Sequence[float | None]) -> float | None:
     """The share of measurable verifiers at or above PRECISE; None with none measurable."""
     measured = [a for a in accuracies if a is not None]
     return sum(a >= PRECISE for a in measured) / len(measured) if measured else None
+
+
+def ranking_auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """How well a judge's scores rank labelled items: the chance that an item labelled True
+    scores above one labelled False (ties count half)."""
+    right = [s for s, y in zip(scores, labels, strict=True) if y]
+    wrong = [s for s, y in zip(scores, labels, strict=True) if not y]
+    if not right or not wrong:
+        raise ValueError("ranking needs items of both labels")
+    return sum((r > w) + 0.5 * (r == w) for r in right for w in wrong) / (len(right) * len(wrong))

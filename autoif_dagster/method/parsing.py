@@ -231,7 +231,7 @@ _SCORE_DIGITS = {str(d) for d in range(SCORE_MAX + 1)}
 
 def expected_score(top_logprobs: Sequence[dict[str, float]]) -> float | None:
     """The score's expectation under the judge's own probabilities: at the last position where
-    digits hold most of the mass (the score follows the analysis), the mean of the digits
+    digits hold most of the mass (the score, wherever the reply puts it), the mean of the digits
     0-SCORE_MAX weighted by their probabilities. None without such a position (no logprobs
     were returned)."""
     for alternatives in reversed(top_logprobs):

@@ -158,23 +158,25 @@ def instruction_query_prompt(instruction: str, query: str) -> str:
 SCORE_MAX = 9
 SCORE_SCHEMA = {
     "type": "object",
-    "properties": {
-        "analysis": {"type": "string", "maxLength": 200},
-        "score": {"type": "integer", "minimum": 0, "maximum": SCORE_MAX},
-    },
-    "required": ["analysis", "score"],
+    "properties": {"score": {"type": "integer", "minimum": 0, "maximum": SCORE_MAX}},
+    "required": ["score"],
 }
 
 
+# Chosen on 90 answers from three real rounds, each labelled by reading (answers the query, or
+# not: a bare title, the query or instruction restated, an acknowledgement, a wrong answer;
+# tests/fixtures/quality_labels.jsonl). The expected score ranks them with AUC 0.83 under this
+# prompt; 0.65 under the earlier one, which asked for a one-sentence analysis before the score
+# and listed what fails first: the 1.5B then began most analyses with "The response does not
+# answer the query" and scored good answers 0-2.
 QUALITY_TASK = (
     "You grade how well a response answers a user's query. The user also gave a format "
-    "instruction, which is checked separately: judge whether the content answers the query. "
-    "Obeying the instruction is not an answer: a title, a heading or a topic alone answers nothing.\n"
-    "0-2: it does not answer the query: off-topic, empty, only a title or heading, only an "
-    "acknowledgement such as 'Sure!' or 'Absolutely!', or only repeats the query or the instruction.\n"
+    "instruction, which is checked separately: judge only whether the content answers the query.\n"
+    "7-9: it answers the query correctly and helpfully (a short answer is fine when the query is short).\n"
     "3-6: it answers part of the query, vaguely, or with mistakes.\n"
-    "7-9: it answers the query correctly and helpfully.\n"
-    'Reply with JSON: {"analysis": one sentence, "score": an integer 0-9}.'
+    "0-2: it does not answer: only a title or heading, only the query or the instruction repeated, "
+    "only an acknowledgement such as 'Sure!', or off-topic.\n"
+    'Reply with JSON: {"score": an integer 0-9}.'
 )
 
 

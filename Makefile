@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install install-gpu sandbox browser run chain test ui bench
+.PHONY: install install-gpu sandbox browser run chain test docs ui bench
 
 install:
 	bash scripts/install.sh cpu
@@ -31,9 +31,14 @@ chain: run
 	$(PY) -m autoif_dagster.cli train $(if $(IFEVAL),--ifeval $(IFEVAL)) $(if $(IFBENCH),--ifbench $(IFBENCH))
 
 # AUTOIF_CI=1: a test that cannot run here (no Docker engine, no chromium, another CPU) fails
-# rather than skips (tests/ci.py).
-test: install sandbox browser
+# rather than skips (tests/ci.py). The docs site is built first, warnings as errors.
+test: install sandbox browser docs
 	AUTOIF_CI=1 $(PY) -m pytest
+
+# The docs site (MkDocs, strict: a broken link or a page missing from the nav fails) into .site/;
+# its reference pages are generated from the code (tests/test_docs.py fails when one is stale).
+docs: install
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 
 ui: install sandbox
 	$(PY) -m autoif_dagster.cli ui

@@ -20,6 +20,7 @@ from typing import Any
 def _run_config(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     from .config import PROFILES
     from .resources.models import DEFAULT_POLICY, DEFAULT_SUPERVISOR
+    from .terminal import loggers_config
 
     method = PROFILES[args.profile]().model_dump(mode="json")
     if args.config:
@@ -42,6 +43,7 @@ def _run_config(args: argparse.Namespace, home: Path) -> dict[str, Any]:
             llm["base_url"] = args.base_url
         llms[role] = {"config": llm}
     return {
+        "loggers": loggers_config(args.verbose),
         "resources": {
             "autoif": {"config": method},
             **llms,
@@ -197,13 +199,14 @@ def _model_job(args: argparse.Namespace, job: str, resources: dict[str, Any]) ->
     from .definitions import defs
     from .resources.llm import shutdown_engines
     from .resources.models import DEFAULT_BASE
+    from .terminal import loggers_config
 
     evaluation: dict[str, Any] = {"ifeval_path": args.ifeval and str(Path(args.ifeval).resolve()),
                                   "ifbench_path": args.ifbench and str(Path(args.ifbench).resolve())}
     for name in ("ifeval_prompts", "ifbench_prompts"):
         if getattr(args, name) is not None:  # -1: the whole benchmark
             evaluation[name] = None if getattr(args, name) < 0 else getattr(args, name)
-    run_config = {"resources": {
+    run_config = {"loggers": loggers_config(args.verbose), "resources": {
         "evaluation_config": {"config": evaluation},
         "base_llm": {"config": {"backend": args.llm_backend, "model": args.base_model or DEFAULT_BASE,
                                 "ledger_path": str(home / "ledger.sqlite")}},
@@ -300,9 +303,15 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-model", help="embedded alias, local checkpoint dir or HF id (default: the training base)")
     parser.add_argument("--llm-backend", choices=["vllm", "openai", "replay"], default="vllm")
     parser.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")
+    _verbose_argument(parser)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _verbose_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true", help="print every Dagster event and the engine's own "
+                        "log (default: a line per stage; the events are in the instance, the UI's run page)")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoif", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize the whole AutoIF graph and print its funnel")
@@ -324,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--funnel-json", help="also write the funnel to this JSON file")
     run.add_argument("--stale", action="store_true", help="only what changed: assets never materialized, or whose "
                      "code or inputs changed since (as the UI shows them stale), and what depends on them")
+    _verbose_argument(run)
     run.set_defaults(func=cmd_run)
     trace = sub.add_parser("trace", help="print the whole chain of a row (sft-..., pair-..., resp-...) back to its seed")
     trace.add_argument("id", help="any row's id, or a generation id (gen-...)")
@@ -347,7 +357,15 @@ def main(argv: list[str] | None = None) -> int:
     instance = sub.add_parser("instance", help="initialize the pools of the instance in $DAGSTER_HOME and "
                               "name what is wrong with it (run once per deployment)")
     instance.set_defaults(func=cmd_instance)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not getattr(args, "verbose", True):
+        from .terminal import quiet_libraries
+
+        quiet_libraries()
     return args.func(args)
 
 

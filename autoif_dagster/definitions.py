@@ -23,6 +23,7 @@ from .resources.models import DEFAULT_BASE, DEFAULT_POLICY, DEFAULT_SUPERVISOR
 from .resources.nli import NLIResource
 from .resources.sandbox import SandboxResource
 from .resources.training import TrainingResource
+from .terminal import stage_lines
 from .versions import with_code_versions
 
 
@@ -129,4 +130,6 @@ defs = dg.Definitions(
     schedules=[nightly_regeneration],
     resources=default_resources(),
     executor=dg.in_process_executor,
+    # Dagster's console logger unless a run's config names another (the CLI names stage_lines)
+    loggers={"console": dg.colored_console_logger, "stage_lines": stage_lines},
 )

@@ -138,3 +138,34 @@ def test_run_then_nothing_stale_then_trace(tmp_path, monkeypatch, capsys, sandbo
     assert {"sft_dataset", "responses", "augmented_instructions"} <= {n["asset"] for n in nodes}
     for node in nodes:
         assert node["run_id"] == run_id and node["code_version"] == versions[node["asset"]], node["asset"]
+
+
+def test_a_run_prints_a_line_per_stage_and_no_warning(tmp_path, sandbox):
+    """What a terminal shows of `autoif run` (the default run, replayed): a start and an end line
+    per stage, the funnel and where things are, within ~60 lines besides progress bars, and no
+    warning (Dagster's events stay in the instance; `--verbose` prints them)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from autoif_dagster.definitions import all_assets
+    from autoif_dagster.resources.ledger import Ledger
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with Ledger(str(home / "ledger.sqlite")) as ledger:
+        ledger.import_completions(Path(__file__).parent / "fixtures" / "default_run.jsonl.gz")
+    env = {k: v for k, v in os.environ.items() if k not in ("AUTOIF_HOME", "DAGSTER_HOME")}
+    args = ["run", "--home", str(home), "--llm-backend", "replay", "--sandbox", sandbox.backend, "--round", ROUND]
+    done = subprocess.run([sys.executable, "-m", "autoif_dagster.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    # a progress bar redraws itself with carriage returns; what is left is what a person reads
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip() and "\r" not in line]
+    assert len(lines) <= 60, "\n".join(lines)
+    assert not [line for line in lines if "warn" in line.lower()], "\n".join(lines)
+    for stage in {a.node_def.name for a in all_assets}:
+        assert f"  {stage} ..." in lines and any(line.startswith(f"  {stage} done (") for line in lines), stage
+    assert any(line.startswith("sft_dataset ") for line in lines)  # the funnel
+    assert any("succeeded; artifacts in" in line for line in lines)

@@ -59,11 +59,21 @@ class _ParquetIO(dg.UPathIOManager):
         super().handle_output(context, obj)
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+        if context.has_asset_partitions and context.definition_metadata.get("allow_missing_partitions"):
+            # every round so far (ALL_ROUNDS): read the ones on disk; Dagster would try each day
+            # since the first and log a warning for every one never made
+            paths = self._get_paths_for_partitions(context)
+            return _rounds(context, [self.load_from_path(context, paths[key]) for key in sorted(paths)
+                                     if paths[key].exists()])
         value = super().load_input(context)
-        if isinstance(value, dict):  # several rounds (those materialized, for the combined datasets)
-            frames = [value[key] for key in sorted(value)]
-            return pl.concat(frames, how="vertical") if frames else frame(context.asset_key.path[-1], [])
+        if isinstance(value, dict):  # the rounds of a range run
+            return _rounds(context, [value[key] for key in sorted(value)])
         return value
+
+
+def _rounds(context: dg.InputContext, frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Several rounds of an artifact as one frame, in round order (empty, with its schema, for none)."""
+    return pl.concat(frames, how="vertical") if frames else frame(context.asset_key.path[-1], [])
 
 
 def read_artifact(assets_dir: str | os.PathLike, name: str) -> pl.DataFrame | None:

@@ -40,15 +40,17 @@ def replayed(tmp_path_factory, sandbox):
 
 def test_the_default_run_yields_training_data_past_the_papers_bars(replayed):
     """The default run's real completions through today's code, with the paper's thresholds.
-    The recording (2026-12-06, round 2026-11-01, bf16 on an AMD EPYC Zen 4; the consistency
-    judge on the supervisor's probabilities, 4 verifier generations, 6 queries per
-    instruction) gave 42 SFT rows from 6 instructions and 27 DPO pairs (issue #22 asks 30 from
-    8, and 15). The same completions always give the same rows, so anything else is a change
-    of the code's: a drop is a regression; a gain is written down here once it is understood."""
+    The recording (round 2026-11-01, bf16 on an AMD EPYC Zen 4; the consistency judge on the
+    supervisor's probabilities, 4 verifier generations, 6 queries per instruction; recorded
+    cold on 2026-12-06, its quality scores asked again on 2026-12-06 when the score-only prompt
+    replaced the analysis-first one) gives 55 SFT rows from 6 instructions and 43 DPO pairs
+    (issue #22 asks 30 from 8, and 15; the analysis-first judge kept 42 rows and 27 pairs). The
+    same completions always give the same rows, so anything else is a change of the code's: a
+    drop is a regression; a gain is written down here once it is understood."""
     _, frames, metadata, _ = replayed
     assert sum(m.get("ledger_misses", 0) for m in metadata.values()) == 0  # every answer was recorded
     sft, pairs = frames["sft_dataset"], frames["dpo_pairs"]
-    assert (sft.height, sft["instruction_id"].n_unique(), pairs.height) == (42, 6, 27)
+    assert (sft.height, sft["instruction_id"].n_unique(), pairs.height) == (55, 6, 43)
     assert (sft["score"] >= AutoIFConfig().scoring.min_score).all() and (sft["pass_rate"] > 0.5).all()
     assert (pairs["chosen_pass_rate"] >= 0.5).all() and (pairs["rejected_pass_rate"] == 0).all()
 

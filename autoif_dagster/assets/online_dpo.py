@@ -73,7 +73,7 @@ def online_dpo_checkpoint(context: dg.AssetExecutionContext, autoif: AutoIFConfi
         raise method.TrainingDataError("online DPO: no instruction prompt has verifiers to judge answers with "
                                        "(materialize the data of a round first: the autoif job)")
     # beside the asset's own checkpoints (the IO manager's folder), which it prunes; these it does not
-    folder = Path(checkpoint_io_manager.base_dir) / f"{ASSET}.iterations" / (context.run_id or "run")[:8]
+    folder = Path(checkpoint_io_manager.base_dir) / f"{ASSET}.iterations" / context.run.run_id[:8]
     current = sft_checkpoint if cfg.start == "sft" else None
     trained: TrainedModel | None = None
     report: list[dict] = []

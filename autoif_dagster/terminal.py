@@ -76,11 +76,15 @@ def loggers_config(verbose: bool) -> dict:
 
 
 def quiet_libraries() -> None:
-    """The engine's own INFO lines and the weight-dtype warnings it prints per tensor say nothing a
-    user can act on; they stay available with --verbose. Set before vLLM is imported."""
+    """The engine's own INFO lines, the weight-dtype warning it prints per tensor, torch's NUMA
+    binding notice and deprecation warnings say nothing a user can act on; --verbose keeps them.
+    Called before vLLM is imported."""
     import os
     import warnings
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    # vLLM logs its Triton notice before it configures logging, through Python's last-resort handler
+    logging.getLogger("vllm").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .home import Home
 
-def _run_config(args: argparse.Namespace, home: Path) -> dict[str, Any]:
+
+def _run_config(args: argparse.Namespace, home: Home) -> dict[str, Any]:
     from .config import PROFILES
     from .resources.models import DEFAULT_POLICY, DEFAULT_SUPERVISOR
     from .terminal import loggers_config
@@ -38,7 +40,7 @@ def _run_config(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     }
     llms: dict[str, Any] = {}
     for role, model in roles.items():
-        llm: dict[str, Any] = {"backend": args.llm_backend, "model": model, "ledger_path": str(home / "ledger.sqlite")}
+        llm: dict[str, Any] = {"backend": args.llm_backend, "model": model, "ledger_path": str(home.ledger)}
         if args.base_url:
             llm["base_url"] = args.base_url
         llms[role] = {"config": llm}
@@ -47,9 +49,9 @@ def _run_config(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         "resources": {
             "autoif": {"config": method},
             **llms,
-            "sandbox": {"config": {"backend": args.sandbox, "ledger_path": str(home / "ledger.sqlite")}},
-            "io_manager": {"config": {"base_dir": str(home / "assets")}},
-            "exports": {"config": {"directory": str(home / "exports")}},
+            "sandbox": {"config": {"backend": args.sandbox, "ledger_path": str(home.ledger)}},
+            "io_manager": {"config": {"base_dir": str(home.assets)}},
+            "exports": {"config": {"directory": str(home.exports)}},
         }
     }
 
@@ -111,17 +113,17 @@ def _failure_message(result: Any) -> str:
     return "the run failed"
 
 
-def _home(args: argparse.Namespace) -> Path:
-    return Path(args.home or os.environ.get("AUTOIF_HOME", ".autoif")).resolve()
+def _home(args: argparse.Namespace) -> Home:
+    return Home(Path(args.home).resolve()) if args.home else Home.from_env()
 
 
-def _embedded_instance(args: argparse.Namespace) -> Path:
+def _embedded_instance(args: argparse.Namespace) -> Home:
     """AUTOIF_HOME, and DAGSTER_HOME under it (unless set) with the embedded instance's yaml."""
     from .instance import ensure_local
 
     home = _home(args)
-    os.environ["AUTOIF_HOME"] = str(home)
-    os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
+    os.environ["AUTOIF_HOME"] = str(home.root)
+    os.environ.setdefault("DAGSTER_HOME", str(home.dagster))
     ensure_local(Path(os.environ["DAGSTER_HOME"]))
     return home
 
@@ -182,7 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.funnel_json:
         Path(args.funnel_json).write_text(json.dumps(rows, indent=2))
     print(f"\nrun {result.run_id}: {'succeeded' if result.success else 'FAILED'}; "
-          f"artifacts in {home / 'assets'}; Dagster instance in {os.environ['DAGSTER_HOME']}")
+          f"artifacts in {home.assets}; Dagster instance in {os.environ['DAGSTER_HOME']}")
     if not result.success:
         print(_failure_message(result), file=sys.stderr)
         return 1
@@ -209,8 +211,8 @@ def _model_job(args: argparse.Namespace, job: str, resources: dict[str, Any]) ->
     run_config = {"loggers": loggers_config(args.verbose), "resources": {
         "evaluation_config": {"config": evaluation},
         "base_llm": {"config": {"backend": args.llm_backend, "model": args.base_model or DEFAULT_BASE,
-                                "ledger_path": str(home / "ledger.sqlite")}},
-        "io_manager": {"config": {"base_dir": str(home / "assets")}},
+                                "ledger_path": str(home.ledger)}},
+        "io_manager": {"config": {"base_dir": str(home.assets)}},
         **resources,
     }}
     with dg.DagsterInstance.get() as instance:
@@ -232,7 +234,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 1
     result, home = done
     meta = result.asset_materializations_for_node("base_benchmark_scores")[0].metadata
-    print(f"\n{meta['model'].value}\n{meta['scores'].value}\nrun {result.run_id}; answers in {home / 'assets'}")
+    print(f"\n{meta['model'].value}\n{meta['scores'].value}\nrun {result.run_id}; answers in {home.assets}")
     return 0
 
 
@@ -243,8 +245,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     home = _home(args)
     done = _model_job(args, "train", {
-        "checkpoint_io_manager": {"config": {"base_dir": str(home / "checkpoints")}},
-        "sandbox": {"config": {"backend": args.sandbox, "ledger_path": str(home / "ledger.sqlite")}},
+        "checkpoint_io_manager": {"config": {"base_dir": str(home.checkpoints)}},
+        "sandbox": {"config": {"backend": args.sandbox, "ledger_path": str(home.ledger)}},
     })
     if done is None:
         return 1
@@ -257,7 +259,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for name in SCORE_ARTIFACTS:
         meta = result.asset_materializations_for_node(name)[0].metadata
         print(f"{name.removesuffix('_benchmark_scores')} ({meta['model'].value})\n{meta['scores'].value}\n")
-    print(f"run {result.run_id}; checkpoints in {home / 'checkpoints'}, answers in {home / 'assets'}")
+    print(f"run {result.run_id}; checkpoints in {home.checkpoints}, answers in {home.assets}")
     return 0
 
 
@@ -286,7 +288,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
     home = _home(args)
     try:
-        tree = Tracer(home).trace(args.id)
+        tree = Tracer(home.root).trace(args.id)
     except TraceError as exc:
         print(f"autoif trace: {exc}", file=sys.stderr)
         return 2

@@ -7,29 +7,14 @@ executor would start one per step).
 
 import json
 import os
-from pathlib import Path
 
 import dagster as dg
 
 from .assets import consistency, datasets, evaluation, instructions, online_dpo, queries, responses, training, verifiers
 from .checks import all_checks
-from .config import AutoIFConfig, EvaluationConfig
-from .resources.checkpoints import CheckpointIOManager
-from .resources.exports import ExportResource
-from .resources.gpu import GPUResource
-from .resources.io_manager import ParquetIOManager
-from .resources.llm import LLMResource
-from .resources.models import DEFAULT_BASE, DEFAULT_POLICY, DEFAULT_SUPERVISOR
-from .resources.nli import NLIResource
-from .resources.sandbox import SandboxResource
-from .resources.training import TrainingResource
+from .home import Home
 from .terminal import stage_lines
 from .versions import with_code_versions
-
-
-def autoif_home() -> Path:
-    """Where runs keep their artifacts (and, for the CLI, the Dagster instance)."""
-    return Path(os.environ.get("AUTOIF_HOME", Path.cwd() / ".autoif")).resolve()
 
 
 ASSET_MODULES = [instructions, verifiers, consistency, queries, responses, datasets]  # the data: autoif_job
@@ -80,7 +65,7 @@ class TraceConfig(dg.Config):
 def trace_row(context: dg.OpExecutionContext, config: TraceConfig) -> None:
     from .trace import Tracer, render
 
-    tree = Tracer(autoif_home()).trace(config.id)  # a bad id fails the run with the message
+    tree = Tracer(Home.from_env().root).trace(config.id)  # a bad id fails the run with the message
     text = render(tree)
     context.log.info(text)
     context.add_output_metadata({"trace": dg.MetadataValue.md(f"```\n{text}\n```"),
@@ -93,34 +78,11 @@ def trace_job():
 
 
 def default_resources() -> dict:
-    # one ledger: every LLM completion and sandbox verdict, so a re-run asks nothing twice
-    ledger = str(autoif_home() / "ledger.sqlite")
-    gpu = GPUResource.configure_at_launch()  # the devices, set once per run for every model
-    # AUTOIF_LLM_BACKEND=replay: answer from the ledger only (re-parse a run without a model)
-    backend = os.environ.get("AUTOIF_LLM_BACKEND", "vllm")
-    return {
-        "autoif": AutoIFConfig(),
-        "gpu": gpu,
-        "supervisor_llm": LLMResource(model=DEFAULT_SUPERVISOR, backend=backend, ledger_path=ledger, gpu=gpu),
-        # The model that answers the queries. The supervisor's model by default (self-alignment:
-        # the roles share one engine); a weaker one gives the paper's strong-to-weak setting.
-        "policy_llm": LLMResource(model=DEFAULT_POLICY, backend=backend, ledger_path=ledger, gpu=gpu),
-        # the model training starts from (online DPO samples from it and its checkpoints) and
-        # checkpoints are compared against (evaluation)
-        "base_llm": LLMResource(model=DEFAULT_BASE, backend=backend, ledger_path=ledger, gpu=gpu),
-        "evaluation_config": EvaluationConfig(),
-        # SFT and DPO checkpoints: how they train, and where they are kept
-        "training": TrainingResource(gpu=gpu),
-        "checkpoint_io_manager": CheckpointIOManager(base_dir=str(autoif_home() / "checkpoints")),
-        "nli": NLIResource(),
-        # Docker by default (scripts/setup_docker.sh); "host" or "local" only when chosen.
-        "sandbox": SandboxResource(
-            backend=os.environ.get("AUTOIF_SANDBOX", "docker"),
-            ledger_path=ledger,
-        ),
-        "io_manager": ParquetIOManager(base_dir=str(autoif_home() / "assets")),
-        "exports": ExportResource(directory=str(autoif_home() / "exports")),
-    }
+    """The resources of the home in $AUTOIF_HOME (./.autoif). AUTOIF_LLM_BACKEND=replay answers
+    from its ledger only (re-parse a run without a model); AUTOIF_SANDBOX picks where verifiers
+    run: Docker by default (scripts/setup_docker.sh), "host" or "local" only when chosen."""
+    return Home.from_env().resources(llm_backend=os.environ.get("AUTOIF_LLM_BACKEND", "vllm"),
+                                     sandbox_backend=os.environ.get("AUTOIF_SANDBOX", "docker"))
 
 
 defs = dg.Definitions(

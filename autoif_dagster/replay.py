@@ -15,21 +15,16 @@ DEFAULT_RUN = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "defa
 def replay_resources(home: Path, sandbox: Any, recording: Path = DEFAULT_RUN) -> dict[str, Any]:
     """The default resources, writing under `home`, with both LLM roles answering from
     `recording` (imported into home's ledger) and `sandbox` keeping its verdicts there too."""
-    from .definitions import default_resources
-    from .resources.exports import ExportResource
-    from .resources.io_manager import ParquetIOManager
+    from .home import Home
     from .resources.ledger import Ledger
     from .resources.llm import LLMResource
 
-    ledger = str(home / "ledger.sqlite")
-    with Ledger(ledger) as store:
+    place = Home(Path(home))
+    with Ledger(place.ledger) as store:
         store.import_completions(recording)
-    defaults = default_resources()
+    resources = place.resources()
     return {
-        **defaults,
-        **{role: LLMResource(**{**dict(defaults[role]), "backend": "replay", "ledger_path": ledger})
-           for role in ("supervisor_llm", "policy_llm")},
-        "sandbox": sandbox.model_copy(update={"ledger_path": ledger}),
-        "io_manager": ParquetIOManager(base_dir=str(home / "assets")),
-        "exports": ExportResource(directory=str(home / "exports")),
+        **resources,
+        **{role: LLMResource(**{**dict(resources[role]), "backend": "replay"}) for role in ("supervisor_llm", "policy_llm")},
+        "sandbox": sandbox.model_copy(update={"ledger_path": str(place.ledger)}),
     }

@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from .home import Home
 from .resources.io_manager import read_artifact
 from .resources.ledger import Ledger, LedgerError
 from .schemas import GENERATION_PREFIX, ID_ASSETS, PRIMARY_KEYS, REFERENCES
@@ -35,16 +36,15 @@ class TraceError(ValueError):
 
 class Tracer:
     def __init__(self, home: str | Path) -> None:
-        self.home = Path(home)
-        self.assets_dir = self.home / "assets"
-        if not self.assets_dir.is_dir():
-            raise TraceError(f"no artifacts in {self.home}: run `autoif run --home {self.home}` first")
+        self.home = Home(Path(home))
+        if not self.home.assets.is_dir():
+            raise TraceError(f"no artifacts in {self.home.root}: run `autoif run --home {self.home.root}` first")
         self._frames: dict[str, pl.DataFrame | None] = {}
         self._materializations: dict[str, dict[str, str]] | None = None
 
     def frame(self, asset: str) -> pl.DataFrame | None:
         if asset not in self._frames:
-            self._frames[asset] = read_artifact(self.assets_dir, asset)
+            self._frames[asset] = read_artifact(self.home.assets, asset)
         return self._frames[asset]
 
     def rows(self, asset: str, column: str, value: str, round_key: str | None = None) -> list[dict[str, Any]]:
@@ -68,7 +68,7 @@ class Tracer:
         if prefix not in ID_ASSETS and not _ID.match(row_id):
             raise TraceError(f"malformed id {row_id!r}: ids look like resp-1a2b3c4d5e6f7a8b "
                              f"(prefixes: {', '.join(sorted(ID_ASSETS))})")
-        raise TraceError(f"no row with id {row_id!r} in {self.assets_dir} (looked in {', '.join(candidates)})")
+        raise TraceError(f"no row with id {row_id!r} in {self.home.assets} (looked in {', '.join(candidates)})")
 
     def trace(self, row_id: str) -> dict[str, Any]:
         """The row `row_id` names, with its parents (recursively) and details, as a tree."""
@@ -104,7 +104,7 @@ class Tracer:
         return node
 
     def generation(self, generation_id: str) -> dict[str, Any]:
-        ledger_path = self.home / "ledger.sqlite"
+        ledger_path = self.home.ledger
         try:
             key = bytes.fromhex(generation_id.split("-", 1)[1])
         except (IndexError, ValueError):
@@ -127,7 +127,7 @@ class Tracer:
         with the asset's code version and data version then."""
         if self._materializations is None:
             self._materializations = {}
-            dagster_home = self.home / "dagster"
+            dagster_home = self.home.dagster
             if (dagster_home / "dagster.yaml").exists():
                 import dagster as dg
 

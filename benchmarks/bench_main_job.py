@@ -19,6 +19,8 @@ from pathlib import Path
 
 import psutil
 
+from autoif_dagster.home import Home
+
 PEAKS = Path(__file__).resolve().parent / "results" / "engine_peak.json"
 
 
@@ -103,7 +105,7 @@ def step_seconds(home: Path) -> dict[str, float]:
     """Seconds per step of the latest run recorded in home's Dagster instance."""
     import dagster as dg
 
-    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+    with dg.DagsterInstance.from_config(str(Home(home).dagster)) as instance:
         (record,) = instance.get_run_records(limit=1)
         return {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(record.dagster_run.run_id)
                 if s.start_time and s.end_time}
@@ -142,7 +144,7 @@ def main() -> int:
     if args.record and not code:
         from autoif_dagster.resources.ledger import Ledger
 
-        with Ledger(home / "ledger.sqlite") as ledger:
+        with Ledger(Home(home).ledger) as ledger:
             print(f"recorded {ledger.export_completions(args.record)} completions in {args.record}")
     if code or not args.rerun:
         return code

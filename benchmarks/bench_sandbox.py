@@ -38,6 +38,7 @@ from types import FrameType
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from autoif_dagster.home import Home  # noqa: E402
 from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob  # noqa: E402
 from autoif_dagster.resources.supervisors import shutdown_supervisors  # noqa: E402
 from autoif_dagster.sandbox.protocol import EXCEPTION, FAIL, NON_BOOL, PASS, TIMEOUT  # noqa: E402
@@ -69,7 +70,7 @@ def home_workload(home: Path) -> list[VerifierJob]:
     """A run's own verifiers over its own responses (see response_verdicts), every round's."""
     from autoif_dagster.resources.io_manager import read_artifact
 
-    assets = home / "assets"
+    assets = Home(home).assets
     frames = {name: read_artifact(assets, name) for name in ("verifiers", "responses", "instruction_prompts")}
     missing = [name for name, frame in frames.items() if frame is None]
     if missing:

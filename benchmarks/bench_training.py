@@ -18,6 +18,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from autoif_dagster.home import Home
+
 
 def replay(home: Path) -> dict:
     """The default run's data assets, from its recording, in `home`; the resources it used."""
@@ -60,8 +62,8 @@ def main() -> int:
         dpo=DPOPhase(**{**DPOPhase().model_dump(), **update, **({"learning_rate": lr["dpo"]} if lr else {})}),
     )
     resources = {**resources, "training": training,
-                 "base_llm": LLMResource(model=args.base, backend="replay", ledger_path=str(home / "ledger.sqlite")),
-                 "checkpoint_io_manager": CheckpointIOManager(base_dir=str(home / "checkpoints"))}
+                 "base_llm": LLMResource(model=args.base, backend="replay", ledger_path=str(Home(home).ledger)),
+                 "checkpoint_io_manager": CheckpointIOManager(base_dir=str(Home(home).checkpoints))}
     start = time.perf_counter()
     # only these two (the train job may hold more); the data assets are there to be loaded
     # (from home/assets), not materialized again

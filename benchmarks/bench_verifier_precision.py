@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from autoif_dagster.checks import reference_audit
+from autoif_dagster.home import Home
 from autoif_dagster.method.audit import PRECISE, precision
 from autoif_dagster.resources.io_manager import read_artifact
 from autoif_dagster.resources.sandbox import SandboxResource
@@ -44,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     sandbox = SandboxResource(backend=args.sandbox)
     home = args.home or replayed_home(sandbox)
-    assets = home / "assets"
+    assets = Home(home).assets
     seeds, verifiers, candidates, consistent = (read_artifact(assets, n) for n in (
         "seed_instructions", "verifiers", "verifier_candidates", "consistent_instructions"))
     if seeds is None or verifiers is None or "reference" not in seeds.columns:

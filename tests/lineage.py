@@ -19,7 +19,7 @@ def assert_traces_to_a_seed(tracer: Tracer, row_id: str, via: tuple[str, ...] = 
     nodes = chain(tracer.trace(row_id))
     assert not [n["id"] for n in nodes if n.get("missing")], (row_id, "unresolved parents")
     assert set(via) <= {n["asset"] for n in nodes}, (row_id, via)
-    seeds = dict(read_artifact(tracer.assets_dir, "seed_instructions").select("instruction_id", "instruction").iter_rows())
+    seeds = dict(read_artifact(tracer.home.assets, "seed_instructions").select("instruction_id", "instruction").iter_rows())
     instructions = [n for n in nodes if n["asset"] == "augmented_instructions"]
     assert instructions, (row_id, "no instruction in the chain")
     for node in instructions:

@@ -6,6 +6,7 @@ import argparse
 import pytest
 
 from autoif_dagster import cli
+from autoif_dagster.home import Home
 from autoif_dagster.resources.io_manager import read_artifact
 from tests.lineage import chain
 from tests.rounds import ROUND
@@ -66,8 +67,8 @@ def test_config_file_overrides_the_profile_section_by_section(tmp_path):
     cfg.write_text("responses: {samples_per_prompt: 8}\ncrossval: {min_functions: 3}\n")
     args = argparse.Namespace(
         profile="demo", config=str(cfg), seeds=None, queries=None, llm_backend="vllm", supervisor_model=None,
-        policy_model=None, base_url=None, sandbox="host")
-    rc = cli._run_config(args, tmp_path)["resources"]
+        policy_model=None, base_url=None, sandbox="host", verbose=False)
+    rc = cli._run_config(args, Home(tmp_path))["resources"]
     method = rc["autoif"]["config"]
     assert method["responses"]["samples_per_prompt"] == 8
     assert method["responses"]["pass_rate_above"] == 0.5  # the rest of the section stays
@@ -94,8 +95,8 @@ def test_unreadable_config_file_is_named(tmp_path):
 def test_model_flags_set_both_llm_roles(tmp_path, supervisor, policy, expected):
     args = argparse.Namespace(
         profile="demo", config=None, seeds=None, queries=None, llm_backend="openai", supervisor_model=supervisor,
-        policy_model=policy, base_url="http://h:1/v1", sandbox="docker")
-    rc = cli._run_config(args, tmp_path)["resources"]
+        policy_model=policy, base_url="http://h:1/v1", sandbox="docker", verbose=False)
+    rc = cli._run_config(args, Home(tmp_path))["resources"]
     got = tuple(rc[role]["config"].get("model") for role in ("supervisor_llm", "policy_llm"))
     assert got == expected
     assert rc["policy_llm"]["config"]["base_url"] == rc["supervisor_llm"]["config"]["base_url"] == "http://h:1/v1"
@@ -171,3 +172,12 @@ def test_a_run_prints_a_line_per_stage_and_no_warning(tmp_path, sandbox):
         assert f"  {stage} ..." in lines and any(line.startswith(f"  {stage} done (") for line in lines), stage
     assert any(line.startswith("sft_dataset ") for line in lines)  # the funnel
     assert any("succeeded; artifacts in" in line for line in lines)
+
+
+def test_the_terminal_gets_stage_lines_unless_verbose():
+    from autoif_dagster.terminal import loggers_config
+
+    quiet = loggers_config(verbose=False)["stage_lines"]["config"]["stages"]
+    assert {"verifier_candidates", "cross_validation", "sft_dataset", "sft_checkpoint"} <= set(quiet)
+    assert not [stage for stage in quiet if stage.endswith("schema_and_ids")]  # checks print only when they fail
+    assert loggers_config(verbose=True) == {"console": {"config": {"log_level": "DEBUG"}}}

@@ -48,6 +48,11 @@ def test_an_answer_made_of_the_querys_words_restates_it():
     assert restates_the_query("Create a Terraform module for an EC2 instance. Is there anything else?",
                               "Create a Terraform module for an EC2 instance",
                               "End your answer with the exact phrase 'Is there anything else?'")
+    # plurals folded: "fees" and "types" are the query's "fee" and "type"
+    fees = "You've just ignored student fee and fee type. Each fee type could be related to a pricing."
+    assert restates_the_query("Student fees and fee types are related to pricing.", fees, "")
+    assert not restates_the_query("Bill each student per fee type: tuition, housing and lab fees, each with its own price list.",
+                                  fees, "")
     assert not restates_the_query("What did the interpreter offer to help you with, and when?", query, "")
     assert not restates_the_query("Use `terraform init`, then declare an aws_instance resource with an AMI.",
                                   "Create a Terraform module to provision an aws ec2 instance", "")

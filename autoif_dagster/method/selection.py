@@ -26,14 +26,22 @@ def pass_rate(verdicts: Sequence[Verdict]) -> tuple[int, int, float]:
 _WORD = re.compile(r"[^\W_]+")
 
 
+def _stem(word: str) -> str:
+    """A plural's singular, crudely ("fees" -> "fee"): enough that an answer does not look new
+    for saying "types" where its query said "type"."""
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
 def restates_the_query(response: str, query: str, instruction: str, new_share_max: float = 0.2) -> bool:
     """An answer made of the query's own words (and the instruction's, such as an end phrase it
     asks for): at most `new_share_max` of its words are in neither. The quality judge scored
-    such answers 8 of 9 ("Since the interpreter had the same experience, he offered to help me?")."""
-    words = _WORD.findall(response.casefold())
+    such answers 8 of 9 ("Since the interpreter had the same experience, he offered to help me?");
+    without the plurals folded, "Student fees and fee types are related to pricing." passed as an
+    answer to "...student fee and fee type. Each fee type could be related to a pricing."."""
+    words = [_stem(w) for w in _WORD.findall(response.casefold())]
     if not words:
         return False
-    given = set(_WORD.findall(query.casefold())) | set(_WORD.findall(instruction.casefold()))
+    given = {_stem(w) for w in _WORD.findall(query.casefold()) + _WORD.findall(instruction.casefold())}
     return sum(w not in given for w in words) <= new_share_max * len(words)
 
 

@@ -45,8 +45,11 @@ class StageLines(logging.Handler):
             evaluation = event.event_specific_data
             if not evaluation.passed:
                 name = f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name}"
-                self._print(f"  check {name} failed" + (" (blocking: what depends on it is skipped)"
-                                                         if evaluation.blocking else ""))
+                if evaluation.severity == dg.AssetCheckSeverity.WARN:
+                    self._print(f"  check {name} is below its bar (not blocking; its table is on the asset's page)")
+                else:
+                    self._print(f"  check {name} failed" + (" (blocking: what depends on it is skipped)"
+                                                             if evaluation.blocking else ""))
         elif event is None and record.levelno >= logging.WARNING:
             message = meta.get("orig_message", record.getMessage())
             # Dagster's note on each step a failure upstream skipped adds nothing to the FAILED line

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autoif_dagster.resources.ledger import SCHEMA_VERSION, Ledger, LedgerError, verdict_keys
+from autoif_dagster.resources.ledger import KEY_BYTES, SCHEMA_VERSION, BatchWriter, Ledger, LedgerError, verdict_keys
 from autoif_dagster.resources.sandbox import SandboxResource, VerifierJob
 from autoif_dagster.resources.supervisors import sandbox_code_hash
 from autoif_dagster.sandbox.protocol import CRASH, EXCEPTION, FAIL, MEMORY, PASS, TIMEOUT, Verdict
@@ -315,3 +315,19 @@ def test_an_unopenable_path_and_a_foreign_database_name_themselves(tmp_path):
     sqlite3.connect(foreign).execute("CREATE TABLE people (name TEXT)")
     with pytest.raises(LedgerError, match=f"{foreign}.*other tables \\(people\\)"):
         Ledger(foreign)
+
+
+def test_a_batch_writer_stores_every_n_rows_and_keeps_what_finished_before_an_error(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    rows = [(bytes([i]) * KEY_BYTES, "pass", "") for i in range(5)]
+    with Ledger(path) as ledger:
+        with BatchWriter(ledger, "verdicts", every=2) as writer:
+            assert [writer.add(row) for row in rows[:3]] == [False, True, False]
+            assert ledger.count("verdicts") == 2  # a batch is stored as soon as it is full
+        assert ledger.count("verdicts") == 3 and writer.stored == 3  # the rest on the way out
+        with pytest.raises(KeyboardInterrupt):
+            with BatchWriter(ledger, "verdicts", every=10) as writer:
+                writer.add(rows[3])
+                raise KeyboardInterrupt  # the caller's own error is the one raised
+        assert ledger.count("verdicts") == 4  # what finished before it is kept
+    assert BatchWriter(None, "verdicts", every=1).add(rows[4]) is False  # no ledger: nothing kept

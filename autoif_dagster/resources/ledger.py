@@ -25,6 +25,7 @@ server a production Dagster instance already runs) can stand in for the file: th
 how.
 """
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -224,6 +225,43 @@ class Ledger:
 
     def _error(self, what: str, exc: BaseException) -> LedgerError:
         return LedgerError(f"ledger {self.path} {what}: {exc} (delete the file to start afresh)")
+
+
+class BatchWriter:
+    """Rows of one table stored as they arrive, a batch every `every` rows, and what is left on
+    the way out. When the caller fails, what it finished is still stored and its own error is
+    the one raised (a ledger error then is suppressed). A writer without a ledger stores nothing.
+    The LLM resource and the sandbox both write through one."""
+
+    def __init__(self, ledger: "Ledger | None", table: str, every: int) -> None:
+        self.ledger, self.table, self.every = ledger, table, every
+        self.pending: list[tuple] = []
+        self.stored = 0
+
+    def add(self, row: tuple) -> bool:
+        """Queue a row; True when this row completed a batch and the batch was stored."""
+        if self.ledger is None:
+            return False
+        self.pending.append(row)
+        if len(self.pending) < self.every:
+            return False
+        self.flush()
+        return True
+
+    def flush(self) -> None:
+        if self.ledger is not None and self.pending:
+            self.stored += self.ledger.put_many(self.table, self.pending)
+            self.pending.clear()
+
+    def __enter__(self) -> "BatchWriter":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is None:
+            self.flush()
+            return
+        with contextlib.suppress(LedgerError):  # keep what finished before the caller's error
+            self.flush()
 
 
 if __name__ == "__main__":  # python -m autoif_dagster.resources.ledger export|import LEDGER FILE

@@ -28,7 +28,7 @@ import dagster as dg
 from pydantic import Field
 
 from .gpu import GPUResource
-from .ledger import Ledger, canonical_json, completion_key
+from .ledger import BatchWriter, Ledger, canonical_json, completion_key
 from .models import DEFAULT_SUPERVISOR, merge_adapter, model_identity, resolve_model
 
 _logger = logging.getLogger(__name__)
@@ -307,13 +307,7 @@ class LLMResource(dg.ConfigurableResource):
                     f"{len(requests)} requests to {self.model!r} (first: {str(first.messages)[:300]})"
                 )
             order = list(todo.values())
-            fresh: list[tuple] = []  # finished, not yet committed
             generated = 0
-
-            def commit() -> None:
-                if ledger is not None and fresh:
-                    ledger.put_many("completions", fresh)
-                    fresh.clear()
 
             def finished(i: int, c: Completion) -> None:  # called as each request finishes
                 nonlocal generated
@@ -321,20 +315,18 @@ class LLMResource(dg.ConfigurableResource):
                 c = dataclasses.replace(c, generation_id=f"gen-{keys[i].hex()}", run_id=run_id)
                 for j in positions[keys[i]]:
                     results[j] = c
-                if ledger is not None and c.finish_reason != "error":  # refused requests are asked again
-                    fresh.append((keys[i], c.text, c.finish_reason, c.n_tokens, identities[i]["model"],
-                                  canonical_json(identities[i]), run_id, time.time(),
-                                  json.dumps(c.top_logprobs) if c.top_logprobs else None))
-                    if len(fresh) >= self.ledger_chunk:
-                        commit()
-                        if log is not None:
-                            log.info(f"{self.model}: {generated}/{len(order)} requests done, in the ledger")
+                if c.finish_reason == "error":  # refused requests are asked again
+                    return
+                row = (keys[i], c.text, c.finish_reason, c.n_tokens, identities[i]["model"],
+                       canonical_json(identities[i]), run_id, time.time(),
+                       json.dumps(c.top_logprobs) if c.top_logprobs else None)
+                if writer.add(row) and log is not None:
+                    log.info(f"{self.model}: {generated}/{len(order)} requests done, in the ledger")
 
-            try:
+            # an interrupted call keeps what finished before it stopped
+            with BatchWriter(ledger, "completions", self.ledger_chunk) as writer:
                 if order:
                     self._generate([requests[i] for i in order], stats, lambda k, c: finished(order[k], c), log)
-            finally:  # an interrupted call keeps what finished before it stopped
-                commit()
         finally:
             if ledger is not None:
                 ledger.close()

@@ -29,7 +29,6 @@ With `ledger_path`, verdicts are kept in the ledger (see ledger.py) keyed by the
 source, the input and `sandbox_version()`: a pair judged before is not run again.
 """
 
-import contextlib
 import os
 import queue
 import sys
@@ -59,7 +58,7 @@ from .supervisors import (
     sandbox_image_version,
     supervisor_env,
 )
-from .ledger import Ledger, LedgerError, verdict_keys
+from .ledger import BatchWriter, Ledger, LedgerError, verdict_keys
 
 SUPERVISOR_MODULE = "autoif_dagster.sandbox.supervisor"
 # Jobs sent to a supervisor before the first of them is answered: one being judged, one
@@ -92,10 +91,6 @@ def _verdicts(ledger: Ledger, keys) -> dict[bytes, Verdict]:
             raise LedgerError(f"ledger {ledger.path} cannot be read: unknown verdict kind {row[0]!r}")
         found[key] = shared.setdefault(row, Verdict(*row))
     return found
-
-
-def _store(ledger: Ledger, items: list[tuple[bytes, Verdict]]) -> int:
-    return ledger.put_many("verdicts", [(key, v.kind, v.detail) for key, v in items])
 
 
 class VerifierJob(NamedTuple):
@@ -211,27 +206,17 @@ class SandboxResource(dg.ConfigurableResource):
             if inputs:
                 to_run.append(VerifierJob(job.source, inputs))
                 run_keys.append(these)
-        unsaved: list[tuple[bytes, Verdict]] = []
-        stored = 0
-
         def done(index: int, verdicts: list[Verdict]) -> None:
-            nonlocal stored
             for key, verdict in zip(run_keys[index], verdicts):
                 for i, j in where[key]:
                     slots[i][j] = verdict
                 if verdict.kind not in NOT_CACHED:
-                    unsaved.append((key, verdict))
-            if len(unsaved) >= CACHE_BATCH:
-                stored += _store(ledger, unsaved)
-                unsaved.clear()
+                    writer.add((key, verdict.kind, verdict.detail))
 
-        try:
+        # what was judged before an error is kept
+        with BatchWriter(ledger, "verdicts", CACHE_BATCH) as writer:
             self._run(to_run, progress, done, already_done=len(jobs) - len(to_run))
-        except BaseException:
-            with contextlib.suppress(LedgerError):  # keep what was judged before the error
-                _store(ledger, unsaved)
-            raise
-        stored += _store(ledger, unsaved)
+        stored = writer.stored
         executed = sum(len(job.inputs) for job in to_run)
         hits = sum(1 for row in keys for key in row if key in known)
         return Judgement([list(row) for row in slots],  # type: ignore[misc]  # every slot is filled

@@ -24,8 +24,8 @@ def _cell(text: Any) -> str:
 
 
 def _type(annotation: Any) -> str:
-    name = getattr(annotation, "__name__", None)
-    return name if name and not str(annotation).startswith(("typing.", "str |", "int |", "float |")) else str(annotation).replace("typing.", "")
+    """`int` for a class, `str | None` or `Literal['a', 'b']` for the rest."""
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
 
 
 def _fields(model: type[BaseModel], prefix: str) -> tuple[list[str], list[tuple[str, type[BaseModel]]]]:

@@ -315,7 +315,7 @@ class LLMResource(dg.ConfigurableResource):
                 c = dataclasses.replace(c, generation_id=f"gen-{keys[i].hex()}", run_id=run_id)
                 for j in positions[keys[i]]:
                     results[j] = c
-                if c.finish_reason == "error":  # refused requests are asked again
+                if ledger is None or c.finish_reason == "error":  # refused requests are asked again
                     return
                 row = (keys[i], c.text, c.finish_reason, c.n_tokens, identities[i]["model"],
                        canonical_json(identities[i]), run_id, time.time(),

@@ -206,6 +206,7 @@ class SandboxResource(dg.ConfigurableResource):
             if inputs:
                 to_run.append(VerifierJob(job.source, inputs))
                 run_keys.append(these)
+
         def done(index: int, verdicts: list[Verdict]) -> None:
             for key, verdict in zip(run_keys[index], verdicts):
                 for i, j in where[key]:

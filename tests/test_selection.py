@@ -1,4 +1,9 @@
-from autoif_dagster.method.selection import dedupe_key, dpo_pairs, is_consistent, pass_rate, restates_the_query, sample_for
+import json
+from pathlib import Path
+
+from autoif_dagster.method.selection import (
+    counts_other_units, dedupe_key, dpo_pairs, is_consistent, pass_rate, restates_the_query, sample_for, units_named,
+)
 from autoif_dagster.sandbox.protocol import Verdict
 
 
@@ -57,3 +62,21 @@ def test_an_answer_made_of_the_querys_words_restates_it():
     assert not restates_the_query("Use `terraform init`, then declare an aws_instance resource with an AMI.",
                                   "Create a Terraform module to provision an aws ec2 instance", "")
     assert not restates_the_query("", query, "")
+
+
+def test_a_back_translation_counting_other_units_is_told_apart():
+    assert counts_other_units("Answer in fewer than 40 words", "Keep the response under 40 characters")
+    assert counts_other_units("Use no more than 5 lines", "Write no more than five words")
+    # same unit, a synonym of it, or no unit named on one side: left to the judge
+    assert not counts_other_units("Answer in fewer than 40 words", "Write under 40 words")
+    assert not counts_other_units("Use all capital letters", "All characters in the response are uppercase")
+    assert not counts_other_units("Write every word with its first letter capitalized", "Make the response title case")
+    # a quoted word is content, not a unit counted
+    assert not counts_other_units("Do not use the word 'line'", "Do not include the word 'line' anywhere")
+    assert units_named("Do not use the word 'line'") == {"word"}
+
+
+def test_the_unit_rule_flags_no_labelled_pair_that_is_the_same_requirement():
+    pairs = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "consistency_pairs.jsonl").open()]
+    flagged = [p for p in pairs if counts_other_units(p["instruction"], p["back_translation"])]
+    assert flagged and not [p for p in flagged if p["same"]]

@@ -10,7 +10,7 @@ from .. import pools
 from ..config import AutoIFConfig
 from ..method import prompts
 from ..method import stages
-from ..method.selection import dedupe_key, is_consistent
+from ..method.selection import counts_other_units, dedupe_key, is_consistent
 from ..resources.llm import LLMResource
 from ..resources.nli import NLIResource
 from ..rounds import PARTITIONED, per_round
@@ -70,13 +70,17 @@ def nli_verdicts(
     back_translations: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """The consistency judge's label of each back-translated function: whether it checks what
-    its instruction says (resources/nli.py), with the judge's score."""
+    its instruction says (resources/nli.py), with the judge's score. A back-translation that
+    counts other units than its instruction (characters for words) is a contradiction without
+    asking the judge (score None)."""
     pairs = (back_translations.join(augmented_instructions.select("instruction_id", "instruction"), on="instruction_id")
              .join(verifiers.select("verifier_id", "func"), on="verifier_id"))
-    judgements, stats = nli.judge(
-        list(zip(pairs["instruction"].to_list(), pairs["back_translation"].to_list(), pairs["func"].to_list())),
-        supervisor_llm, seed=autoif.seed, context=context,
-    )
+    triples = list(zip(pairs["instruction"].to_list(), pairs["back_translation"].to_list(), pairs["func"].to_list()))
+    other_units = [counts_other_units(instruction, back) for instruction, back, _ in triples]
+    asked, stats = nli.judge([t for t, other in zip(triples, other_units) if not other],
+                             supervisor_llm, seed=autoif.seed, context=context)
+    answers = iter(asked)
+    judgements = [("contradiction", None, None) if other else next(answers) for other in other_units]
     dropped: Counter = Counter()
     rows = []
     for row, (label, score, reason) in zip(pairs.iter_rows(named=True), judgements):
@@ -87,7 +91,8 @@ def nli_verdicts(
                      "label": label, "score": score})
     df = frame("nli_verdicts", rows)
     labels = dict(Counter(df["label"].to_list()))
-    meta = funnel(pairs.height, df, dropped, labels=dg.MetadataValue.json(labels), **nli.describe(supervisor_llm), **stats)
+    meta = funnel(pairs.height, df, dropped, labels=dg.MetadataValue.json(labels), counts_other_units=sum(other_units),
+                  **nli.describe(supervisor_llm), **stats)
     if df["score"].drop_nulls().len():
         meta["score_histogram"] = histogram(df["score"].drop_nulls().to_list(), "consistency judge score", bins=20)
     return output(df, meta)

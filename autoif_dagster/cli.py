@@ -19,6 +19,17 @@ from typing import Any
 from .home import Home
 
 
+# Unset, a backend is the resource's default (LLMResource: vllm, SandboxResource: docker), or
+# the definitions' AUTOIF_LLM_BACKEND / AUTOIF_SANDBOX: one default each, kept by the resource.
+LLM_BACKEND_HELP = "what generates: vLLM in this process (default), an OpenAI-compatible server, or replay"
+SANDBOX_HELP = "where verifiers run: a hardened container (default), host namespaces, or a plain process"
+
+
+def _given(**settings: Any) -> dict[str, Any]:
+    """The settings given on the command line (the rest stay the resources' defaults)."""
+    return {name: value for name, value in settings.items() if value is not None}
+
+
 def _run_config(args: argparse.Namespace, home: Home) -> dict[str, Any]:
     from .config import PROFILES
     from .resources.models import DEFAULT_POLICY, DEFAULT_SUPERVISOR
@@ -40,7 +51,7 @@ def _run_config(args: argparse.Namespace, home: Home) -> dict[str, Any]:
     }
     llms: dict[str, Any] = {}
     for role, model in roles.items():
-        llm: dict[str, Any] = {"backend": args.llm_backend, "model": model, "ledger_path": str(home.ledger)}
+        llm: dict[str, Any] = {**_given(backend=args.llm_backend), "model": model, "ledger_path": str(home.ledger)}
         if args.base_url:
             llm["base_url"] = args.base_url
         llms[role] = {"config": llm}
@@ -49,7 +60,7 @@ def _run_config(args: argparse.Namespace, home: Home) -> dict[str, Any]:
         "resources": {
             "autoif": {"config": method},
             **llms,
-            "sandbox": {"config": {"backend": args.sandbox, "ledger_path": str(home.ledger)}},
+            "sandbox": {"config": {**_given(backend=args.sandbox), "ledger_path": str(home.ledger)}},
             "io_manager": {"config": {"base_dir": str(home.assets)}},
             "exports": {"config": {"directory": str(home.exports)}},
         }
@@ -153,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from .definitions import defs
-    from .resources.llm import shutdown_engines
+    from .resources.vllm_engine import shutdown_engines
 
     run_config = _run_config(args, home)
     job = defs.resolve_job_def("autoif")
@@ -199,7 +210,7 @@ def _model_job(args: argparse.Namespace, job: str, resources: dict[str, Any]) ->
     import dagster as dg
 
     from .definitions import defs
-    from .resources.llm import shutdown_engines
+    from .resources.vllm_engine import shutdown_engines
     from .resources.models import DEFAULT_BASE
     from .terminal import loggers_config
 
@@ -210,7 +221,7 @@ def _model_job(args: argparse.Namespace, job: str, resources: dict[str, Any]) ->
             evaluation[name] = None if getattr(args, name) < 0 else getattr(args, name)
     run_config = {"loggers": loggers_config(args.verbose), "resources": {
         "evaluation_config": {"config": evaluation},
-        "base_llm": {"config": {"backend": args.llm_backend, "model": args.base_model or DEFAULT_BASE,
+        "base_llm": {"config": {**_given(backend=args.llm_backend), "model": args.base_model or DEFAULT_BASE,
                                 "ledger_path": str(home.ledger)}},
         "io_manager": {"config": {"base_dir": str(home.assets)}},
         **resources,
@@ -246,7 +257,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     home = _home(args)
     done = _model_job(args, "train", {
         "checkpoint_io_manager": {"config": {"base_dir": str(home.checkpoints)}},
-        "sandbox": {"config": {"backend": args.sandbox, "ledger_path": str(home.ledger)}},
+        "sandbox": {"config": {**_given(backend=args.sandbox), "ledger_path": str(home.ledger)}},
     })
     if done is None:
         return 1
@@ -303,7 +314,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ifeval-prompts", type=int, help="a seeded subset of this many (default 40; -1: all)")
     parser.add_argument("--ifbench-prompts", type=int, help="likewise (default 20; 0: skip the benchmark)")
     parser.add_argument("--base-model", help="embedded alias, local checkpoint dir or HF id (default: the training base)")
-    parser.add_argument("--llm-backend", choices=["vllm", "openai", "replay"], default="vllm")
+    parser.add_argument("--llm-backend", choices=["vllm", "openai", "replay"], help=LLM_BACKEND_HELP)
     parser.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")
     _verbose_argument(parser)
 
@@ -322,11 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--supervisor-model", help="embedded alias, local checkpoint dir or HF id "
                      "(alone, it also answers: self-alignment)")
     run.add_argument("--policy-model", help="the responding model (default: the supervisor's; a weaker one for strong-to-weak)")
-    run.add_argument("--llm-backend", choices=["vllm", "openai", "replay"], default="vllm",
-                     help="replay: answer only from the ledger in --home (re-parse a run without a model)")
+    run.add_argument("--llm-backend", choices=["vllm", "openai", "replay"],
+                     help=LLM_BACKEND_HELP + "; replay: answer only from the ledger in --home (re-parse a run "
+                     "without a model)")
     run.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    run.add_argument("--sandbox", choices=["docker", "host", "local"], default="docker",
-                     help="where verifiers run: a hardened container (default), host namespaces, or a plain process")
+    run.add_argument("--sandbox", choices=["docker", "host", "local"], help=SANDBOX_HELP)
     run.add_argument("--seeds", help="your seed instructions (.txt, .jsonl, .parquet)")
     run.add_argument("--queries", help="your queries (.jsonl, .json, .parquet with a 'query' column)")
     run.add_argument("--round", help="the round (a day, YYYY-MM-DD; default today) or rounds FIRST:LAST, in one run; "
@@ -348,8 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the SFT, offline-DPO and online-DPO checkpoints on the data `autoif run` "
                            "made, and score the base and each on IFEval and IFBench")
     _model_arguments(train)
-    train.add_argument("--sandbox", choices=["docker", "host", "local"], default="docker",
-                       help="where online DPO's verifiers judge the policy's answers")
+    train.add_argument("--sandbox", choices=["docker", "host", "local"],
+                       help=SANDBOX_HELP.replace("verifiers run", "online DPO's verifiers judge the policy's answers"))
     train.set_defaults(func=cmd_train)
     ui = sub.add_parser("ui", help="the Dagster UI and daemon (dagster dev) on the embedded instance in --home")
     ui.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")

@@ -81,8 +81,8 @@ def default_resources() -> dict:
     """The resources of the home in $AUTOIF_HOME (./.autoif). AUTOIF_LLM_BACKEND=replay answers
     from its ledger only (re-parse a run without a model); AUTOIF_SANDBOX picks where verifiers
     run: Docker by default (scripts/setup_docker.sh), "host" or "local" only when chosen."""
-    return Home.from_env().resources(llm_backend=os.environ.get("AUTOIF_LLM_BACKEND", "vllm"),
-                                     sandbox_backend=os.environ.get("AUTOIF_SANDBOX", "docker"))
+    return Home.from_env().resources(llm_backend=os.environ.get("AUTOIF_LLM_BACKEND"),
+                                     sandbox_backend=os.environ.get("AUTOIF_SANDBOX"))
 
 
 defs = dg.Definitions(

@@ -43,8 +43,9 @@ class Home:
     def dagster(self) -> Path:
         return self.root / "dagster"
 
-    def resources(self, llm_backend: str = "vllm", sandbox_backend: str = "docker") -> dict[str, Any]:
-        """The project's resources, writing under this home, with the embedded default models."""
+    def resources(self, llm_backend: str | None = None, sandbox_backend: str | None = None) -> dict[str, Any]:
+        """The project's resources, writing under this home, with the embedded default models;
+        a backend not named is its resource's default (vllm, docker)."""
         from .config import AutoIFConfig, EvaluationConfig
         from .resources.checkpoints import CheckpointIOManager
         from .resources.exports import ExportResource
@@ -58,23 +59,24 @@ class Home:
 
         # one ledger: every LLM completion and sandbox verdict, so a re-run asks nothing twice
         ledger = str(self.ledger)
+        llm = {"ledger_path": ledger, **({"backend": llm_backend} if llm_backend else {})}
         gpu = GPUResource.configure_at_launch()  # the devices, set once per run for every model
         return {
             "autoif": AutoIFConfig(),
             "gpu": gpu,
-            "supervisor_llm": LLMResource(model=DEFAULT_SUPERVISOR, backend=llm_backend, ledger_path=ledger, gpu=gpu),
+            "supervisor_llm": LLMResource(model=DEFAULT_SUPERVISOR, gpu=gpu, **llm),
             # The model that answers the queries. The supervisor's model by default (self-alignment:
             # the roles share one engine); a weaker one gives the paper's strong-to-weak setting.
-            "policy_llm": LLMResource(model=DEFAULT_POLICY, backend=llm_backend, ledger_path=ledger, gpu=gpu),
+            "policy_llm": LLMResource(model=DEFAULT_POLICY, gpu=gpu, **llm),
             # the model training starts from (online DPO samples from it and its checkpoints) and
             # checkpoints are compared against (evaluation)
-            "base_llm": LLMResource(model=DEFAULT_BASE, backend=llm_backend, ledger_path=ledger, gpu=gpu),
+            "base_llm": LLMResource(model=DEFAULT_BASE, gpu=gpu, **llm),
             "evaluation_config": EvaluationConfig(),
             # SFT and DPO checkpoints: how they train, and where they are kept
             "training": TrainingResource(gpu=gpu),
             "checkpoint_io_manager": CheckpointIOManager(base_dir=str(self.checkpoints)),
             "nli": NLIResource(),
-            "sandbox": SandboxResource(backend=sandbox_backend, ledger_path=ledger),
+            "sandbox": SandboxResource(ledger_path=ledger, **({"backend": sandbox_backend} if sandbox_backend else {})),
             "io_manager": ParquetIOManager(base_dir=str(self.assets)),
             "exports": ExportResource(directory=str(self.exports)),
         }

@@ -15,7 +15,8 @@ import json
 from pathlib import Path
 
 from autoif_dagster.method.audit import agreement, ranking_auc
-from autoif_dagster.resources.llm import LLMResource, shutdown_engines
+from autoif_dagster.resources.llm import LLMResource
+from autoif_dagster.resources.vllm_engine import shutdown_engines
 from autoif_dagster.resources.models import DEFAULT_SUPERVISOR
 from autoif_dagster.resources.nli import NLIResource
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from autoif_dagster.method.prompts import instruction_query_prompt
 from autoif_dagster.method.selection import sample_for
-from autoif_dagster.resources.llm import ChatRequest, LLMResource, running_dtype, shutdown_engines
+from autoif_dagster.resources.llm import ChatRequest, LLMResource
+from autoif_dagster.resources.vllm_engine import running_dtype, shutdown_engines
 from autoif_dagster.resources.models import EMBEDDED_MODELS
 from autoif_dagster.sources import load_queries, load_seeds
 from bench_main_job import tree_memory  # same directory: run as a script

@@ -18,7 +18,8 @@ from autoif_dagster.assets.llm_stage import run_stage
 from autoif_dagster.config import AutoIFConfig
 from autoif_dagster.method import parsing, stages
 from autoif_dagster.method.audit import ranking_auc
-from autoif_dagster.resources.llm import LLMResource, shutdown_engines
+from autoif_dagster.resources.llm import LLMResource
+from autoif_dagster.resources.vllm_engine import shutdown_engines
 from autoif_dagster.resources.models import DEFAULT_SUPERVISOR
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,8 @@ from autoif_dagster.config import (
 )
 from autoif_dagster.resources.exports import ExportResource
 from autoif_dagster.resources.io_manager import ParquetIOManager
-from autoif_dagster.resources.llm import LLMResource, shutdown_engines
+from autoif_dagster.resources.llm import LLMResource
+from autoif_dagster.resources.vllm_engine import shutdown_engines
 from autoif_dagster.resources.models import SMOKE_MODEL
 from autoif_dagster.resources.nli import NLIResource
 from autoif_dagster.resources.sandbox import SandboxResource

@@ -112,7 +112,7 @@ def test_run_then_nothing_stale_then_trace(tmp_path, monkeypatch, capsys, sandbo
     from pathlib import Path
 
     from autoif_dagster.definitions import all_assets
-    from autoif_dagster.resources import llm as llm_module
+    from autoif_dagster.resources import vllm_engine
     from autoif_dagster.resources.ledger import Ledger
 
     home = tmp_path / "home"
@@ -121,7 +121,7 @@ def test_run_then_nothing_stale_then_trace(tmp_path, monkeypatch, capsys, sandbo
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
     with Ledger(str(home / "ledger.sqlite")) as ledger:
         ledger.import_completions(Path(__file__).parent / "fixtures" / "default_run.jsonl.gz")
-    monkeypatch.setattr(llm_module.LLMResource, "_build_engine", lambda self: pytest.fail("an engine was started"))
+    monkeypatch.setattr(vllm_engine.VLLMGenerator, "build_engine", lambda self: pytest.fail("an engine was started"))
     args = ["run", "--home", str(home), "--llm-backend", "replay", "--sandbox", sandbox.backend, "--round", ROUND]
     assert cli.main(args) == 0
     first = capsys.readouterr().out

@@ -54,12 +54,12 @@ def test_the_default_run_is_self_alignment_on_one_engine_and_each_llm_stage_uses
     engine, started once; strong-to-weak, a second model, is a choice (--policy-model). The
     policy answers the queries; the supervisor does every other LLM stage."""
     from autoif_dagster.definitions import all_assets, default_resources
-    from autoif_dagster.resources import llm
+    from autoif_dagster.resources import vllm_engine
 
     built = []
-    monkeypatch.setattr(llm.LLMResource, "_build_engine", lambda self: built.append(self.model) or object())
-    monkeypatch.setattr(llm, "_ENGINES", {})  # this test's engines only
-    monkeypatch.setattr(llm, "_stop", lambda engines: None)  # fakes: nothing to stop
+    monkeypatch.setattr(vllm_engine.VLLMGenerator, "build_engine", lambda self: built.append(self.settings.model) or object())
+    monkeypatch.setattr(vllm_engine, "_ENGINES", {})  # this test's engines only
+    monkeypatch.setattr(vllm_engine, "_stop", lambda engines: None)  # fakes: nothing to stop
     resources = default_resources()
     with dg.build_resources({k: resources[k] for k in ("gpu", "supervisor_llm", "policy_llm")}) as run:
         assert run.supervisor_llm.engine() is run.policy_llm.engine()

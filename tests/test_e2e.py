@@ -203,7 +203,7 @@ def test_default_models_end_to_end(tmp_path, queries_file, sandbox):
     from autoif_dagster.config import AugmentConfig, AutoIFConfig, BackTranslationConfig, QueryConfig, ResponseConfig, Sampling, VerifierConfig
     from autoif_dagster.definitions import default_resources
     from autoif_dagster.method.selection import pass_rate
-    from autoif_dagster.resources import llm as llm_module
+    from autoif_dagster.resources import vllm_engine
     from autoif_dagster.resources.io_manager import ParquetIOManager
     from autoif_dagster.resources.sandbox import VerifierJob
 
@@ -224,7 +224,7 @@ def test_default_models_end_to_end(tmp_path, queries_file, sandbox):
     frames, meta = materialize(with_ledger(resources, tmp_path), tmp_path)
     # something for the loops below to re-judge and trace
     assert frames["responses"].height > 0 and frames["sft_dataset"].height > 0
-    assert len(llm_module._ENGINES) == 1
+    assert len(vllm_engine._ENGINES) == 1
     assert frames["responses"]["model"].unique().to_list() in ([], [resources["policy_llm"].model])
     assert meta["nli_verdicts"]["nli_backend"] == "llm"
     assert meta["verifier_candidates"]["llm_generated_tokens"] > 0
@@ -280,7 +280,8 @@ from autoif_dagster.definitions import all_assets
 from autoif_dagster.config import AutoIFConfig, ResponseConfig
 from autoif_dagster.resources.exports import ExportResource
 from autoif_dagster.resources.io_manager import ParquetIOManager
-from autoif_dagster.resources.llm import LLMResource, shutdown_engines
+from autoif_dagster.resources.llm import LLMResource
+from autoif_dagster.resources.vllm_engine import shutdown_engines
 from autoif_dagster.resources.nli import NLIResource
 from autoif_dagster.resources.sandbox import SandboxResource
 from autoif_dagster.rounds import FIRST_ROUND as ROUND
@@ -288,7 +289,7 @@ home = sys.argv[1]
 llm = LLMResource(model="smollm2-135m-instruct", ledger_path=home + "/ledger.sqlite", ledger_chunk=2)
 result = dg.materialize(all_assets, partition_key=ROUND, selection=["responses"], resources={
     "autoif": AutoIFConfig(responses=ResponseConfig(samples_per_prompt=4)), "policy_llm": llm,
-    "supervisor_llm": llm, "nli": NLIResource(), "sandbox": SandboxResource(),  # unused by this asset
+    "supervisor_llm": llm, "nli": NLIResource(), "sandbox": SandboxResource(backend="local"),  # unused by this asset
     "io_manager": ParquetIOManager(base_dir=home + "/assets"), "exports": ExportResource(directory=home + "/exports")})
 for event in result.get_asset_materialization_events():
     m = event.event_specific_data.materialization

@@ -62,5 +62,5 @@ def test_one_gpu_resource_configures_both_roles_per_run():
     result = dg.materialize([devices], resources=resources,
                             run_config={"resources": {"gpu": {"config": {"devices": [2, 3]}}}})
     assert result.output_for_node("devices") == [[2, 3], [2, 3]]
-    engine_keys = {LLMResource(gpu=GPUResource(devices=d))._engine_key() for d in ([0], [1])}
+    engine_keys = {LLMResource(gpu=GPUResource(devices=d)).generator().engine_key() for d in ([0], [1])}
     assert len(engine_keys) == 2  # an engine on other devices is another engine

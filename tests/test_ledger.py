@@ -28,7 +28,7 @@ def reads(path: Path) -> str:
 
 @pytest.fixture
 def cached(tmp_path) -> SandboxResource:
-    return SandboxResource(timeout_s=1.0, workers=2, ledger_path=str(tmp_path / "ledger.sqlite"))
+    return SandboxResource(backend="local", timeout_s=1.0, workers=2, ledger_path=str(tmp_path / "ledger.sqlite"))
 
 
 # ---------------------------------------------------------------- through judge()
@@ -48,7 +48,7 @@ def test_a_second_judge_executes_nothing_and_returns_the_same(cached, tmp_path):
     assert again == first
     assert stats == {"verdicts": 5, "cache_hits": 5, "executed": 0, "duplicates": 0, "stored": 0}
     # Without the cache it does run, and fails: the cache really answered above.
-    plain = SandboxResource(timeout_s=1.0, workers=2).judge(jobs[:1])
+    plain = SandboxResource(backend="local", timeout_s=1.0, workers=2).judge(jobs[:1])
     assert kinds(plain[0]) == [FAIL, FAIL]
 
 
@@ -58,7 +58,7 @@ def test_only_missing_pairs_run_and_results_match_an_uncached_run(cached):
     cached.judge([VerifierJob(NO_LETTER_E, ["abc", "eee"])])
     jobs = [VerifierJob(NO_LETTER_E, ["eee", "new", "abc", "more"]), VerifierJob(exploding, ["boom", "ab", "abcd"])]
     verdicts, stats = cached.judge_with_stats(jobs)
-    assert verdicts == SandboxResource(timeout_s=1.0).judge(jobs)
+    assert verdicts == SandboxResource(backend="local", timeout_s=1.0).judge(jobs)
     assert stats["cache_hits"] == 2 and stats["executed"] == 5
     result, stats = cached.judge_with_stats(jobs)
     assert result[1][0] == Verdict(EXCEPTION, "ValueError: boom")  # details come back from the cache too
@@ -129,7 +129,7 @@ def test_the_cache_is_keyed_by_sandbox_version(cached, tmp_path):
 
 
 def test_sandbox_version_names_backend_and_code():
-    local = SandboxResource().sandbox_version()
+    local = SandboxResource(backend="local").sandbox_version()
     assert local.startswith("local:") and "mem512" in local
     host = SandboxResource(backend="host").sandbox_version()
     assert host.startswith("host:") and host != local
@@ -137,7 +137,7 @@ def test_sandbox_version_names_backend_and_code():
 
 
 def test_describe_and_stats_without_a_cache():
-    sandbox = SandboxResource(timeout_s=1.0)
+    sandbox = SandboxResource(backend="local", timeout_s=1.0)
     assert sandbox.describe()["verdict_ledger"] == "off"
     _, stats = sandbox.judge_with_stats([VerifierJob(NO_LETTER_E, ["a", "e"])])
     assert stats == {"verdicts": 2, "cache_hits": 0, "executed": 2, "duplicates": 0, "stored": 0}
@@ -290,7 +290,7 @@ def test_a_corrupt_file_names_itself(tmp_path):
     with pytest.raises(LedgerError, match=f"{path}.*not a usable ledger"):
         Ledger(path)
     with pytest.raises(LedgerError, match=str(path)):  # through judge() too
-        SandboxResource(ledger_path=str(path)).judge([VerifierJob(NO_LETTER_E, ["a"])])
+        SandboxResource(backend="local", ledger_path=str(path)).judge([VerifierJob(NO_LETTER_E, ["a"])])
 
 
 def test_a_damaged_database_names_itself(tmp_path):

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from autoif_dagster.method import prompts
-from autoif_dagster.resources.llm import ChatRequest, LLMError, LLMResource, cpu_dtype, cpu_flags
+from autoif_dagster.resources.llm import ChatRequest, LLMError, LLMResource
+from autoif_dagster.resources.vllm_engine import cpu_dtype, cpu_flags
 from autoif_dagster.resources.models import SMOKE_MODEL, ModelNotFoundError, resolve_model
 
 from .servers import free_port, wait_until_serving
@@ -139,17 +140,17 @@ def test_starting_another_engine_stops_the_first(llm):
     starts again on its next request."""
     import psutil
 
-    from autoif_dagster.resources import llm as llm_module
+    from autoif_dagster.resources import vllm_engine
 
     llm.engine()
     with_one = psutil.Process().memory_info().rss
     other = LLMResource(model=llm.model, max_model_len=2048)
     other.chat([ChatRequest([{"role": "user", "content": "hi"}], max_tokens=2)])
-    assert list(llm_module._ENGINES) == [other._engine_key()]
+    assert list(vllm_engine._ENGINES) == [other.generator().engine_key()]
     # both held would add the first's KV cache (1 GiB) and weights (0.5 GB) to the second's
     assert psutil.Process().memory_info().rss - with_one < 0.5 * 2**30
     llm.engine()
-    assert list(llm_module._ENGINES) == [llm._engine_key()]
+    assert list(vllm_engine._ENGINES) == [llm.generator().engine_key()]
 
 
 def test_unreachable_server_is_a_clear_error():

@@ -79,10 +79,10 @@ def test_adapter_served_merged_and_as_lora_answers_as_transformers_does(adapter)
 
 def test_bad_adapters_are_named(tmp_path):
     with pytest.raises(LLMError, match="no readable adapter_config.json"):
-        LLMResource(model=SMOKE_MODEL, adapter=str(tmp_path), adapter_serving="lora")._lora_rank()
+        LLMResource(model=SMOKE_MODEL, adapter=str(tmp_path), adapter_serving="lora").generator().lora_rank()
     (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 1024}))
     with pytest.raises(LLMError, match="rank 1024"):
-        LLMResource(model=SMOKE_MODEL, adapter=str(tmp_path), adapter_serving="lora")._lora_rank()
+        LLMResource(model=SMOKE_MODEL, adapter=str(tmp_path), adapter_serving="lora").generator().lora_rank()
     with pytest.raises(LLMError, match="--lora-modules"):
         LLMResource(model="m", backend="openai", base_url="http://127.0.0.1:9/v1", adapter=str(tmp_path)).chat(
             [ChatRequest(MESSAGES[0], max_tokens=1)])

@@ -13,6 +13,7 @@ from autoif_dagster.method import prompts
 from autoif_dagster.method.parsing import expected_score, parse_score
 from autoif_dagster.resources.ledger import Ledger, LedgerError, canonical_json, completion_key
 from autoif_dagster.resources.llm import ChatRequest, LLMError, LLMResource
+from autoif_dagster.resources.vllm_engine import VLLMGenerator
 from autoif_dagster.resources.models import SMOKE_MODEL
 
 REQUEST = ChatRequest([{"role": "user", "content": "Name a fruit, in lowercase."}], max_tokens=16,
@@ -51,7 +52,7 @@ def test_replay_answers_from_the_ledger_with_the_generation_and_its_run(replay):
 ])
 def test_a_request_that_differs_in_anything_is_never_answered_from_the_ledger(replay, change):
     record(replay, REQUEST, "an apple")
-    with pytest.raises(LLMError, match="replay: the ledger .* has no completion for 1 of 1 requests"):
+    with pytest.raises(LLMError, match="replay: the ledger .* has no completion for 1 requests"):
         replay.chat([dataclasses.replace(REQUEST, **change)])
 
 
@@ -111,7 +112,7 @@ def test_the_engine_records_and_a_second_call_asks_nothing(llm, tmp_path, monkey
     with Ledger(ledgered.ledger_path) as ledger:
         assert ledger.count("completions") == 5
     # the second call must not reach the engine at all
-    monkeypatch.setattr(LLMResource, "_generate", lambda *a: pytest.fail("the engine was asked"))
+    monkeypatch.setattr(VLLMGenerator, "generate", lambda *a: pytest.fail("the engine was asked"))
     second = ledgered.chat(requests)
     assert [c.text for c in second.completions] == [c.text for c in first.completions]
     assert second.stats.ledger_hits == 5 and second.stats.hits_by_run == {"run-1": 5}
@@ -149,7 +150,7 @@ def test_token_alternatives_are_recorded_and_replayed_with_the_text(llm, tmp_pat
 def test_a_call_interrupted_midway_keeps_every_finished_completion(llm, tmp_path, monkeypatch):
     ledgered = llm.model_copy(update={"ledger_path": str(tmp_path / "ledger.sqlite"), "ledger_chunk": 100})
     requests = [dataclasses.replace(REQUEST, seed=10 + i) for i in range(5)]
-    real = LLMResource._chat_vllm
+    real = VLLMGenerator._step
 
     def interrupted_after_three(self, engine, batch, finished):
         seen = []
@@ -161,13 +162,13 @@ def test_a_call_interrupted_midway_keeps_every_finished_completion(llm, tmp_path
             finished(i, c)
         real(self, engine, batch, on_finished)
 
-    monkeypatch.setattr(LLMResource, "_chat_vllm", interrupted_after_three)
+    monkeypatch.setattr(VLLMGenerator, "_step", interrupted_after_three)
     with pytest.raises(KeyboardInterrupt):
         ledgered.chat(requests)
     with Ledger(ledgered.ledger_path) as ledger:
         assert ledger.count("completions") == 3  # committed on the way out, though the chunk was not full
     assert not ledgered.engine().llm_engine.has_unfinished_requests()  # the rest were aborted, not left queued
-    monkeypatch.setattr(LLMResource, "_chat_vllm", real)
+    monkeypatch.setattr(VLLMGenerator, "_step", real)
     again = ledgered.chat(requests)
     assert (again.stats.ledger_hits, again.stats.ledger_misses) == (3, 2)
     assert sqlite3.connect(ledgered.ledger_path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"

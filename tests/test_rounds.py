@@ -14,7 +14,7 @@ import pytest
 from autoif_dagster.assets.datasets import sft_dataset
 from autoif_dagster.config import AutoIFConfig
 from autoif_dagster.definitions import all_assets, defs
-from autoif_dagster.resources import llm as llm_module
+from autoif_dagster.resources import vllm_engine
 from autoif_dagster.resources.io_manager import read_artifact
 from autoif_dagster.rounds import FIRST_ROUND, ROUNDS, resolve_rounds, round_index, round_seed
 from tests.rounds import frame
@@ -157,8 +157,8 @@ def test_a_two_round_backfill_is_one_run_on_one_engine(resources, tmp_path, monk
     own seeds, so its own LLM requests. (The first two LLM stages: the rest of the graph
     runs round by round the same way, and the combined datasets are tested above.)"""
     built = []
-    original = llm_module.LLMResource._build_engine
-    monkeypatch.setattr(llm_module.LLMResource, "_build_engine", lambda self: built.append(1) or original(self))
+    original = vllm_engine.VLLMGenerator.build_engine
+    monkeypatch.setattr(vllm_engine.VLLMGenerator, "build_engine", lambda self: built.append(1) or original(self))
     stages = ["seed_instructions", "augmented_instructions", "verifier_candidates"]
     result = dg.materialize(all_assets, selection=stages, resources=resources, tags={
         "dagster/asset_partition_range_start": FIRST_ROUND, "dagster/asset_partition_range_end": NEXT})

@@ -54,7 +54,7 @@ def evaluate(response):
 
 @pytest.fixture
 def sandbox() -> SandboxResource:
-    return SandboxResource(timeout_s=1.0, workers=2)
+    return SandboxResource(backend="local", timeout_s=1.0, workers=2)
 
 
 def judge_one(sandbox: SandboxResource, source: str, inputs: list[str]) -> list[Verdict]:
@@ -245,7 +245,7 @@ def test_sleep_catastrophic_regex_and_signal_tampering_time_out(sandbox):
         "    while True:\n        pass\n"
     )
     start = time.monotonic()
-    results = SandboxResource(timeout_s=1.0, workers=3).judge(
+    results = SandboxResource(backend="local", timeout_s=1.0, workers=3).judge(
         [VerifierJob(sleeper, ["a"]), VerifierJob(regex, ["a"]), VerifierJob(tamperer, ["a"])]
     )
     assert [kinds(v) for v in results] == [[TIMEOUT]] * 3
@@ -276,7 +276,7 @@ def test_os_exit_crashes_only_that_input(sandbox):
 def test_memory_bomb_is_a_memory_verdict_not_a_hang(bomb):
     source = f"def evaluate(response):\n    if response == 'bomb':\n        return {bomb}\n    return True\n"
     # A generous timeout so that only a real hang fails: filling memory takes CPU time.
-    sandbox = SandboxResource(timeout_s=5.0, memory_mb=128)
+    sandbox = SandboxResource(backend="local", timeout_s=5.0, memory_mb=128)
     start = time.monotonic()
     verdicts = judge_one(sandbox, source, ["bomb", "fine"])
     assert verdicts[0] == Verdict(MEMORY, "MemoryError")
@@ -286,7 +286,7 @@ def test_memory_bomb_is_a_memory_verdict_not_a_hang(bomb):
 
 def test_memory_at_the_top_level_is_a_memory_verdict_for_every_input(sandbox):
     source = "blob = bytearray(10**10)\ndef evaluate(response):\n    return True\n"
-    assert kinds(judge_one(SandboxResource(memory_mb=128), source, ["a", "b"])) == [MEMORY, MEMORY]
+    assert kinds(judge_one(SandboxResource(backend="local", memory_mb=128), source, ["a", "b"])) == [MEMORY, MEMORY]
 
 
 def test_output_flood_does_not_disturb_the_protocol(sandbox):
@@ -457,7 +457,7 @@ def supervisor_killer(tmp_path):
 def test_a_supervisor_killed_on_a_verifier_does_not_stop_the_run(supervisor_killer):
     jobs = [VerifierJob(NO_LETTER_E, ["abc", "eee"]), VerifierJob(supervisor_killer, ["a", "b"])]
     jobs += [VerifierJob(NO_LETTER_E, ["xyz", "see"]) for _ in range(3)]
-    results = SandboxResource(timeout_s=10.0, workers=1).judge(jobs)
+    results = SandboxResource(backend="local", timeout_s=10.0, workers=1).judge(jobs)
     assert kinds(results[1]) == [CRASH, CRASH]
     assert "supervisor died" in results[1][0].detail
     assert [kinds(v) for v in results[:1] + results[2:]] == [[PASS, FAIL]] * 4
@@ -499,7 +499,7 @@ def test_config_is_validated(bad):
 
 
 def test_describe_names_backend_and_isolation():
-    facts = SandboxResource().describe()
+    facts = SandboxResource(backend="local").describe()
     assert facts["sandbox_backend"] == "local"
     assert "SIGKILL" in facts["isolation"]
     assert all(isinstance(v, str) for v in facts.values())
@@ -530,7 +530,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_supervisors_live_across_calls_until_shutdown(started):
-    sandbox = SandboxResource(timeout_s=1.0, workers=2)
+    sandbox = SandboxResource(backend="local", timeout_s=1.0, workers=2)
     jobs = [VerifierJob(NO_LETTER_E, ["abc", "eee"]) for _ in range(6)]
     assert [kinds(v) for v in sandbox.judge(jobs)] == [[PASS, FAIL]] * 6
     assert [kinds(v) for v in sandbox.judge(jobs)] == [[PASS, FAIL]] * 6
@@ -546,7 +546,7 @@ def test_supervisors_live_across_calls_until_shutdown(started):
 
 
 def test_a_supervisor_that_died_between_calls_is_replaced(started):
-    sandbox = SandboxResource(timeout_s=1.0, workers=1)
+    sandbox = SandboxResource(backend="local", timeout_s=1.0, workers=1)
     judge_one(sandbox, NO_LETTER_E, ["abc"])
     os.kill(started[0]._proc.pid, signal.SIGKILL)
     time.sleep(0.1)
@@ -555,7 +555,7 @@ def test_a_supervisor_that_died_between_calls_is_replaced(started):
 
 
 def test_without_keep_warm_nothing_outlives_the_call(started):
-    sandbox = SandboxResource(timeout_s=1.0, workers=2, keep_warm=False)
+    sandbox = SandboxResource(backend="local", timeout_s=1.0, workers=2, keep_warm=False)
     sandbox.judge([VerifierJob(NO_LETTER_E, ["abc"])] * 3)
     assert len(started) == 2
     assert all(s._proc is None for s in started)  # stopped and reaped
@@ -564,7 +564,7 @@ def test_without_keep_warm_nothing_outlives_the_call(started):
 
 
 def test_a_forked_process_starts_its_own_supervisors(started):
-    sandbox = SandboxResource(timeout_s=1.0, workers=1)
+    sandbox = SandboxResource(backend="local", timeout_s=1.0, workers=1)
     judge_one(sandbox, NO_LETTER_E, ["abc"])
     pid = os.fork()
     if pid == 0:  # the child: must not talk over the parent's pipes
@@ -582,7 +582,7 @@ def test_big_requests_and_replies_in_flight_do_not_deadlock():
     """Two jobs in flight per worker, each request and reply far bigger than a pipe holds."""
     long_error = "def evaluate(response):\n    raise ValueError(response[:300])\n"
     jobs = [VerifierJob(long_error, [f"{n}:{i}:" + "x" * 2000 for i in range(1500)]) for n in range(4)]
-    results = SandboxResource(timeout_s=2.0, workers=1).judge(jobs)
+    results = SandboxResource(backend="local", timeout_s=2.0, workers=1).judge(jobs)
     assert all(len(v) == 1500 and all(x.kind == EXCEPTION for x in v) for v in results)
     assert results[3][7].detail.startswith("ValueError: 3:7:xxx")
 
@@ -605,7 +605,7 @@ def test_text_table_numbers_repeated_inputs_and_forgets(monkeypatch):
 
 def test_several_supervisors_killed_in_a_row(supervisor_killer):
     jobs = [VerifierJob(supervisor_killer, ["a"]) for _ in range(5)] + [VerifierJob(NO_LETTER_E, ["xyz", "see"])]
-    results = SandboxResource(timeout_s=10.0, workers=1).judge(jobs)
+    results = SandboxResource(backend="local", timeout_s=10.0, workers=1).judge(jobs)
     assert [kinds(v) for v in results] == [[CRASH]] * 5 + [[PASS, FAIL]]
 
 

@@ -39,7 +39,7 @@ ALONE = (
 def _docker_problem() -> str | None:
     """Why the docker backend cannot run here, or None."""
     try:
-        SandboxResource(backend="docker")._supervisor_factory("/nonexistent")
+        SandboxResource(backend="docker").runner().supervisor_factory("/nonexistent")
     except RuntimeError as exc:
         return str(exc)
     return None
@@ -591,4 +591,4 @@ def test_an_engine_that_refuses_the_security_options_is_named():
     client = docker.from_env()
     bad = client.api.create_host_config(security_opt=["seccomp=/nonexistent/profile.json"])
     with pytest.raises(RuntimeError, match="sandbox backend 'docker'.*(refused|could not run).*seccomp"):
-        supervisors.check_container(client, SandboxResource(backend="docker")._image(), ["--memory-mb", "128"], bad)
+        supervisors.check_container(client, SandboxResource(backend="docker").runner().image(), ["--memory-mb", "128"], bad)

@@ -18,7 +18,8 @@ from ..method import training as method
 from ..method.selection import dpo_pairs as make_pairs
 from ..method.selection import pass_rate
 from ..resources.checkpoints import Checkpoint, TrainedModel, write_checkpoint
-from ..resources.llm import ChatRequest, LLMResource, shutdown_engines
+from ..resources.llm import ChatRequest, LLMResource
+from ..resources.vllm_engine import shutdown_engines
 from ..resources.sandbox import SandboxResource
 from ..resources.training import TrainingResource
 from ..rounds import ALL_ROUNDS

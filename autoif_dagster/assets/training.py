@@ -10,7 +10,8 @@ import polars as pl
 from .. import pools
 from ..method import training as method
 from ..resources.checkpoints import Checkpoint, CheckpointError, TrainedModel
-from ..resources.llm import LLMResource, shutdown_engines
+from ..resources.llm import LLMResource
+from ..resources.vllm_engine import shutdown_engines
 from ..resources.training import TrainingResource
 from ..versions import frame_version, versioned_output
 from .reporting import curves

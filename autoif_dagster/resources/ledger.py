@@ -29,10 +29,11 @@ import contextlib
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 SCHEMA_VERSION = "3"
 _QUERY_CHUNK = 500  # keys per SELECT ... IN (...): under every SQLite's variable limit
@@ -231,7 +232,7 @@ class BatchWriter:
     """Rows of one table stored as they arrive, a batch every `every` rows, and what is left on
     the way out. When the caller fails, what it finished is still stored and its own error is
     the one raised (a ledger error then is suppressed). A writer without a ledger stores nothing.
-    The LLM resource and the sandbox both write through one."""
+    `memoize` writes through one."""
 
     def __init__(self, ledger: "Ledger | None", table: str, every: int) -> None:
         self.ledger, self.table, self.every = ledger, table, every
@@ -262,6 +263,53 @@ class BatchWriter:
             return
         with contextlib.suppress(LedgerError):  # keep what finished before the caller's error
             self.flush()
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Memo(Generic[T]):
+    results: list[T]  # one per key, in order
+    found: frozenset[bytes]  # the keys the ledger held
+    hits: int  # keys answered from the ledger
+    computed: int  # distinct missing keys computed (the rest of the misses repeat one of them)
+    stored: int  # rows written
+
+
+def memoize(ledger: Ledger | None, table: str, keys: Sequence[bytes], read: Callable[[tuple], T],
+            compute: Callable[[list[int], Callable[[int, T], None]], None],
+            to_row: Callable[[bytes, T], tuple | None], every: int) -> Memo[T]:
+    """A result for each key: read from its stored row (`read(row)`) where the ledger has one;
+    else computed once per distinct key: `compute(positions, done)` gets the first position of
+    each missing key and calls `done(position, result)` as each finishes, and the result is
+    stored as `to_row(key, result)` (None: not stored), committed every `every`. If `compute`
+    raises, what finished before is stored and its error raised. Without a ledger, identical
+    keys are still computed once. The LLM resource's completions and the sandbox's verdicts
+    both go through here."""
+    positions: dict[bytes, list[int]] = {}
+    for i, key in enumerate(keys):
+        positions.setdefault(key, []).append(i)
+    results: list[Any] = [None] * len(keys)
+    found = ledger.get_many(table, positions) if ledger is not None else {}
+    for key, row in found.items():
+        value = read(row)
+        for i in positions[key]:
+            results[i] = value
+    missing = [where[0] for key, where in positions.items() if key not in found]
+
+    def done(position: int, result: T) -> None:
+        key = keys[position]
+        for i in positions[key]:
+            results[i] = result
+        row = to_row(key, result)
+        if row is not None:
+            writer.add(row)
+
+    with BatchWriter(ledger, table, every) as writer:
+        if missing:
+            compute(missing, done)
+    return Memo(results, frozenset(found), sum(len(positions[key]) for key in found), len(missing), writer.stored)
 
 
 if __name__ == "__main__":  # python -m autoif_dagster.resources.ledger export|import LEDGER FILE

@@ -5,16 +5,9 @@ to PIPELINE_DEPTH jobs in flight on it: the supervisor judges one job at a time,
 request already waiting, so that round trips do not add to the time per job. The supervisor
 enforces the per-call time limit and turns every way a verifier can misbehave into a
 Verdict; this side only has to restart a supervisor that a verifier managed to kill, and
-re-send the jobs it had. Where the supervisor runs is the `backend`:
-
-- "local": a plain child process of this one, talking over two pipes. Rlimits and timeouts,
-  but no isolation from the host (network, files readable by this user).
-- "docker": one long-lived hardened container per worker (no network, read-only root,
-  non-root user, no capabilities, memory/pids/CPU limits), talking over the container's
-  attached stdin and stdout. Needs scripts/setup_docker.sh to have run.
-- "host": the fallback without Docker. bubblewrap gives the supervisor a private root (only
-  /usr, read-only, and empty tmpfs) in new user, PID, network, IPC, UTS and cgroup
-  namespaces, as `nobody` when we are root; pipes as for "local".
+re-send the jobs it had. Where the supervisor runs is the `backend` (sandbox_backends.py):
+"docker" (hardened containers, the default), "host" (bubblewrap namespaces, without Docker) or
+"local" (plain child processes, no isolation).
 
 On every backend each verifier child installs a seccomp filter on itself (no programs,
 processes or signals of its own: sandbox/seccomp.py) and reports hitting its memory limit
@@ -31,7 +24,6 @@ source, the input and `sandbox_version()`: a pair judged before is not run again
 
 import os
 import queue
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -42,32 +34,16 @@ from pydantic import Field
 from tqdm import tqdm
 
 from ..sandbox.protocol import CRASH, KINDS, MEMORY, TIMEOUT, Verdict, decode_verdicts
-from .supervisors import (
-    CONTAINER_USER,
-    HOST_LAYOUT,
-    ContainerSupervisor,
-    HostCommand,
-    Pool,
-    Supervisor,
-    SupervisorLike,
-    check_container,
-    check_image,
-    docker_client,
-    pooled,
-    sandbox_code_hash,
-    sandbox_image_version,
-    supervisor_env,
-)
-from .ledger import BatchWriter, Ledger, LedgerError, verdict_keys
+from .sandbox_backends import SANDBOX_BACKENDS, SandboxBackend
+from .supervisors import Pool, SupervisorLike, pooled
+from .ledger import Ledger, LedgerError, memoize, verdict_keys
 
-SUPERVISOR_MODULE = "autoif_dagster.sandbox.supervisor"
 # Jobs sent to a supervisor before the first of them is answered: one being judged, one
 # waiting. More buys nothing (the supervisor judges one at a time) and loses more work when
 # a verifier kills its supervisor.
 PIPELINE_DEPTH = 2
 # A reply that takes longer than every input timing out plus this is a hung supervisor.
 REPLY_GRACE_S = 30.0
-CONTAINER_OVERHEAD_MB = 256  # the supervisor and page cache, on top of one child's memory_mb
 # The image's packages are not imported in the container's supervisor before it forks (see
 # supervisor._warm_up), only the standard library's commonest: every job pays for what the
 # supervisor holds, in its fork and its child's exit. nltk (it brings numpy) or langdetect
@@ -80,17 +56,6 @@ CACHE_BATCH = 2000
 # come from outside the verifier (the supervisor or container killed), and where the memory
 # limit bites depends on what the supervisor had mapped when it forked.
 NOT_CACHED = (TIMEOUT, CRASH, MEMORY)
-
-
-def _verdicts(ledger: Ledger, keys) -> dict[bytes, Verdict]:
-    """The stored verdicts among `keys` (one object per distinct verdict)."""
-    shared: dict[tuple, Verdict] = {}
-    found = {}
-    for key, row in ledger.get_many("verdicts", keys).items():
-        if row[0] not in KINDS:
-            raise LedgerError(f"ledger {ledger.path} cannot be read: unknown verdict kind {row[0]!r}")
-        found[key] = shared.setdefault(row, Verdict(*row))
-    return found
 
 
 class VerifierJob(NamedTuple):
@@ -108,11 +73,11 @@ class Judgement(NamedTuple):
 class SandboxResource(dg.ConfigurableResource):
     """Runs LLM-written verifiers in a separate supervisor process with per-call time limits."""
 
-    backend: Literal["local", "docker", "host"] = Field(
-        "local",
-        description="Where verifiers run. 'local': plain supervisor processes on this host; "
-        "'docker': hardened containers (run scripts/setup_docker.sh first); "
-        "'host': the no-Docker fallback, supervisors in network/PID/mount namespaces.",
+    backend: Literal["docker", "host", "local"] = Field(
+        "docker",
+        description="Where verifiers run, the one default of every entry point (definitions, CLI). 'docker': "
+        "hardened containers (make sandbox builds the image); 'host': the no-Docker fallback, supervisors "
+        "in bubblewrap's network/PID/mount namespaces; 'local': plain child processes, no isolation.",
     )
     timeout_s: float = Field(5.0, gt=0, description="Wall-clock limit per evaluate() call (the paper's release: 5 s).")
     workers: int = Field(2, ge=1, description="Supervisors (processes or containers) run in parallel.")
@@ -131,48 +96,30 @@ class SandboxResource(dg.ConfigurableResource):
         "verifier source, input): pairs judged before are not run again. None: no ledger.",
     )
 
+    def runner(self) -> SandboxBackend:
+        """The backend these settings name (sandbox_backends.py)."""
+        return SANDBOX_BACKENDS[self.backend](self)
+
     def describe(self) -> dict[str, str]:
         """Backend and isolation facts for asset metadata."""
-        limits = f"{self.timeout_s:g} s per call, {self.memory_mb} MiB"
-        if self.backend == "docker":
-            isolation = (
-                f"one container per worker ({self._image()}): no network, read-only root, 64 MiB /tmp "
-                f"tmpfs, user {CONTAINER_USER}, all capabilities dropped, no-new-privileges, Docker's "
-                "default seccomp profile; child per verifier with rlimits, a seccomp filter (no processes, programs or signals), per-call SIGKILL timeout"
-            )
-            limits += f"; per container {self.memory_mb + CONTAINER_OVERHEAD_MB} MiB, " \
-                      f"{self.container_pids} pids, {self.container_cpus:g} CPU"
-        elif self.backend == "host":
-            isolation = HostCommand(self.memory_mb).describe()
-        else:
-            isolation = "separate process, rlimits, per-call SIGKILL timeout (no network isolation)"
-        ledger = (f"{self.ledger_path} (sandbox version {self.sandbox_version()}; timeouts and crashes "
+        runner = self.runner()
+        ledger = (f"{self.ledger_path} (sandbox version {runner.version()}; timeouts and crashes "
                   "are not stored)") if self.ledger_path else "off"
-        return {"sandbox_backend": self.backend, "isolation": isolation, "sandbox_limits": limits,
+        return {"sandbox_backend": self.backend, "isolation": runner.isolation(), "sandbox_limits": runner.limits(),
                 "verdict_ledger": ledger}
 
     def sandbox_version(self) -> str:
-        """What a verdict depends on besides the verifier and its input: the supervisor's code,
-        the backend and where it runs, and the limits that can turn into exceptions (memory,
-        processes). Part of every verdict cache key; the time limit is not (timeouts are not
-        cached)."""
-        if self.backend == "docker":
-            # The default image's tag is the content hash of its sources; another image is
-            # known by its id.
-            where = self._image() if not self.image else f"{self.image}@{docker_client().images.get(self.image).id}"
-            return f"docker:{where}:mem{self.memory_mb}:pids{self.container_pids}"
-        if self.backend == "host":  # another interpreter, seen through another filesystem
-            return f"host:{HOST_LAYOUT}:{sandbox_code_hash()}:{os.path.realpath(HostCommand(self.memory_mb).python)}:mem{self.memory_mb}"
-        return f"local:{sandbox_code_hash()}:python{sys.version.split()[0]}@{sys.executable}:mem{self.memory_mb}"
+        """The version every verdict's ledger key carries (SandboxBackend.version)."""
+        return self.runner().version()
 
     def judge(self, jobs: Sequence[VerifierJob], progress: bool = False) -> list[list[Verdict]]:
         """One list of verdicts per job, one verdict per input, both in order."""
         return self.judge_with_stats(jobs, progress).verdicts
 
     def judge_with_stats(self, jobs: Sequence[VerifierJob], progress: bool = False) -> Judgement:
-        """judge(), with the call's counts."""
+        """judge(), with the call's counts. With a ledger, pairs it holds are not run and each
+        distinct (source, input) pair is run once."""
         jobs = list(jobs)
-        total = sum(len(job.inputs) for job in jobs)
         if not self.ledger_path:
             results: list[list[Verdict]] = [[] for _ in jobs]  # a job without inputs stays []
 
@@ -180,49 +127,44 @@ class SandboxResource(dg.ConfigurableResource):
                 results[index] = verdicts
 
             self._run(jobs, progress, done)
+            total = sum(len(job.inputs) for job in jobs)
             return Judgement(results, {"verdicts": total, "cache_hits": 0, "executed": total, "duplicates": 0, "stored": 0})
         with Ledger(self.ledger_path) as ledger:
-            return self._judge_cached(jobs, total, ledger, progress)
+            return self._judge_cached(jobs, ledger, progress)
 
-    def _judge_cached(self, jobs: list[VerifierJob], total: int, ledger: Ledger, progress: bool) -> Judgement:
+    def _judge_cached(self, jobs: list[VerifierJob], ledger: Ledger, progress: bool) -> Judgement:
         keys = verdict_keys(self.sandbox_version(), [(job.source, job.inputs) for job in jobs])
-        known = _verdicts(ledger, [k for row in keys for k in row])
-        slots: list[list[Verdict | None]] = [[known.get(k) for k in row] for row in keys]
-        # Pairs to run: each distinct missing key once, in the first job that has it.
-        where: dict[bytes, list[tuple[int, int]]] = {}
-        to_run: list[VerifierJob] = []
-        run_keys: list[list[bytes]] = []
-        for i, (job, row) in enumerate(zip(jobs, keys)):
-            inputs: list[str] = []
-            these: list[bytes] = []
-            for j, key in enumerate(row):
-                if slots[i][j] is not None:
-                    continue
-                if key not in where:
-                    where[key] = []
-                    inputs.append(job.inputs[j])
-                    these.append(key)
-                where[key].append((i, j))
-            if inputs:
-                to_run.append(VerifierJob(job.source, inputs))
-                run_keys.append(these)
+        pairs = [(i, j) for i, job in enumerate(jobs) for j in range(len(job.inputs))]
+        shared: dict[tuple, Verdict] = {}  # one object per distinct stored verdict
 
-        def done(index: int, verdicts: list[Verdict]) -> None:
-            for key, verdict in zip(run_keys[index], verdicts):
-                for i, j in where[key]:
-                    slots[i][j] = verdict
-                if verdict.kind not in NOT_CACHED:
-                    writer.add((key, verdict.kind, verdict.detail))
+        def read(row: tuple) -> Verdict:
+            if row[0] not in KINDS:
+                raise LedgerError(f"ledger {self.ledger_path} cannot be read: unknown verdict kind {row[0]!r}")
+            return shared.setdefault(row, Verdict(*row))
 
-        # what was judged before an error is kept
-        with BatchWriter(ledger, "verdicts", CACHE_BATCH) as writer:
-            self._run(to_run, progress, done, already_done=len(jobs) - len(to_run))
-        stored = writer.stored
-        executed = sum(len(job.inputs) for job in to_run)
-        hits = sum(1 for row in keys for key in row if key in known)
-        return Judgement([list(row) for row in slots],  # type: ignore[misc]  # every slot is filled
-                         {"verdicts": total, "cache_hits": hits, "executed": executed,
-                          "duplicates": total - hits - executed, "stored": stored})
+        def compute(positions: list[int], done: Callable[[int, Verdict], None]) -> None:
+            by_job: dict[int, list[int]] = {}  # the missing pairs of each job, in order
+            for p in positions:
+                by_job.setdefault(pairs[p][0], []).append(p)
+            to_run = [(VerifierJob(jobs[i].source, [jobs[i].inputs[pairs[p][1]] for p in ps]), ps)
+                      for i, ps in by_job.items()]
+
+            def job_done(index: int, verdicts: list[Verdict]) -> None:
+                for p, verdict in zip(to_run[index][1], verdicts):
+                    done(p, verdict)
+
+            self._run([job for job, _ in to_run], progress, job_done, already_done=len(jobs) - len(to_run))
+
+        def to_row(key: bytes, verdict: Verdict) -> tuple | None:
+            return None if verdict.kind in NOT_CACHED else (key, verdict.kind, verdict.detail)
+
+        flat = [key for row in keys for key in row]
+        memo = memoize(ledger, "verdicts", flat, read, compute, to_row, CACHE_BATCH)
+        verdicts: list[list[Verdict]] = [[] for _ in jobs]  # a job without inputs stays []
+        for (i, _), verdict in zip(pairs, memo.results):
+            verdicts[i].append(verdict)
+        return Judgement(verdicts, {"verdicts": len(flat), "cache_hits": memo.hits, "executed": memo.computed,
+                                    "duplicates": len(flat) - memo.hits - memo.computed, "stored": memo.stored})
 
     def _run(self, jobs: list[VerifierJob], progress: bool, done: Callable[[int, list[Verdict]], None],
              already_done: int = 0) -> None:
@@ -268,46 +210,10 @@ class SandboxResource(dg.ConfigurableResource):
     def _pool(self) -> Pool:
         """The pool of started supervisors for these settings (a private one without keep_warm)."""
         if not self.keep_warm:
-            return Pool(self._supervisor_factory, keep=False)
+            return Pool(self.runner().supervisor_factory, keep=False)
         key = (self.backend, self.memory_mb, self.image, self.container_cpus, self.container_pids,
                os.environ.get("DOCKER_HOST"))  # a different engine is a different pool
-        return pooled(key, self._supervisor_factory)
-
-    def _supervisor_factory(self, scratch: str) -> Callable[[], SupervisorLike]:
-        """How this backend makes a supervisor; checks up front what it needs (engine, image).
-        `scratch` is a directory the supervisors may use while the pool lives."""
-        if self.backend == "docker":
-            client = docker_client()
-            image = self._image()
-            check_image(client, image)
-            host_config = client.api.create_host_config(
-                network_mode="none",
-                read_only=True,
-                tmpfs={"/tmp": "size=64m,mode=1777,noexec,nosuid,nodev"},
-                mem_limit=f"{self.memory_mb + CONTAINER_OVERHEAD_MB}m",
-                memswap_limit=f"{self.memory_mb + CONTAINER_OVERHEAD_MB}m",  # equal: no swap
-                pids_limit=self.container_pids,
-                nano_cpus=int(self.container_cpus * 1e9),
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                # The container removes itself once its supervisor exits, which it does when our
-                # attach connection closes (StdinOnce), even if this process is killed.
-                auto_remove=True,
-                log_config={"type": "none"},  # nothing a verifier prints reaches the host's disk
-            )
-            command = ["--memory-mb", str(self.memory_mb)]
-            check_container(client, image, command, host_config)
-            return lambda: ContainerSupervisor(client, image, command, host_config)
-        if self.backend == "host":
-            host = HostCommand(self.memory_mb)
-            host.check(scratch)
-            command = host.command(scratch)
-            return lambda: Supervisor(command, host.env(), scratch)
-        command = [sys.executable, "-m", SUPERVISOR_MODULE, "--memory-mb", str(self.memory_mb)]
-        return lambda: Supervisor(command, supervisor_env(scratch), scratch)
-
-    def _image(self) -> str:
-        return self.image or f"autoif-sandbox:{sandbox_image_version()}"
+        return pooled(key, self.runner().supervisor_factory)
 
     def _work(self, supervisor: SupervisorLike, jobs: list[VerifierJob], pending: queue.SimpleQueue,
               finished: queue.SimpleQueue) -> None:

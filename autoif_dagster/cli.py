@@ -125,7 +125,7 @@ def _failure_message(result: Any) -> str:
 
 
 def _home(args: argparse.Namespace) -> Home:
-    return Home(Path(args.home).resolve()) if args.home else Home.from_env()
+    return Home.from_env(Path(args.home) if args.home else None)
 
 
 def _embedded_instance(args: argparse.Namespace) -> Home:

@@ -1,7 +1,8 @@
 """A home: the folder where one deployment keeps what its runs make, and the resources that
 read and write there. The layout is declared here once; everything else asks a Home for a path.
 
-    HOME/ledger.sqlite   every LLM completion and sandbox verdict (resources/ledger.py)
+    HOME/ledger.sqlite   every LLM completion and sandbox verdict (resources/ledger.py), unless
+                         `ledger_url` ($AUTOIF_LEDGER_URL) puts them on a PostgreSQL server
     HOME/assets/         the artifacts, a Parquet file per asset (per round where partitioned)
     HOME/exports/        the training data in trainers' formats, one folder per version
     HOME/checkpoints/    trained checkpoints
@@ -17,15 +18,17 @@ from typing import Any
 @dataclass(frozen=True)
 class Home:
     root: Path
+    ledger_url: str | None = None  # postgresql://...: one ledger shared by many homes and machines
 
     @classmethod
-    def from_env(cls) -> "Home":
-        """$AUTOIF_HOME, else ./.autoif."""
-        return cls(Path(os.environ.get("AUTOIF_HOME", Path.cwd() / ".autoif")).resolve())
+    def from_env(cls, root: Path | None = None) -> "Home":
+        """`root`, else $AUTOIF_HOME, else ./.autoif; the ledger at $AUTOIF_LEDGER_URL if set."""
+        root = root or Path(os.environ.get("AUTOIF_HOME", Path.cwd() / ".autoif"))
+        return cls(Path(root).resolve(), os.environ.get("AUTOIF_LEDGER_URL") or None)
 
     @property
-    def ledger(self) -> Path:
-        return self.root / "ledger.sqlite"
+    def ledger(self) -> Path | str:
+        return self.ledger_url or self.root / "ledger.sqlite"
 
     @property
     def assets(self) -> Path:

@@ -109,7 +109,7 @@ class Tracer:
             key = bytes.fromhex(generation_id.split("-", 1)[1])
         except (IndexError, ValueError):
             raise TraceError(f"malformed generation id {generation_id!r}") from None
-        if not ledger_path.exists():
+        if isinstance(ledger_path, Path) and not ledger_path.exists():
             return {"missing": f"no ledger at {ledger_path}"}
         try:
             with Ledger(ledger_path) as ledger:

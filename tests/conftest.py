@@ -3,6 +3,7 @@ process, so every test that uses the embedded model reuses the first one started
 
 import json
 import subprocess
+import uuid
 import warnings
 from shutil import which
 
@@ -53,6 +54,24 @@ def tiny_config(queries_file):
         queries=QueryConfig(pool_size=6, per_instruction=1),
         responses=ResponseConfig(samples_per_prompt=2, pass_rate_above=0.0),
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A real PostgreSQL server (pgserver's bundled binaries), one per session."""
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_database(postgres_server) -> str:
+    """The URL of a database of the test's own on that server."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    postgres_server.psql(f"CREATE DATABASE {name};")
+    return postgres_server.get_uri(name)
 
 
 @pytest.fixture(scope="session")

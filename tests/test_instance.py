@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -22,22 +21,11 @@ BIN = Path(sys.executable).parent
 CODE = ["-m", "tests.pool_defs", "-d", str(ROOT)]
 
 
-@pytest.fixture(scope="module")
-def postgres_server(tmp_path_factory):
-    import pgserver
-
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    yield server
-    server.cleanup()
-
-
 @pytest.fixture
-def postgres_url(postgres_server):
+def postgres_url(postgres_database):
     """A database of the test's own: pool limits live in the database, and one test setting a
     limit of 0 must not stall the next one's runs (it did, in random order)."""
-    name = "t_" + uuid.uuid4().hex[:12]
-    postgres_server.psql(f"CREATE DATABASE {name};")
-    return postgres_server.get_uri(name).replace("postgresql://", "postgresql+psycopg2://", 1)
+    return postgres_database.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 @pytest.fixture

@@ -20,15 +20,16 @@ schema version raises LedgerError naming it. A version-1 file (the verdict cache
 before) and a version-2 one (completions without alternatives) are upgraded in place: what
 they hold stays valid.
 
-The store is this one class behind get_many/put_many, so a shared database (the PostgreSQL
-server a production Dagster instance already runs) can stand in for the file: the README says
-how.
+Many machines share one ledger on PostgreSQL: a postgresql:// URL where a path would go
+(AUTOIF_LEDGER_URL for a home) opens the same tables there (PostgresLedger).
 """
 
 import contextlib
 import hashlib
 import json
+import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,8 +98,18 @@ def _open(path: str | Path, mode: str) -> Any:
     return gzip.open(path, mode, encoding="utf-8") if str(path).endswith(".gz") else open(path, mode, encoding="utf-8")
 
 
+def is_database_url(location: str | Path) -> bool:
+    return str(location).startswith(("postgresql://", "postgres://"))
+
+
 class Ledger:
-    """get_many / put_many per table over one SQLite file; use as a context manager."""
+    """get_many / put_many per table over one SQLite file; use as a context manager.
+    `Ledger(url)` with a postgresql:// URL is a PostgresLedger: the same tables on a server."""
+
+    def __new__(cls, location: str | Path, *args: Any, **kwargs: Any) -> "Ledger":
+        if cls is Ledger and is_database_url(location):
+            cls = PostgresLedger
+        return super().__new__(cls)
 
     def __init__(self, path: str | Path, busy_timeout_s: float = 60.0, batch_size: int = 2000) -> None:
         self.path = Path(path)
@@ -186,8 +197,8 @@ class Ledger:
     def export_completions(self, path: str | Path) -> int:
         """Every completion as a JSON line (gzipped for a .gz path): the request, the text and
         where it came from. A recorded run to replay elsewhere (the tests' fixtures)."""
-        rows = self._db.execute("SELECT request, text, finish_reason, n_tokens, run_id, created_at, top_logprobs "
-                                "FROM completions ORDER BY created_at, key")
+        rows = self._query("SELECT request, text, finish_reason, n_tokens, run_id, created_at, top_logprobs "
+                           "FROM completions ORDER BY created_at, key")
         with _open(path, "wt") as out:
             n = 0
             for request, text, finish_reason, n_tokens, run_id, created_at, logprobs in rows:
@@ -213,7 +224,10 @@ class Ledger:
         return self.put_many("completions", rows)
 
     def count(self, table: str) -> int:
-        return self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return list(self._query(f"SELECT count(*) FROM {table}"))[0][0]
+
+    def _query(self, sql: str) -> Iterable[tuple]:
+        return self._db.execute(sql)
 
     def close(self) -> None:
         self._db.close()
@@ -263,6 +277,87 @@ class BatchWriter:
             return
         with contextlib.suppress(LedgerError):  # keep what finished before the caller's error
             self.flush()
+
+
+class PostgresLedger(Ledger):
+    """The ledger's tables on a PostgreSQL server, for many runs and workers on many machines:
+    a key already stored keeps its row (INSERT ... ON CONFLICT DO NOTHING), so writers that
+    race on one key store it once. Keys are BYTEA; the values as in the SQLite file."""
+
+    def __init__(self, url: str, connect_timeout_s: float = 30.0, batch_size: int = 2000) -> None:
+        import psycopg2
+
+        self.path = re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", str(url))  # errors never show the password
+        self.batch_size = batch_size
+        deadline = time.monotonic() + connect_timeout_s
+        while True:  # a server still starting (or restarting) refuses connections for a while
+            try:
+                self._db = psycopg2.connect(str(url), connect_timeout=max(1, int(connect_timeout_s)))
+                break
+            except psycopg2.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise self._error("cannot be reached", exc) from exc
+                time.sleep(1.0)
+        try:
+            self._set_up()
+        except psycopg2.Error as exc:
+            self._db.close()
+            raise self._error("is not a usable ledger", exc) from exc
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _set_up(self) -> None:
+        with self._db, self._db.cursor() as cur:  # one transaction
+            cur.execute("SELECT pg_advisory_xact_lock(8127001)")  # two writers creating the tables take turns
+            cur.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            cur.execute("SELECT value FROM meta WHERE name='schema'")
+            row = cur.fetchone()
+            if row is not None and row[0] != SCHEMA_VERSION:
+                raise self._error("is not a usable ledger", ValueError(f"schema {row[0]!r}, expected {SCHEMA_VERSION!r}"))
+            for table, columns in TABLES.items():
+                typed = ", ".join(c.replace(" REAL", " DOUBLE PRECISION") for c in columns)
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {table} (key BYTEA PRIMARY KEY, {typed})")
+            cur.execute("INSERT INTO meta VALUES ('schema', %s) ON CONFLICT (name) DO NOTHING", (SCHEMA_VERSION,))
+
+    def get_many(self, table: str, keys: Iterable[bytes]) -> dict[bytes, tuple]:
+        import psycopg2
+
+        wanted = sorted(set(keys))
+        columns = ", ".join(c.split()[0] for c in TABLES[table])
+        found: dict[bytes, tuple] = {}
+        try:
+            with self._db, self._db.cursor() as cur:
+                for start in range(0, len(wanted), _QUERY_CHUNK):
+                    cur.execute(f"SELECT key, {columns} FROM {table} WHERE key = ANY(%s)",
+                                ([psycopg2.Binary(k) for k in wanted[start:start + _QUERY_CHUNK]],))
+                    for key, *values in cur:
+                        found[bytes(key)] = tuple(values)
+        except psycopg2.Error as exc:
+            raise self._error("cannot be read", exc) from exc
+        return found
+
+    def put_many(self, table: str, rows: Iterable[tuple]) -> int:
+        import psycopg2
+        from psycopg2.extras import execute_values
+
+        rows = sorted(rows, key=lambda r: r[0])  # key order: writers lock keys in one order, never deadlock
+        try:
+            for start in range(0, len(rows), self.batch_size):
+                with self._db, self._db.cursor() as cur:  # a transaction per batch
+                    execute_values(cur, f"INSERT INTO {table} VALUES %s ON CONFLICT (key) DO NOTHING",
+                                   [(psycopg2.Binary(r[0]), *r[1:]) for r in rows[start:start + self.batch_size]])
+        except psycopg2.Error as exc:
+            raise self._error("cannot be written", exc) from exc
+        return len(rows)
+
+    def _query(self, sql: str) -> Iterable[tuple]:
+        with self._db, self._db.cursor() as cur:
+            cur.execute(sql)
+            yield from cur
+
+    def _error(self, what: str, exc: BaseException) -> LedgerError:
+        return LedgerError(f"ledger {self.path} {what}: {exc}")
 
 
 T = TypeVar("T")

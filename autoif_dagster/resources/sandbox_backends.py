@@ -10,16 +10,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..sandbox.protocol import Verdict
+from .sandbox_workers import VerifierJob, run_supervised
 from .supervisors import (
     CONTAINER_USER,
     HOST_LAYOUT,
     ContainerSupervisor,
     HostCommand,
+    Pool,
     Supervisor,
     SupervisorLike,
     check_container,
     check_image,
     docker_client,
+    pooled,
     sandbox_code_hash,
     sandbox_image_version,
     supervisor_env,
@@ -50,12 +54,35 @@ class SandboxBackend(ABC):
         return f"{self.settings.timeout_s:g} s per call, {self.settings.memory_mb} MiB"
 
     @abstractmethod
+    def run(self, jobs: list[VerifierJob], progress: bool, done: Callable[[int, list[Verdict]], None],
+            already_done: int = 0) -> None:
+        """Judge `jobs`, calling done(index, verdicts) in this thread as each finishes (a job
+        without inputs is skipped)."""
+
+
+class SupervisedSandbox(SandboxBackend):
+    """Supervisors this process starts and talks to, fed by worker threads (sandbox_workers.py)."""
+
+    def run(self, jobs: list[VerifierJob], progress: bool, done: Callable[[int, list[Verdict]], None],
+            already_done: int = 0) -> None:
+        run_supervised(jobs, progress, done, already_done, self.pool(), self.settings.workers, self.settings.timeout_s)
+
+    def pool(self) -> Pool:
+        """The pool of started supervisors for these settings (a private one without keep_warm)."""
+        s = self.settings
+        if not s.keep_warm:
+            return Pool(self.supervisor_factory, keep=False)
+        key = (s.backend, s.memory_mb, s.image, s.container_cpus, s.container_pids,
+               os.environ.get("DOCKER_HOST"))  # a different engine is a different pool
+        return pooled(key, self.supervisor_factory)
+
+    @abstractmethod
     def supervisor_factory(self, scratch: str) -> Callable[[], SupervisorLike]:
         """How to start a supervisor here, after checking up front what that needs (engine,
         image, bubblewrap). `scratch` is a directory the supervisors may use while the pool lives."""
 
 
-class LocalSandbox(SandboxBackend):
+class LocalSandbox(SupervisedSandbox):
     """A plain child process of this one, talking over two pipes: rlimits and timeouts, but no
     isolation from the host (network, files readable by this user)."""
 
@@ -70,7 +97,7 @@ class LocalSandbox(SandboxBackend):
         return lambda: Supervisor(command, supervisor_env(scratch), scratch)
 
 
-class HostSandbox(SandboxBackend):
+class HostSandbox(SupervisedSandbox):
     """The fallback without Docker: bubblewrap gives the supervisor a private root (only /usr,
     read-only, and empty tmpfs) in new user, PID, network, IPC, UTS and cgroup namespaces, as
     `nobody` when we are root; pipes as for local."""
@@ -89,7 +116,7 @@ class HostSandbox(SandboxBackend):
         return lambda: Supervisor(command, host.env(), scratch)
 
 
-class DockerSandbox(SandboxBackend):
+class DockerSandbox(SupervisedSandbox):
     """One long-lived hardened container per worker (no network, read-only root, non-root
     user, no capabilities, memory/pids/CPU limits), talking over the container's attached stdin
     and stdout. Needs scripts/setup_docker.sh to have run."""
@@ -139,4 +166,71 @@ class DockerSandbox(SandboxBackend):
         return lambda: ContainerSupervisor(client, image, command, host_config)
 
 
-SANDBOX_BACKENDS: dict[str, type[SandboxBackend]] = {"docker": DockerSandbox, "host": HostSandbox, "local": LocalSandbox}
+class RaySandbox(SandboxBackend):
+    """Workers on the Ray cluster at `ray_address`: `workers` Ray actors, each judging on its
+    own node with the `ray_node_backend` there; the driver keeps the ledger."""
+
+    def node(self) -> SupervisedSandbox:
+        """The backend every node runs (its version is the one verdicts are stored under)."""
+        return NODE_BACKENDS[self.settings.ray_node_backend](self.node_settings())
+
+    def node_settings(self) -> "SandboxResource":
+        return self.settings.model_copy(update={"backend": self.settings.ray_node_backend, "ledger_path": None,
+                                                "workers": 1, "ray_address": None})
+
+    def version(self) -> str:
+        return self.node().version()
+
+    def isolation(self) -> str:
+        return f"on Ray workers, each node: {self.node().isolation()}"
+
+    def limits(self) -> str:
+        return self.node().limits()
+
+    def run(self, jobs: list[VerifierJob], progress: bool, done: Callable[[int, list[Verdict]], None],
+            already_done: int = 0) -> None:
+        import ray
+        from tqdm import tqdm
+
+        from ray.exceptions import GetTimeoutError
+
+        from .ray_cluster import (
+            IN_FLIGHT, WORKER_START_TIMEOUT_S, RayError, SandboxWorker, actor_pool, chunked, connect, fan_out,
+        )
+
+        s = self.settings
+        connect(s.ray_address)
+        todo = [i for i, job in enumerate(jobs) if job.inputs]
+        settings = dict(self.node_settings())
+        expected = self.version()
+        worker = ray.remote(num_cpus=s.ray_worker_cpus, scheduling_strategy="SPREAD")(SandboxWorker)
+
+        def start() -> object:
+            actor = worker.remote(settings)
+            try:
+                host, version = ray.get(actor.describe.remote(), timeout=WORKER_START_TIMEOUT_S)
+            except GetTimeoutError:
+                ray.kill(actor)
+                raise RayError(f"no node of the Ray cluster had room for a sandbox worker ({s.ray_worker_cpus:g} "
+                               f"CPU) within {WORKER_START_TIMEOUT_S:.0f} s") from None
+            if version != expected:  # its verdicts would be stored under another key
+                ray.kill(actor)
+                raise RayError(f"the sandbox worker on {host} runs sandbox version {version!r}, this driver "
+                               f"{expected!r}: install the same project (and sandbox image) on every node")
+            return actor
+
+        chunks = [[todo[k] for k in chunk] for chunk in chunked(len(todo), s.workers * IN_FLIGHT, 32)]
+        with tqdm(total=already_done + len(jobs), initial=already_done + len(jobs) - len(todo),
+                  disable=not progress, desc="sandbox (ray)", unit="job") as bar:
+            def finished(c: int, verdicts: list[list[Verdict]]) -> None:
+                for i, row in zip(chunks[c], verdicts):
+                    done(i, row)
+                bar.update(len(verdicts))
+
+            pool = actor_pool(("sandbox", s.ray_address, s.workers, s.ray_worker_cpus, expected,
+                               repr(sorted(settings.items()))), start, s.workers, "sandbox worker")
+            fan_out(pool, chunks, lambda actor, chunk: actor.judge.remote([jobs[i] for i in chunk]), finished)
+
+
+NODE_BACKENDS: dict[str, type[SupervisedSandbox]] = {"docker": DockerSandbox, "host": HostSandbox, "local": LocalSandbox}
+SANDBOX_BACKENDS: dict[str, type[SandboxBackend]] = {**NODE_BACKENDS, "ray": RaySandbox}

@@ -21,8 +21,10 @@ from .home import Home
 
 # Unset, a backend is the resource's default (LLMResource: vllm, SandboxResource: docker), or
 # the definitions' AUTOIF_LLM_BACKEND / AUTOIF_SANDBOX: one default each, kept by the resource.
-LLM_BACKEND_HELP = "what generates: vLLM in this process (default), an OpenAI-compatible server, or replay"
-SANDBOX_HELP = "where verifiers run: a hardened container (default), host namespaces, or a plain process"
+LLM_BACKEND_HELP = ("what generates: vLLM in this process (default), an OpenAI-compatible server, engine replicas "
+                    "on a Ray cluster, or replay")
+SANDBOX_HELP = ("where verifiers run: a hardened container (default), host namespaces, a plain process, or "
+                "workers on a Ray cluster")
 
 
 def _given(**settings: Any) -> dict[str, Any]:
@@ -51,7 +53,9 @@ def _run_config(args: argparse.Namespace, home: Home) -> dict[str, Any]:
     }
     llms: dict[str, Any] = {}
     for role, model in roles.items():
-        llm: dict[str, Any] = {**_given(backend=args.llm_backend), "model": model, "ledger_path": str(home.ledger)}
+        llm: dict[str, Any] = {**_given(backend=args.llm_backend, ray_address=args.ray_address,
+                                        replicas=args.replicas),
+                               "model": model, "ledger_path": str(home.ledger)}
         if args.base_url:
             llm["base_url"] = args.base_url
         llms[role] = {"config": llm}
@@ -60,7 +64,8 @@ def _run_config(args: argparse.Namespace, home: Home) -> dict[str, Any]:
         "resources": {
             "autoif": {"config": method},
             **llms,
-            "sandbox": {"config": {**_given(backend=args.sandbox), "ledger_path": str(home.ledger)}},
+            "sandbox": {"config": {**_given(backend=args.sandbox, ray_address=args.ray_address),
+                                   "ledger_path": str(home.ledger)}},
             "io_manager": {"config": {"base_dir": str(home.assets)}},
             "exports": {"config": {"directory": str(home.exports)}},
         }
@@ -314,7 +319,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ifeval-prompts", type=int, help="a seeded subset of this many (default 40; -1: all)")
     parser.add_argument("--ifbench-prompts", type=int, help="likewise (default 20; 0: skip the benchmark)")
     parser.add_argument("--base-model", help="embedded alias, local checkpoint dir or HF id (default: the training base)")
-    parser.add_argument("--llm-backend", choices=["vllm", "openai", "replay"], help=LLM_BACKEND_HELP)
+    parser.add_argument("--llm-backend", choices=["vllm", "openai", "ray", "replay"], help=LLM_BACKEND_HELP)
     parser.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")
     _verbose_argument(parser)
 
@@ -333,11 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--supervisor-model", help="embedded alias, local checkpoint dir or HF id "
                      "(alone, it also answers: self-alignment)")
     run.add_argument("--policy-model", help="the responding model (default: the supervisor's; a weaker one for strong-to-weak)")
-    run.add_argument("--llm-backend", choices=["vllm", "openai", "replay"],
+    run.add_argument("--llm-backend", choices=["vllm", "openai", "ray", "replay"],
                      help=LLM_BACKEND_HELP + "; replay: answer only from the ledger in --home (re-parse a run "
                      "without a model)")
     run.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    run.add_argument("--sandbox", choices=["docker", "host", "local"], help=SANDBOX_HELP)
+    run.add_argument("--sandbox", choices=["docker", "host", "local", "ray"], help=SANDBOX_HELP)
+    run.add_argument("--ray-address", help="the Ray cluster of the ray backends: ray://HEAD:10001, or 'auto' "
+                     "(default) for the one this machine belongs to")
+    run.add_argument("--replicas", type=int, help="engine replicas on the Ray cluster (--llm-backend ray; default 1)")
     run.add_argument("--seeds", help="your seed instructions (.txt, .jsonl, .parquet)")
     run.add_argument("--queries", help="your queries (.jsonl, .json, .parquet with a 'query' column)")
     run.add_argument("--round", help="the round (a day, YYYY-MM-DD; default today) or rounds FIRST:LAST, in one run; "
@@ -359,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the SFT, offline-DPO and online-DPO checkpoints on the data `autoif run` "
                            "made, and score the base and each on IFEval and IFBench")
     _model_arguments(train)
-    train.add_argument("--sandbox", choices=["docker", "host", "local"],
+    train.add_argument("--sandbox", choices=["docker", "host", "local", "ray"],
                        help=SANDBOX_HELP.replace("verifiers run", "online DPO's verifiers judge the policy's answers"))
     train.set_defaults(func=cmd_train)
     ui = sub.add_parser("ui", help="the Dagster UI and daemon (dagster dev) on the embedded instance in --home")

@@ -62,12 +62,24 @@ def test_funnel_printout(capsys):
     assert "verifiers" in out and "compile_error: 15, below_accuracy: 4" in out
 
 
+def test_ray_flags_reach_both_llm_roles_and_the_sandbox_and_unset_backends_stay_the_resources(tmp_path):
+    args = cli.build_parser().parse_args(["run", "--llm-backend", "ray", "--sandbox", "ray", "--ray-address",
+                                          "ray://head:10001", "--replicas", "3"])
+    rc = cli._run_config(args, Home(tmp_path))["resources"]
+    for role in ("supervisor_llm", "policy_llm"):
+        assert {k: rc[role]["config"][k] for k in ("backend", "ray_address", "replicas")} == \
+            {"backend": "ray", "ray_address": "ray://head:10001", "replicas": 3}
+    assert rc["sandbox"]["config"]["backend"] == "ray" and rc["sandbox"]["config"]["ray_address"] == "ray://head:10001"
+    plain = cli._run_config(cli.build_parser().parse_args(["run"]), Home(tmp_path))["resources"]
+    assert "backend" not in plain["sandbox"]["config"] and "backend" not in plain["supervisor_llm"]["config"]
+
+
 def test_config_file_overrides_the_profile_section_by_section(tmp_path):
     cfg = tmp_path / "my.yaml"
     cfg.write_text("responses: {samples_per_prompt: 8}\ncrossval: {min_functions: 3}\n")
     args = argparse.Namespace(
         profile="demo", config=str(cfg), seeds=None, queries=None, llm_backend="vllm", supervisor_model=None,
-        policy_model=None, base_url=None, sandbox="host", verbose=False)
+        policy_model=None, base_url=None, sandbox="host", ray_address=None, replicas=None, verbose=False)
     rc = cli._run_config(args, Home(tmp_path))["resources"]
     method = rc["autoif"]["config"]
     assert method["responses"]["samples_per_prompt"] == 8
@@ -95,7 +107,7 @@ def test_unreadable_config_file_is_named(tmp_path):
 def test_model_flags_set_both_llm_roles(tmp_path, supervisor, policy, expected):
     args = argparse.Namespace(
         profile="demo", config=None, seeds=None, queries=None, llm_backend="openai", supervisor_model=supervisor,
-        policy_model=policy, base_url="http://h:1/v1", sandbox="docker", verbose=False)
+        policy_model=policy, base_url="http://h:1/v1", sandbox="docker", ray_address=None, replicas=None, verbose=False)
     rc = cli._run_config(args, Home(tmp_path))["resources"]
     got = tuple(rc[role]["config"].get("model") for role in ("supervisor_llm", "policy_llm"))
     assert got == expected

@@ -41,16 +41,17 @@ def replayed(tmp_path_factory, sandbox):
 def test_the_default_run_yields_training_data_past_the_papers_bars(replayed):
     """The default run's real completions through today's code, with the paper's thresholds.
     The recording (round 2026-11-01, bf16 on an AMD EPYC Zen 4; the consistency judge on the
-    supervisor's probabilities, 4 verifier generations, 6 queries per instruction; recorded
-    cold on 2026-12-06, its quality scores asked again on 2026-12-06 when the score-only prompt
-    replaced the analysis-first one) gives 55 SFT rows from 6 instructions and 43 DPO pairs
-    (issue #22 asks 30 from 8, and 15; the analysis-first judge kept 42 rows and 27 pairs). The
+    supervisor's probabilities and the lexical rules, 8 augmentation requests, 4 verifier
+    generations, 6 queries per instruction; recorded cold on 2026-12-06, made again warm on
+    2026-12-07 when augmentation doubled: the new requests went to the engine) gives 85 SFT rows
+    from 9 instructions and 56 DPO pairs (issue #22 asks 30 from 8, and 15; at 4 augmentation
+    requests 55 from 6 and 43; the analysis-first quality judge kept 42 rows and 27 pairs). The
     same completions always give the same rows, so anything else is a change of the code's: a
     drop is a regression; a gain is written down here once it is understood."""
     _, frames, metadata, _ = replayed
     assert sum(m.get("ledger_misses", 0) for m in metadata.values()) == 0  # every answer was recorded
     sft, pairs = frames["sft_dataset"], frames["dpo_pairs"]
-    assert (sft.height, sft["instruction_id"].n_unique(), pairs.height) == (55, 6, 43)
+    assert (sft.height, sft["instruction_id"].n_unique(), pairs.height) == (85, 9, 56)
     assert (sft["score"] >= AutoIFConfig().scoring.min_score).all() and (sft["pass_rate"] > 0.5).all()
     assert (pairs["chosen_pass_rate"] >= 0.5).all() and (pairs["rejected_pass_rate"] == 0).all()
 

@@ -26,5 +26,6 @@ def replay_resources(home: Path, sandbox: Any, recording: Path = DEFAULT_RUN) ->
     return {
         **resources,
         **{role: LLMResource(**{**dict(resources[role]), "backend": "replay"}) for role in ("supervisor_llm", "policy_llm")},
-        "sandbox": sandbox.model_copy(update={"ledger_path": str(place.ledger)}),
+        # built anew: Dagster makes a resource again from its constructor's arguments
+        "sandbox": type(sandbox)(**{**dict(sandbox), "ledger_path": str(place.ledger)}),
     }

@@ -42,8 +42,8 @@ def cluster():
 
 
 def on_ray(cluster, **settings) -> SandboxResource:
-    return SandboxResource(backend="ray", ray_address=cluster[0].address, ray_node_backend="local", workers=2,
-                           timeout_s=5.0, **settings)
+    return SandboxResource(**{"backend": "ray", "ray_address": cluster[0].address, "ray_node_backend": "local",
+                              "workers": 2, "timeout_s": 5.0, **settings})
 
 
 def test_verdicts_on_ray_are_the_in_process_ones_under_the_same_keys(cluster, tmp_path):
@@ -118,13 +118,13 @@ def test_generation_and_verification_on_ray_give_the_in_process_rows(cluster, tm
     on_cluster, ray_meta = run(tmp_path / "ray",
                      LLMResource(model=SMOKE_MODEL, backend="ray", ray_address=cluster[0].address, replicas=2,
                                  ledger_path=str(ledger)),
-                     on_ray(cluster, ledger_path=str(ledger)).model_copy(update={"ray_node_backend": sandbox.backend}))
+                     on_ray(cluster, ledger_path=str(ledger), ray_node_backend=sandbox.backend))
     assert on_cluster["verifier_candidates"].height > 0 and ray_meta["verifier_candidates"]["ledger_misses"] > 0
     copy = tmp_path / "here" / "ledger.sqlite"
     copy.parent.mkdir()
     shutil.copy(ledger, copy)
     in_process, meta = run(tmp_path / "here", LLMResource(model=SMOKE_MODEL, backend="replay", ledger_path=str(copy)),
-                     sandbox.model_copy(update={"ledger_path": str(copy)}))
+                     SandboxResource(**{**dict(sandbox), "ledger_path": str(copy)}))
     for name in names:
         assert in_process[name].equals(on_cluster[name]), name
     # nothing asked again: every request and every (function, case) pair was a ledger hit

@@ -153,9 +153,15 @@ class EngineReplica:
     """A Ray actor holding one vLLM engine (vllm_engine.VLLMGenerator) with the driver's settings."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
+        import os
+
         from .llm import LLMResource
         from .vllm_engine import VLLMGenerator
 
+        # vLLM-CPU binds its threads to every core of the node by default; a replica shares its
+        # node with other actors (two replicas on two cores ran at a seventh of one's speed),
+        # so it runs the threads Ray gives it (OMP_NUM_THREADS = replica_cpus) where the OS puts them
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         self.generator = VLLMGenerator(LLMResource(**settings))
 
     def ready(self) -> bool:

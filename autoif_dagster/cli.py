@@ -207,6 +207,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluation_config(args: argparse.Namespace) -> dict[str, Any]:
+    """evaluation_config's settings from evaluate's and train's arguments: prompt files, subset
+    sizes (-1: the whole benchmark), --full for every prompt of both."""
+    evaluation: dict[str, Any] = {"ifeval_path": args.ifeval and str(Path(args.ifeval).resolve()),
+                                  "ifbench_path": args.ifbench and str(Path(args.ifbench).resolve())}
+    if args.full and (args.ifeval_prompts is not None or args.ifbench_prompts is not None):
+        raise ValueError("--full is every prompt of both benchmarks: give it or --ifeval-prompts/--ifbench-prompts")
+    for name in ("ifeval_prompts", "ifbench_prompts"):
+        if args.full:
+            evaluation[name] = None
+        elif getattr(args, name) is not None:  # -1: the whole benchmark
+            evaluation[name] = None if getattr(args, name) < 0 else getattr(args, name)
+    return evaluation
+
+
 def _model_job(args: argparse.Namespace, job: str, resources: dict[str, Any]) -> tuple[Any, Path] | None:
     """Run `job` (evaluate or train) on the embedded instance with the prompts and base model
     the arguments name; its result, or None after printing why it failed."""
@@ -219,11 +234,11 @@ def _model_job(args: argparse.Namespace, job: str, resources: dict[str, Any]) ->
     from .resources.models import DEFAULT_BASE
     from .terminal import loggers_config
 
-    evaluation: dict[str, Any] = {"ifeval_path": args.ifeval and str(Path(args.ifeval).resolve()),
-                                  "ifbench_path": args.ifbench and str(Path(args.ifbench).resolve())}
-    for name in ("ifeval_prompts", "ifbench_prompts"):
-        if getattr(args, name) is not None:  # -1: the whole benchmark
-            evaluation[name] = None if getattr(args, name) < 0 else getattr(args, name)
+    try:
+        evaluation = evaluation_config(args)
+    except ValueError as exc:
+        print(f"autoif {job}: {exc}", file=sys.stderr)
+        return None
     run_config = {"loggers": loggers_config(args.verbose), "resources": {
         "evaluation_config": {"config": evaluation},
         "base_llm": {"config": {**_given(backend=args.llm_backend), "model": args.base_model or DEFAULT_BASE,
@@ -275,6 +290,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     for name in SCORE_ARTIFACTS:
         meta = result.asset_materializations_for_node(name)[0].metadata
         print(f"{name.removesuffix('_benchmark_scores')} ({meta['model'].value})\n{meta['scores'].value}\n")
+        if "covered_vs_rest" in meta:  # a checkpoint: its instruction-level accuracy on the types the data covers
+            print(f"{meta['covered_vs_rest'].value}\n")
     print(f"run {result.run_id}; checkpoints in {home.checkpoints}, answers in {home.assets}")
     return 0
 
@@ -318,6 +335,8 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ifbench", help="IFBench prompts, the same format (default: allenai/IFBench_test)")
     parser.add_argument("--ifeval-prompts", type=int, help="a seeded subset of this many (default 40; -1: all)")
     parser.add_argument("--ifbench-prompts", type=int, help="likewise (default 20; 0: skip the benchmark)")
+    parser.add_argument("--full", action="store_true", help="every prompt of both benchmarks (IFEval's 541, every "
+                        "IFBench prompt given): the intervals of a 40-prompt subset are too wide to see most gains")
     parser.add_argument("--base-model", help="embedded alias, local checkpoint dir or HF id (default: the training base)")
     parser.add_argument("--llm-backend", choices=["vllm", "openai", "ray", "replay"], help=LLM_BACKEND_HELP)
     parser.add_argument("--home", help="where artifacts and the Dagster instance live (default ./.autoif)")

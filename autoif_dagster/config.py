@@ -193,8 +193,17 @@ class EvaluationConfig(dg.ConfigurableResource):
         40, ge=0, description="A seeded subset of this many IFEval prompts (of 541); None: all, 0: none."
     )
     ifbench_prompts: int | None = Field(20, ge=0, description="Of IFBench's 294 test prompts; None: all, 0: none.")
-    seed: int = Field(0, description="Chooses the subsets.")
+    seed: int = Field(0, description="Chooses the subsets and seeds the bootstrap (the same answers always "
+                      "get the same intervals).")
     max_tokens: int = Field(
         512, ge=1, le=32768, description="Per answer (lm-eval's IFEval task allows 1280; some prompts ask for "
         "300+ words, which a cut-off answer fails)."
+    )
+    bootstrap_resamples: int = Field(
+        2000, ge=100, description="Resamples of the prompts behind every interval (each score's, each difference "
+        "against the base); more only steadies the interval's ends, it does not narrow it."
+    )
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1.0, description="The intervals' coverage: 0.95 gives the 2.5th and 97.5th percentiles "
+        "of the resampled scores."
     )

@@ -10,7 +10,8 @@ import os
 
 import dagster as dg
 
-from .assets import consistency, datasets, evaluation, instructions, online_dpo, queries, responses, training, verifiers
+from .assets import (consistency, datasets, evaluation, grpo, instructions, online_dpo, queries, responses, training,
+                     verifiers)
 from .checks import all_checks
 from .home import Home
 from .terminal import stage_lines
@@ -19,7 +20,7 @@ from .versions import with_code_versions
 
 ASSET_MODULES = [instructions, verifiers, consistency, queries, responses, datasets]  # the data: autoif_job
 MODEL_MODULES = [evaluation]  # the models' scores: the base's (evaluate_job), each checkpoint's (train_job)
-TRAINING_MODULES = [training, online_dpo]  # the checkpoints trained on the data: train_job
+TRAINING_MODULES = [training, online_dpo, grpo]  # the checkpoints trained on the data: train_job
 # each asset's code version is a fingerprint of what defines it (versions.py)
 all_assets = with_code_versions(dg.load_assets_from_modules(ASSET_MODULES))
 model_assets = with_code_versions(dg.load_assets_from_modules(MODEL_MODULES))

@@ -11,6 +11,13 @@ import polars as pl
 CASE = pl.Struct({"input": pl.String, "output": pl.Boolean})
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 
+# one row per file of an export (resources/exports.py)
+EXPORT_MANIFEST = pl.Schema({
+    "file": pl.String, "format": pl.String, "set": pl.String, "version": pl.String,
+    "rows": pl.Int64, "bytes": pl.Int64, "sha256": pl.String,
+})
+
+
 def by_round(columns: dict) -> pl.Schema:
     """An artifact made round by round (rounds.py): each row carries its round's key (a day)."""
     return pl.Schema({"round": pl.String, **columns})
@@ -145,16 +152,36 @@ SCHEMAS: dict[str, pl.Schema] = {
             "rejected_with_instruction": pl.Boolean,
         }
     ),
+    # an instruction prompt with its instruction's kept verifiers of the same round: a prompt for
+    # reinforcement learning with the verifiers as its reward (rewards.py)
+    "rl_prompts": by_round(
+        {
+            "prompt_id": pl.String,
+            "instruction_id": pl.String,
+            "instruction": pl.String,
+            "query": pl.String,
+            "prompt": pl.String,
+            "verifier_ids": pl.List(pl.String),
+            "verifiers": pl.List(pl.String),  # their functions' sources (verifiers.func)
+            "verifier_accuracy": pl.List(pl.Float64),  # their cross-validation accuracy
+            # a degenerate answer ("", "ok", a word repeated) earns the full reward: the trip-wire prompts
+            "probe": pl.Boolean,
+        }
+    ),
     # one row per file of the newest export (resources/exports.py): what a trainer is given
-    "training_exports": pl.Schema({
-        "file": pl.String, "format": pl.String, "set": pl.String, "version": pl.String,
-        "rows": pl.Int64, "bytes": pl.Int64, "sha256": pl.String,
-    }),
+    "training_exports": EXPORT_MANIFEST,
+    "rlvr_exports": EXPORT_MANIFEST,  # the same, for the RL prompts (TRL, verl, open-instruct)
     # IFEval / IFBench prompts as published (evaluation.py); kwargs as JSON, one object per instruction
     "benchmark_prompts": pl.Schema({
         "prompt_id": pl.String,  # benchmark:key (keys of the two benchmarks can meet)
         "benchmark": pl.String, "key": pl.String, "prompt": pl.String,
         "instruction_id_list": pl.List(pl.String), "kwargs": pl.String,
+    }),
+    # the benchmark instruction types (checker ids) the training data covers: a seed whose
+    # reference names the checker has prompts in the data (evaluation.covered_types)
+    "covered_instruction_types": pl.Schema({
+        "benchmark": pl.String, "checker": pl.String,  # checker ids are unique across the two benchmarks
+        "instruction_ids": pl.List(pl.String),  # the seeds behind it
     }),
 }
 # one model's answer to each benchmark prompt and the official checkers' verdicts on it; an
@@ -165,18 +192,18 @@ BENCHMARK_SCORES = pl.Schema({
     "instruction_strict": pl.List(pl.Boolean), "instruction_loose": pl.List(pl.Boolean),
     "prompt_strict": pl.Boolean, "prompt_loose": pl.Boolean,
 })
-SCORED_MODELS = ("base", "sft", "dpo", "online_dpo")  # the base and each checkpoint (CHECKPOINT_ARTIFACTS)
+SCORED_MODELS = ("base", "sft", "dpo", "online_dpo", "grpo")  # the base and each checkpoint (CHECKPOINT_ARTIFACTS)
 SCORE_ARTIFACTS = tuple(f"{model}_benchmark_scores" for model in SCORED_MODELS)
 SCHEMAS.update(dict.fromkeys(SCORE_ARTIFACTS, BENCHMARK_SCORES))
-# the artifacts about models (evaluate_job's); every other one is the data (autoif_job's)
-MODEL_ARTIFACTS = ("benchmark_prompts", *SCORE_ARTIFACTS)
+# the evaluation group's artifacts (the evaluate and train jobs'); every other one is the data (autoif_job's)
+MODEL_ARTIFACTS = ("benchmark_prompts", "covered_instruction_types", *SCORE_ARTIFACTS)
 # the trained models (train_job's): checkpoint directories, not frames, so no schema
 # (resources/checkpoints.py writes them with a manifest)
-CHECKPOINT_ARTIFACTS = ("sft_checkpoint", "dpo_checkpoint", "online_dpo_checkpoint")
+CHECKPOINT_ARTIFACTS = ("sft_checkpoint", "dpo_checkpoint", "online_dpo_checkpoint", "grpo_checkpoint")
 
 # the training data: every round's rows in one unpartitioned asset (the rest with a `round`
 # column are partitioned by it)
-COMBINED = ("sft_dataset", "dpo_pairs")
+COMBINED = ("sft_dataset", "dpo_pairs", "rl_prompts")
 ROUND_STAGES = [name for name, schema in SCHEMAS.items() if "round" in schema and name not in COMBINED]
 
 
@@ -199,7 +226,9 @@ PRIMARY_KEYS = {
     "consistent_instructions": "instruction_id", "queries": "query_id", "instruction_prompts": "prompt_id",
     "responses": "response_id", "response_verdicts": "response_id", "quality_scores": "response_id",
     "sft_dataset": "sample_id", "dpo_pairs": "pair_id", "training_exports": "file",
-    "benchmark_prompts": "prompt_id", **dict.fromkeys(SCORE_ARTIFACTS, "prompt_id"),
+    "rl_prompts": "prompt_id", "rlvr_exports": "file",  # an RL prompt is its instruction prompt (prm-: traced there)
+    "benchmark_prompts": "prompt_id", "covered_instruction_types": "checker",
+    **dict.fromkeys(SCORE_ARTIFACTS, "prompt_id"),
 }
 # id prefix -> the asset whose rows it names
 ID_ASSETS = {
@@ -225,6 +254,7 @@ REFERENCES = [
     ("sft_dataset", "query_id", "queries", "query_id"),
     ("dpo_pairs", "chosen_response_id", "responses", "response_id"),
     ("dpo_pairs", "rejected_response_id", "responses", "response_id"),
+    ("rl_prompts", "prompt_id", "instruction_prompts", "prompt_id"),
 ]
 
 

@@ -96,3 +96,20 @@ def test_definitions_load_whatever_the_process_did_before():
     mismatch" after tests/test_assets.py, and would in a long-lived code server."""
     out = subprocess.run([sys.executable, "-c", GARBAGE_THAT_PARSES], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip() == "loaded", out.stderr[-2000:]
+
+
+def test_evaluate_needs_no_data_and_each_checkpoint_is_scored_with_the_covered_types():
+    """`autoif evaluate` scores a base in a home without data: every input of the evaluate job's
+    assets is made in the job. The train job makes covered_instruction_types, which every
+    checkpoint's scores read (the base's do not)."""
+    from autoif_dagster.definitions import evaluate_job, train_job
+    from autoif_dagster.schemas import SCORE_ARTIFACTS
+
+    graph = defs.resolve_asset_graph()
+    evaluate = evaluate_job.selection.resolve(graph)
+    assert all(graph.get(key).parent_keys <= evaluate for key in evaluate)
+    train = train_job.selection.resolve(graph)
+    covered = dg.AssetKey("covered_instruction_types")
+    assert covered in train
+    for name in SCORE_ARTIFACTS:
+        assert (covered in graph.get(dg.AssetKey(name)).parent_keys) == (name != "base_benchmark_scores"), name

@@ -13,10 +13,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from autoif_dagster.assets.evaluation import base_benchmark_scores, benchmark_prompts, checkpoint_benchmark_scores
+from autoif_dagster.assets.evaluation import (base_benchmark_scores, benchmark_prompts, checkpoint_benchmark_scores,
+                                              covered_instruction_types)
 from autoif_dagster.assets.online_dpo import iteration_pairs, online_dpo_checkpoint, sampling_plan
 from autoif_dagster.assets.training import sft_checkpoint
-from autoif_dagster.checks import below_base
 from autoif_dagster.config import AutoIFConfig, EvaluationConfig
 from autoif_dagster.resources.checkpoints import CheckpointIOManager, latest_checkpoint, read_checkpoint
 from autoif_dagster.resources.gpu import GPUResource
@@ -51,16 +51,6 @@ def test_sampling_plan_asks_each_prompt_k_times_and_its_query_alone():
     assert [(k, turn) for _, k, turn in plan] == [(0, "Q. Be brief."), (1, "Q. Be brief."), (2, "Q.")]
 
 
-def test_below_base_names_each_score_under_the_base():
-    def scored(flags: list[bool]) -> pl.DataFrame:
-        return pl.DataFrame([{"benchmark": "ifeval", "instruction_strict": [f], "instruction_loose": [f],
-                              "prompt_strict": f, "prompt_loose": f} for f in flags])
-
-    assert below_base(scored([True, False]), scored([True, True])) == []
-    worse = below_base(scored([True, True]), scored([True, False]))
-    assert len(worse) == 4 and worse[0] == "ifeval/prompt_strict 0.500 < base 1.000"
-
-
 QUERIES = ["How do I make a good cup of coffee at home?", "Why is the sky blue during the day?",
            "What should I pack for a weekend hiking trip?", "How can I improve my sleep schedule?"]
 
@@ -78,7 +68,11 @@ def stand_ins() -> list[dg.AssetsDefinition]:
     frames = {"instruction_prompts": frame("instruction_prompts", prompts),
               "verifiers": frame("verifiers", [{"verifier_id": "ver-even", "instruction_id": "ins-short",
                                                 "candidate_ids": [], "func": EVEN, "accuracy": 1.0}]),
-              "sft_dataset": frame("sft_dataset", sft)}
+              "sft_dataset": frame("sft_dataset", sft),
+              "seed_instructions": frame("seed_instructions", [{
+                  "instruction_id": "ins-short", "instruction": "Answer in one sentence.",
+                  "reference": json.dumps({"benchmark": "ifeval", "checker": "change_case:english_lowercase",
+                                           "kwargs": {}})}])}
 
     def stand_in(name: str) -> dg.AssetsDefinition:
         @dg.asset(name=name)
@@ -106,7 +100,8 @@ def test_online_dpo_trains_on_its_own_judged_samples_and_is_scored_beside_the_ba
                                                    max_tokens=96, max_steps=1, batch_size=2, micro_batch_size=2))
     scores = {a.key.to_user_string(): a for a in checkpoint_benchmark_scores}["online_dpo_benchmark_scores"]
     result = dg.materialize(
-        [*stand_ins(), sft_checkpoint, online_dpo_checkpoint, benchmark_prompts, base_benchmark_scores, scores],
+        [*stand_ins(), sft_checkpoint, online_dpo_checkpoint, benchmark_prompts, base_benchmark_scores,
+         covered_instruction_types, scores],
         resources={"autoif": AutoIFConfig(), "training": training, "base_llm": base, "sandbox": sandbox,
                    "evaluation_config": EvaluationConfig(ifeval_path=str(prompts_file), ifbench_prompts=0,
                                                          max_tokens=48),
@@ -132,3 +127,5 @@ def test_online_dpo_trains_on_its_own_judged_samples_and_is_scored_beside_the_ba
     assert scored.height == 2 and scored["model"].unique().to_list() == [f"{SMOKE_MODEL}+{online.path}"]
     meta = result.asset_materializations_for_node("online_dpo_benchmark_scores")[0].metadata
     assert "| ifeval | prompt_strict |" in meta["against_base"].value
+    # the prompt about lowercase is of the type the (stand-in) seed covers
+    assert meta["covered/instructions"].value == 1 and meta["rest/instructions"].value == 1

@@ -96,7 +96,8 @@ def test_a_filter_edit_changes_the_assets_that_call_it(tmp_path):
     which it is once response_verdicts is re-made with new pass rates."""
     edited = changed_by_edit(tmp_path, "method/selection.py", "passed / len(verdicts) if verdicts",
                              "(passed + errors / 2) / len(verdicts) if verdicts")
-    assert edited == {"response_verdicts", "online_dpo_checkpoint"}
+    # rl_prompts (its trip-wire probes) and grpo_checkpoint (its reward) score with rewards.VerifierReward
+    assert edited == {"response_verdicts", "online_dpo_checkpoint", "rl_prompts", "grpo_checkpoint"}
 
 
 def test_the_data_version_is_the_content():

@@ -1,14 +1,19 @@
 """Stage 11-12: the training data: SFT samples and DPO preference pairs, of every round so
-far, and their export in the formats trainers read."""
+far, and their export in the formats trainers read; and the RL prompts (each instruction
+prompt with its instruction's kept verifiers, the reward of RL with verifiable rewards) and
+their export for TRL, verl and open-instruct."""
 
 from collections import Counter, defaultdict
 
 import dagster as dg
 import polars as pl
 
+from .. import pools
 from ..config import AutoIFConfig
 from ..method.selection import dpo_pairs as make_pairs
 from ..resources.exports import ExportResource
+from ..resources.sandbox import SandboxResource
+from ..rewards import probes
 from ..rounds import ALL_ROUNDS, per_round
 from ..schemas import content_id, frame
 from ..versions import output
@@ -123,5 +128,78 @@ def training_exports(context: dg.AssetExecutionContext, exports: ExportResource,
         "directory": dg.MetadataValue.path(f"{exports.directory}/{version}"),
         "manifest": dg.MetadataValue.md(md_table(manifest.select("file", "set", "rows", "bytes").to_dicts(),
                                                  ["file", "set", "rows", "bytes"])),
+        **({"hub_repo": exports.hub_repo} if exports.hub_repo else {}),
+    })
+
+
+EXAMPLES = 5  # RL prompts shown in rl_prompts' metadata
+
+
+def _rl_prompts_of_round(context: dg.AssetExecutionContext, sandbox: SandboxResource,
+                         instruction_prompts: pl.DataFrame, verifiers: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """One round's RL prompts: its instruction prompts whose instruction kept verifiers in this
+    round (per_round gives the body one round of each input: a verifier of the same
+    instruction in another round is another round's function)."""
+    kept: dict[str, list[dict]] = defaultdict(list)
+    for v in verifiers.iter_rows(named=True):
+        kept[v["instruction_id"]].append(v)
+    asked = [iid for iid in instruction_prompts["instruction_id"].unique(maintain_order=True).to_list() if iid in kept]
+    # per instruction, not per prompt: its prompts share its verifiers
+    probe_of = dict(zip(asked, probes([[v["func"] for v in kept[iid]] for iid in asked], sandbox))) if asked else {}
+    rows, dropped = [], Counter()
+    for p in instruction_prompts.iter_rows(named=True):
+        found = kept.get(p["instruction_id"])
+        if not found:
+            dropped["no_verifier"] += 1
+            continue
+        rows.append({"prompt_id": p["prompt_id"], "instruction_id": p["instruction_id"],
+                     "instruction": p["instruction"], "query": p["query"], "prompt": p["prompt"],
+                     "verifier_ids": [v["verifier_id"] for v in found],
+                     "verifiers": [v["func"] for v in found], "verifier_accuracy": [v["accuracy"] for v in found],
+                     "probe": probe_of[p["instruction_id"]]})
+    df = frame("rl_prompts", rows)
+    return output(df, funnel(instruction_prompts.height, df, dropped, probe_prompts=int(df["probe"].sum()),
+                             instructions=df["instruction_id"].n_unique()))
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"}, pool=pools.SANDBOX,
+          ins={"instruction_prompts": ALL_ROUNDS, "verifiers": ALL_ROUNDS})
+def rl_prompts(context: dg.AssetExecutionContext, sandbox: SandboxResource, instruction_prompts: pl.DataFrame,
+               verifiers: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """Instruction prompts with their instruction's kept verifiers (same round), for RL with the
+    verifiers as the reward (rewards.VerifierReward); `probe` marks prompts whose verifiers a
+    degenerate answer passes (the trip-wire). Of every round so far; an identical prompt of a
+    later round is dropped (the earliest round's row, with its verifiers, is kept)."""
+    merged = per_round(_rl_prompts_of_round, unique_by=["prompt"])(
+        context, sandbox=sandbox, instruction_prompts=instruction_prompts, verifiers=verifiers)
+    df = merged.value
+    counts = df.group_by("instruction_id", maintain_order=True).agg(
+        pl.first("instruction"), prompts=pl.len(), verifiers=pl.first("verifiers").list.len(), probe=pl.first("probe"))
+    return output(df, {
+        **merged.metadata,
+        "preview": dg.MetadataValue.md(md_table(df.head(EXAMPLES).to_dicts(),
+                                                ["round", "prompt_id", "instruction", "query"], 60)),
+        "probe_prompts": int(df["probe"].sum()), "instructions": df["instruction_id"].n_unique(),
+        "examples": dg.MetadataValue.md(md_table(counts.head(EXAMPLES).to_dicts(),
+                                                 ["instruction", "verifiers", "prompts", "probe"])),
+    })
+
+
+@dg.asset(group_name=GROUP, kinds={"polars", "json", "parquet"})
+def rlvr_exports(context: dg.AssetExecutionContext, exports: ExportResource,
+                 rl_prompts: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """The RL prompts as RL trainers read them: TRL (JSONL and Hugging Face `datasets`, for
+    GRPOTrainer with rewards.VerifierReward), verl (parquet, with rewards.compute_score) and
+    open-instruct (RLVR JSONL, with rewards.open_instruct_verifier). The manifest lists every
+    file written."""
+    manifest = frame("rlvr_exports", exports.export_rlvr(rl_prompts.to_dicts()))
+    version = manifest["version"][0] if manifest.height else ""
+    folder = f"{exports.directory}/rlvr/{version}"
+    context.log.info(f"exported {rl_prompts.height} RL prompts to {folder}")
+    return output(manifest, {
+        "rows_out": manifest.height, "dagster/row_count": manifest.height, "files": manifest.height,
+        "rl_prompts": rl_prompts.height, "version": version, "directory": dg.MetadataValue.path(folder),
+        "manifest": dg.MetadataValue.md(md_table(manifest.select("file", "format", "rows", "bytes").to_dicts(),
+                                                 ["file", "format", "rows", "bytes"])),
         **({"hub_repo": exports.hub_repo} if exports.hub_repo else {}),
     })

@@ -38,15 +38,24 @@ def dpo_checkpoint(context: dg.AssetExecutionContext, training: TrainingResource
     reference model is the SFT policy) or from the base model (training.dpo.start: the
     dependency on sft_checkpoint stays in the graph, its weights are then unused)."""
     rows = method.dpo_rows(dpo_pairs.to_dicts())
-    start = sft_checkpoint if training.dpo.start == "sft" else None
-    if start is not None and start.manifest["base_model"] != base_llm.model:
-        raise CheckpointError(f"sft_checkpoint ({start.path}) was trained from {start.manifest['base_model']!r}, but "
-                              f"base_llm is {base_llm.model!r}: materialize sft_checkpoint again, or set "
-                              "training.dpo.start to 'base'")
+    start = starting_checkpoint(sft_checkpoint, training.dpo.start, base_llm, "training.dpo.start")
     shutdown_engines()
     trained = training.train_dpo(rows, base=base_llm.model, start=start, data_version=frame_version(dpo_pairs),
                                  log=context.log)
     return checkpoint_output(trained)
+
+
+def starting_checkpoint(sft_checkpoint: Checkpoint, start: str, base_llm: LLMResource, setting: str
+                        ) -> Checkpoint | None:
+    """Where a later phase starts: the SFT checkpoint (None for "base"), which must have been
+    trained from base_llm's model (else its adapter would be applied to another model)."""
+    if start != "sft":
+        return None
+    if sft_checkpoint.manifest["base_model"] != base_llm.model:
+        raise CheckpointError(f"sft_checkpoint ({sft_checkpoint.path}) was trained from "
+                              f"{sft_checkpoint.manifest['base_model']!r}, but base_llm is {base_llm.model!r}: "
+                              f"materialize sft_checkpoint again, or set {setting} to 'base'")
+    return sft_checkpoint
 
 
 def checkpoint_output(trained: TrainedModel, extra: dict[str, Any] | None = None) -> dg.Output:

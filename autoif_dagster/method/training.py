@@ -6,6 +6,8 @@ and what a run's log says about it. Pure functions (no torch, no TRL).
   from the chat `messages` the exports write (method/exports.py).
 - DPO: TRL's conversational preference rows (`prompt`, `chosen`, `rejected`: turn lists),
   exactly the exports' `dpo_messages`.
+- GRPO: TRL's conversational prompt rows, with each prompt's verifier sources and trip-wire
+  flag as the columns the reward function is called with (rewards.VerifierReward).
 Each row keeps its `id`, so a checkpoint's manifest names the rows it was trained on.
 """
 
@@ -60,6 +62,21 @@ def dpo_rows(rows: Iterable[Row]) -> list[dict[str, Any]]:
         if _text(r["chosen"]) == _text(r["rejected"]):
             raise TrainingDataError(f"dpo_pairs row {r['id']}: chosen and rejected are the same text")
     _require("dpo_pairs", out)
+    return out
+
+
+def grpo_rows(rows: Iterable[Row]) -> list[dict[str, Any]]:
+    """`rl_prompts` rows -> TRL's conversational prompt rows with the reward's columns, exactly
+    the RLVR export's (`exports.rl_trl`); a row with an empty prompt or no verifier is an error
+    naming it."""
+    out = []
+    for r in exports.rl_trl(rows):
+        if not _text(r["prompt"]):
+            raise TrainingDataError(f"rl_prompts row {r['prompt_id']}: its prompt is empty")
+        if not r["verifiers"]:
+            raise TrainingDataError(f"rl_prompts row {r['prompt_id']}: no verifier to reward an answer with")
+        out.append({"prompt": r["prompt"], "verifiers": r["verifiers"], "probe": r["probe"], "id": r["prompt_id"]})
+    _require("rl_prompts", out)
     return out
 
 

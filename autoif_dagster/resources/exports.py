@@ -8,6 +8,19 @@ that looks whole:
     DIRECTORY/VERSION/messages/        sft.jsonl, dpo.jsonl (chat turns: TRL's formats)
     DIRECTORY/VERSION/hf/              sft/, dpo/ (Hugging Face `datasets`, save_to_disk)
     DIRECTORY/LATEST                   the newest VERSION
+
+The RL prompts (`export_rlvr`) the same way, one level down, each version named for its rows:
+
+    DIRECTORY/rlvr/VERSION/trl/rl_prompts.jsonl            TRL GRPOTrainer: prompt turns, verifiers, probe, ids
+    DIRECTORY/rlvr/VERSION/hf/rl_prompts/                   the same rows as a Hugging Face `datasets` (save_to_disk)
+    DIRECTORY/rlvr/VERSION/verl/rl_prompts.parquet          verl: data_source, prompt, ability, reward_model, extra_info
+    DIRECTORY/rlvr/VERSION/open_instruct/rl_prompts.jsonl   open-instruct RLVR: messages, ground_truth, dataset, ...
+    DIRECTORY/rlvr/LATEST                                   the newest RLVR VERSION
+
+Both go through one write path (`_publish`): the version is a hash of the rows, a version
+already there is not written again, a new one is written into a staging directory named for
+this process and renamed into place, then LATEST is replaced; staging left by a killed export is
+swept by the next one once its process is gone. (The formats themselves are method/exports.py.)
 """
 
 import hashlib
@@ -15,7 +28,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +36,10 @@ import dagster as dg
 from pydantic import Field
 
 from ..method import exports
+
+
+RLVR = "rlvr"  # DIRECTORY/rlvr/: the RL prompts' exports
+RL_SET = "rl_prompts"
 
 
 class ExportError(RuntimeError):
@@ -44,25 +61,70 @@ def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def _datasets() -> Any:
+    try:
+        import datasets
+    except ImportError as exc:
+        raise ExportError("the Hugging Face export needs the `datasets` package (pip install datasets)") from exc
+    return datasets
+
+
+def _write_hf(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """A Hugging Face `datasets` directory (save_to_disk) of `rows`, with `columns` also when empty."""
+    _datasets().Dataset.from_dict({c: [r[c] for r in rows] for c in columns}).save_to_disk(str(path))
+
+
+def _verl_schema() -> Any:
+    """verl's RL parquet columns as its preprocessing scripts write them (`datasets` to_parquet):
+    the turns a list of structs, reward_model and extra_info structs."""
+    import pyarrow as pa
+
+    turn = pa.struct([("role", pa.string()), ("content", pa.string())])
+    return pa.schema([
+        ("data_source", pa.string()), ("prompt", pa.list_(turn)), ("ability", pa.string()),
+        ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+        ("extra_info", pa.struct([("index", pa.int64()), ("prompt_id", pa.string()), ("instruction_id", pa.string()),
+                                  ("instruction", pa.string()), ("probe", pa.bool_())])),
+    ])
+
+
+def _write_parquet(path: Path, rows: Sequence[dict[str, Any]], schema: Any) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(list(rows), schema=schema), str(path))
+
+
 class ExportResource(dg.ConfigurableResource):
     directory: str = Field(description="Where exports are written (a local directory).")
     hub_repo: str | None = Field(
-        None, description="Also push both sets to this Hugging Face dataset repo (e.g. you/autoif), as the "
-        "configs `sft` and `dpo`; needs the Hub and a token (HF_TOKEN).",
+        None, description="Also push the sets to this Hugging Face dataset repo (e.g. you/autoif), as the "
+        "configs `sft` and `dpo` (training_exports) and `rl_prompts` (rlvr_exports); needs the Hub and a "
+        "token (HF_TOKEN).",
     )
     hub_private: bool = True
 
     def export(self, sft: Sequence[dict[str, Any]], dpo: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write every format of these rows; one manifest row per file written."""
-        rows = {"sft": list(sft), "dpo": list(dpo)}
+        return self._publish(Path(self.directory), {"sft": list(sft), "dpo": list(dpo)}, self._write)
+
+    def export_rlvr(self, rl_prompts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write the RL prompts (rl_prompts rows) in TRL's, verl's and open-instruct's formats
+        into DIRECTORY/rlvr/; one manifest row per file written."""
+        return self._publish(Path(self.directory) / RLVR, {RL_SET: list(rl_prompts)}, self._write_rlvr)
+
+    def _publish(self, root: Path, rows: dict[str, list[dict[str, Any]]],
+                 write: Callable[[Path, dict[str, list[dict[str, Any]]]], None]) -> list[dict[str, Any]]:
+        """root/VERSION, VERSION the rows' hash: written by `write` beside it and renamed in
+        unless it is there already; then root/LATEST names it, and the Hub gets its `hf` sets."""
         version = _version(rows)
-        root = Path(self.directory)
         final = root / version
         _sweep(root)
         if not final.exists():
             staging = _staging(root, version)
             try:
-                self._write(staging, rows)
+                write(staging, rows)
                 os.replace(staging, final)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -70,7 +132,7 @@ class ExportResource(dg.ConfigurableResource):
         latest.write_text(version + "\n")
         os.replace(latest, root / "LATEST")
         if self.hub_repo:
-            self._push(final)
+            self._push(final, list(rows))
         return self._manifest(final, version, rows)
 
     def _write(self, staging: Path, rows: dict[str, list[dict[str, Any]]]) -> None:
@@ -79,19 +141,21 @@ class ExportResource(dg.ConfigurableResource):
         _write_json(staging / "llama_factory" / "dataset_info.json", exports.dataset_info())
         for kind, (to_rows, _) in exports.MESSAGES.items():
             _write_jsonl(staging / "messages" / f"{kind}.jsonl", to_rows(rows[kind]))
-        try:
-            import datasets
-        except ImportError as exc:
-            raise ExportError("the Hugging Face export needs the `datasets` package (pip install datasets)") from exc
         for kind, (to_rows, columns) in exports.MESSAGES.items():
-            data = to_rows(rows[kind])
-            table = datasets.Dataset.from_dict({c: [r[c] for r in data] for c in columns})
-            table.save_to_disk(str(staging / "hf" / kind))
+            _write_hf(staging / "hf" / kind, to_rows(rows[kind]), columns)
 
-    def _push(self, final: Path) -> None:
+    def _write_rlvr(self, staging: Path, rows: dict[str, list[dict[str, Any]]]) -> None:
+        prompts = rows[RL_SET]
+        trl_rows, trl_columns = exports.rl_trl(prompts), exports.RLVR["trl"][1]
+        _write_jsonl(staging / "trl" / f"{RL_SET}.jsonl", trl_rows)
+        _write_hf(staging / "hf" / RL_SET, trl_rows, trl_columns)
+        _write_parquet(staging / "verl" / f"{RL_SET}.parquet", exports.rl_verl(prompts), _verl_schema())
+        _write_jsonl(staging / "open_instruct" / f"{RL_SET}.jsonl", exports.rl_open_instruct(prompts))
+
+    def _push(self, final: Path, kinds: list[str]) -> None:
         import datasets
 
-        for kind in exports.MESSAGES:
+        for kind in kinds:
             try:
                 datasets.load_from_disk(str(final / "hf" / kind)).push_to_hub(
                     self.hub_repo, config_name=kind, private=self.hub_private)
@@ -104,7 +168,7 @@ class ExportResource(dg.ConfigurableResource):
         for path in sorted(p for p in final.rglob("*") if p.is_file()):
             relative = path.relative_to(final).as_posix()
             fmt = relative.split("/")[0]
-            kind = "dpo" if "dpo" in relative else "sft" if "sft" in relative else ""
+            kind = next((k for k in sorted(rows) if k in relative), "")
             manifest.append({"file": relative, "format": fmt, "set": kind, "version": version,
                              "rows": len(rows[kind]) if kind else 0, "bytes": path.stat().st_size,
                              "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})

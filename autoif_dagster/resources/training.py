@@ -38,7 +38,6 @@ class Phase(dg.Config):
         "accumulated per step (memory, not maths: DPO on the demo's pairs with the 135M model peaked at "
         "12.3 GiB RSS with 4, 4.2 GiB with 1; a 49K-token vocabulary's logits dominate)."
     )
-    max_length: int = Field(1024, ge=16, description="Tokens per sequence; longer ones are truncated.")
 
     @model_validator(mode="after")
     def _accumulates(self) -> "Phase":
@@ -85,6 +84,36 @@ class OnlinePhase(DPOPhase):
         "sft", description="The first policy: the SFT checkpoint (the paper's order) or the base model.")
 
 
+class GRPOPhase(Phase):
+    """GRPO with the verifiers as the reward (assets/grpo.py): each step samples K answers per
+    prompt from the policy, rewards each with its pass rate in the sandbox (rewards.py), and
+    moves the policy toward the answers that did better than their group."""
+
+    learning_rate: float = Field(5e-5, gt=0.0, description="Of the adapter (LoRA; a whole model wants ~10x less).")
+    batch_size: int = Field(8, ge=1, description="Completions per optimizer step (prompts x samples_per_prompt).")
+    micro_batch_size: int = Field(4, ge=1, description="Completions per forward pass.")
+    prompts: int | None = Field(32, ge=1, description="RL prompts trained on (a seeded sample of rl_prompts); "
+                                "None: all.")
+    samples_per_prompt: int = Field(4, ge=2, description="Answers sampled per prompt (GRPO's group, K): the "
+                                    "advantage is each answer's reward against its group's.")
+    max_completion_length: int = Field(256, ge=1, description="Tokens per answer; one cut off here gets reward 0.")
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature of the policy's answers.")
+    beta: float = Field(0.04, ge=0.0, description="KL penalty to the starting policy (0: none, and no KL is "
+                        "logged). 0.04: the GRPO paper's (DeepSeekMath).")
+    start: Literal["sft", "base"] = Field("sft", description="The policy to start from: the SFT checkpoint or the base.")
+    tripwire_warn: float = Field(
+        0.5, ge=0.0, le=1.0, description="Warn when more than this share of the rewarded answers to trip-wire "
+        "prompts (whose verifiers a degenerate answer passes) is degenerate: the policy is gaming them.")
+
+    @model_validator(mode="after")
+    def _whole_groups(self) -> "GRPOPhase":
+        for name in ("batch_size", "micro_batch_size"):
+            if getattr(self, name) % self.samples_per_prompt:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be a multiple of samples_per_prompt "
+                                 f"({self.samples_per_prompt}): a step's completions are whole groups")
+        return self
+
+
 class LoRA(dg.Config):
     enabled: bool = Field(True, description="Train a LoRA adapter (peft) rather than every weight. Paper: off.")
     r: int = Field(16, ge=1, description="The adapter's rank.")
@@ -103,6 +132,7 @@ class TrainingResource(dg.ConfigurableResource):
     sft: SFTPhase = SFTPhase()
     dpo: DPOPhase = DPOPhase()
     online: OnlinePhase = OnlinePhase()
+    grpo: GRPOPhase = GRPOPhase()
     lr_scheduler: str = Field("cosine", description="transformers' scheduler name (the paper does not say).")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Share of the steps spent warming the lr up.")
     gradient_checkpointing: bool = Field(
@@ -142,6 +172,12 @@ class TrainingResource(dg.ConfigurableResource):
         trained.manifest["online_iteration"] = iteration
         return trained
 
+    def train_grpo(self, rows: list[dict[str, Any]], base: str, start: Checkpoint | None, data_version: str,
+                   reward: Any, log: logging.Logger | None = None) -> TrainedModel:
+        """GRPO on `method.grpo_rows` rows, from `start` (None: the base model), rewarded by
+        `reward` (a rewards.VerifierReward: it is told the tokenizer's end-of-sequence ids)."""
+        return self._train("grpo", rows, base, start, data_version, log, reward=reward)
+
     def device(self, what: str) -> str:
         """"cpu", or the CUDA device (in this process's numbering) of the run's first GPU; a
         GPU configured but absent, or a torch without CUDA on a GPU machine, is a GPUError."""
@@ -164,18 +200,19 @@ class TrainingResource(dg.ConfigurableResource):
 
     # --- internals ----------------------------------------------------------------------------
 
-    def _train(self, kind: Literal["sft", "dpo", "online_dpo"], rows: list[dict[str, Any]], base: str, start: Checkpoint | None,
-               data_version: str, log: logging.Logger | None) -> TrainedModel:
+    def _train(self, kind: Literal["sft", "dpo", "online_dpo", "grpo"], rows: list[dict[str, Any]], base: str,
+               start: Checkpoint | None, data_version: str, log: logging.Logger | None,
+               reward: Any = None) -> TrainedModel:
         log = log or logging.getLogger(__name__)
         device = self.device(f"{kind} training")
         started = time.perf_counter()
         model, tokenizer, lineage = self._starting_model(base, start)
         log.info(f"{kind}: {len(rows)} rows, from {lineage['start']['from']} ({lineage['adapter']}), on {device}")
-        phase = {"sft": self.sft, "dpo": self.dpo, "online_dpo": self.online}[kind]
+        phase = {"sft": self.sft, "dpo": self.dpo, "online_dpo": self.online, "grpo": self.grpo}[kind]
         train_rows, ids = method.without_ids(rows)
         with tempfile.TemporaryDirectory(prefix=f"autoif-{kind}-") as scratch:
             trainer = self._trainer(kind, phase, model, tokenizer, train_rows, device, scratch,
-                                    new_adapter=lineage["new_adapter"], log=log)
+                                    new_adapter=lineage["new_adapter"], log=log, reward=reward)
             result = trainer.train()
             history = list(trainer.state.log_history)
             trained = trainer.model
@@ -191,7 +228,8 @@ class TrainingResource(dg.ConfigurableResource):
                                     start=start.version if start is not None else None,
                                     data=data_version, hyperparameters=hyper)
         manifest = {"kind": kind, "version": version, **lineage,
-                    "data": {"asset": {"sft": "sft_dataset", "dpo": "dpo_pairs"}.get(kind, "the policy's judged samples"),
+                    "data": {"asset": {"sft": "sft_dataset", "dpo": "dpo_pairs", "grpo": "rl_prompts"}.get(
+                                 kind, "the policy's judged samples"),
                              "data_version": data_version,
                              "rows": len(ids), "ids": ids},
                     "hyperparameters": hyper, "metrics": metrics, "log_history": history, "device": device,
@@ -229,7 +267,7 @@ class TrainingResource(dg.ConfigurableResource):
         return model, tokenizer, lineage
 
     def _trainer(self, kind: str, phase: Phase, model: Any, tokenizer: Any, rows: list[dict[str, Any]], device: str,
-                 scratch: str, new_adapter: bool, log: logging.Logger) -> Any:
+                 scratch: str, new_adapter: bool, log: logging.Logger, reward: Any = None) -> Any:
         import datasets
         import torch
         import trl
@@ -246,18 +284,25 @@ class TrainingResource(dg.ConfigurableResource):
             per_device_train_batch_size=phase.micro_batch_size,
             gradient_accumulation_steps=phase.batch_size // phase.micro_batch_size,
             lr_scheduler_type=self.lr_scheduler, warmup_steps=self.warmup_ratio,  # < 1: a share of the steps
-            gradient_checkpointing=self.gradient_checkpointing, max_length=phase.max_length,
-            dataloader_num_workers=0,
+            gradient_checkpointing=self.gradient_checkpointing, dataloader_num_workers=0,
         )
         peft_config = self._peft_config() if new_adapter else None
         dataset = datasets.Dataset.from_list(rows)
         callbacks = [_log_steps(log, kind)]
-        if kind == "sft":
-            args = trl.SFTConfig(**common, completion_only_loss=True)
+        if kind == "grpo":
+            assert isinstance(phase, GRPOPhase)
+            callbacks.append(_tripwire(log, phase.tripwire_warn))
+            args = trl.GRPOConfig(**common, num_generations=phase.samples_per_prompt, beta=phase.beta,
+                                  max_completion_length=phase.max_completion_length, temperature=phase.temperature)
+            trainer = trl.GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
+                                      processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+            reward.eos_token_ids = frozenset(trainer.eos_token_ids)  # what marks an answer as finished
+        elif kind == "sft":
+            args = trl.SFTConfig(**common, max_length=phase.max_length, completion_only_loss=True)
             trainer = trl.SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                      peft_config=peft_config, callbacks=callbacks)
         else:
-            args = trl.DPOConfig(**common, beta=phase.beta)
+            args = trl.DPOConfig(**common, max_length=phase.max_length, beta=phase.beta)
             trainer = trl.DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                      peft_config=peft_config, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # it prints each step's dict to stdout; _log_steps logs it
@@ -284,8 +329,24 @@ def _log_steps(log: logging.Logger, kind: str) -> Any:
 
     class LogSteps(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-            if logs and "loss" in logs:
+            if logs and ("loss" in logs or "reward" in logs):
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, float))
                 log.info(f"{kind} step {state.global_step}/{state.max_steps}: {shown}")
 
     return LogSteps()
+
+
+def _tripwire(log: logging.Logger, warn_above: float) -> Any:
+    """A callback warning in the run's log at each step where the share of degenerate answers
+    among the rewarded ones to trip-wire prompts (rewards.tripwire) is above `warn_above`."""
+    from transformers import TrainerCallback
+
+    class Tripwire(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            share = (logs or {}).get("tripwire/degenerate_rewarded")
+            if share is not None and share > warn_above:
+                log.warning(f"grpo step {state.global_step}: {share:.0%} of the rewarded answers to trip-wire prompts "
+                            "are degenerate (empty, a few words, one word repeated): the policy is gaming verifiers "
+                            "that a non-answer passes")
+
+    return Tripwire()

@@ -24,11 +24,13 @@ browser:
 run: install sandbox
 	$(PY) -m autoif_dagster.cli run
 
-# The whole chain: the data (run), then the SFT, offline- and online-DPO checkpoints and the
-# IFEval/IFBench scores of the base and each (autoif train). IFEVAL / IFBENCH: prompt files in
-# the official JSONL format; unset, the Hugging Face Hub.
-chain: run
-	$(PY) -m autoif_dagster.cli train $(if $(IFEVAL),--ifeval $(IFEVAL)) $(if $(IFBENCH),--ifbench $(IFBENCH))
+# The whole chain: the data (run), then the SFT, offline-DPO, online-DPO and GRPO checkpoints and
+# the IFEval/IFBench scores of the base and each (autoif train). IFEVAL / IFBENCH: prompt files in
+# the official JSONL format; unset, the Hugging Face Hub. ROUNDS=FIRST:LAST: several rounds of
+# data (more to learn from than one); FULL=1: every prompt of both benchmarks.
+chain: install sandbox
+	$(PY) -m autoif_dagster.cli run $(if $(ROUNDS),--round $(ROUNDS))
+	$(PY) -m autoif_dagster.cli train $(if $(FULL),--full) $(if $(IFEVAL),--ifeval $(IFEVAL)) $(if $(IFBENCH),--ifbench $(IFBENCH))
 
 # AUTOIF_CI=1: a test that cannot run here (no Docker engine, no chromium, another CPU) fails
 # rather than skips (tests/ci.py). The docs site is built first, warnings as errors.

@@ -1,14 +1,15 @@
-"""The whole chain after the data, as a user runs it: `autoif train` on the default run's data,
-timed, with every checkpoint's training time and the IFEval/IFBench scores of the base and
-each checkpoint.
+"""The whole chain after the data, as a user runs it: `autoif train` timed, then every model's
+IFEval and IFBench scores with their 95% intervals, each checkpoint's paired difference to the
+base, and instruction-level accuracy on the types the data covers beside the rest.
 
-The data is the recorded default run replayed into a fresh home (bench_training.replay: its
-completions, no engine; a cold `autoif run` makes the same data in ~15 minutes, README). Then
-`autoif train` trains the SFT, offline-DPO and online-DPO checkpoints on the base model and
-scores the base and each on the demo subsets (real engine, real sandbox).
+The data: an existing home (`--home`: e.g. several rounds made by `autoif run --round
+FIRST:LAST`), or, without one, the recorded default run replayed into a fresh home
+(bench_training.replay: its completions, no engine). Then `autoif train` trains the SFT,
+offline-DPO, online-DPO and GRPO checkpoints on the base model and scores the base and each
+(real engine, real sandbox). `--report-only` prints the figures of a home trained before.
 
     .venv/bin/python benchmarks/bench_chain.py --ifeval ../shared/data/ifeval_input_data.jsonl \\
-        --ifbench ../shared/data/ifbench_dev.jsonl [--sandbox docker] [--ifeval-prompts 40] [--ifbench-prompts 20]
+        --ifbench ../shared/data/ifbench_dev.jsonl [--home HOME] [--full] [--sandbox docker] [--report-only]
 """
 
 import argparse
@@ -23,25 +24,81 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_training import replay  # noqa: E402
 
+MODELS = ("base", "sft", "dpo", "online_dpo", "grpo")
+
+
+def report(home: Path, resamples: int = 2000) -> None:
+    """Every scored model of `home`: scores with intervals, differences to the base, covered types."""
+    import polars as pl
+
+    from autoif_dagster import evaluation
+
+    assets = home / "assets"
+    scored = {m: pl.read_parquet(assets / f"{m}_benchmark_scores.parquet").to_dicts()
+              for m in MODELS if (assets / f"{m}_benchmark_scores.parquet").exists()}
+    covered = {(r["benchmark"], r["checker"])
+               for r in pl.read_parquet(assets / "covered_instruction_types.parquet").to_dicts()}
+    print(f"\ncovered instruction types ({len(covered)}): {', '.join(sorted(c for _, c in covered))}")
+    base = scored.get("base")
+    print("\n| model | benchmark | prompts | prompt strict | prompt loose | instruction strict | instruction loose |")
+    print("|---|---|---|---|---|---|---|")
+    for model, rows in scored.items():
+        for benchmark, part in evaluation.by_benchmark(rows).items():
+            est = evaluation.bootstrap(part, resamples=resamples)
+            print(f"| {model} | {benchmark} | {len(part)} | "
+                  + " | ".join(est[m].text() for m in evaluation.METRICS) + " |")
+    if base is None:
+        return
+    print("\nDifference to the base (paired over the same prompts; 95% interval):\n")
+    print("| model | benchmark | prompt strict | prompt loose | instruction strict | instruction loose |")
+    print("|---|---|---|---|---|---|")
+    for model, rows in scored.items():
+        if model == "base":
+            continue
+        for benchmark, part in evaluation.by_benchmark(rows).items():
+            base_part = [r for r in base if r["benchmark"] == benchmark]
+            est = evaluation.paired_bootstrap(base_part, part, resamples=resamples)
+            print(f"| {model} | {benchmark} | " + " | ".join(est[m].text(signed=True) for m in evaluation.METRICS)
+                  + " |")
+    print("\nInstruction-level accuracy on the covered types and the rest, both benchmarks pooled:\n")
+    print("| model | types | instructions | strict | loose | loose - base |")
+    print("|---|---|---|---|---|---|")
+    for model, rows in scored.items():
+        if model == "base":
+            continue
+        for row in evaluation.covered_summary(rows, covered, base, resamples=resamples):
+            if row["benchmark"] == "all":
+                print(f"| {model} | {row['types']} ({row['n_types']}) | {row['instructions']} | "
+                      f"{row['strict'].text()} | {row['loose'].text()} | {row['delta_loose'].text(signed=True)} |")
+
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ifeval", required=True)
     parser.add_argument("--ifbench", required=True)
+    parser.add_argument("--home", type=Path, help="a home with data (default: the recorded run, replayed)")
+    parser.add_argument("--full", action="store_true", help="every prompt of both benchmarks")
     parser.add_argument("--ifeval-prompts", type=int, default=40)
     parser.add_argument("--ifbench-prompts", type=int, default=20)
     parser.add_argument("--sandbox", default="docker")
+    parser.add_argument("--report-only", action="store_true", help="print the figures of a trained home")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="autoif-chain-"))
-    start = time.perf_counter()
-    replay(home)
-    print(f"replayed the default run's data into {home} in {time.perf_counter() - start:.0f} s", flush=True)
+    if args.report_only:
+        report(args.home)
+        return 0
+    home = args.home or Path(tempfile.mkdtemp(prefix="autoif-chain-"))
+    if args.home is None:
+        start = time.perf_counter()
+        replay(home)
+        print(f"replayed the default run's data into {home} in {time.perf_counter() - start:.0f} s", flush=True)
+    prompts = ["--full"] if args.full else ["--ifeval-prompts", str(args.ifeval_prompts),
+                                            "--ifbench-prompts", str(args.ifbench_prompts)]
     start = time.perf_counter()
     done = subprocess.run([str(ROOT / ".venv" / "bin" / "autoif"), "train", "--home", str(home),
-                           "--ifeval", args.ifeval, "--ifbench", args.ifbench,
-                           "--ifeval-prompts", str(args.ifeval_prompts), "--ifbench-prompts", str(args.ifbench_prompts),
-                           "--sandbox", args.sandbox])
+                           "--ifeval", args.ifeval, "--ifbench", args.ifbench, *prompts, "--sandbox", args.sandbox])
     print(f"\n`autoif train`: {time.perf_counter() - start:.0f} s wall (exit {done.returncode})")
+    if done.returncode == 0:
+        report(home)
     return done.returncode
 
 

@@ -154,23 +154,28 @@ def stand_ins(rows: list[dict]) -> list[dg.AssetsDefinition]:
     return [prompts, sft_data]
 
 
-def test_the_checkpoint_asset_trains_on_rl_prompts_and_warns_when_non_answers_earn_the_reward(
-        char_base, sandbox, tmp_path):
-    rows = rl_rows(SHORT, n=4, probe=True)
+def materialize_grpo(rows: list[dict], base: str, sandbox, tmp_path, **phase):
+    """rl_prompts and SFT data stand-ins, a real SFT checkpoint (one step), then grpo_checkpoint:
+    the result, and the warnings it logged."""
     instance = dg.DagsterInstance.ephemeral()
+    settings = {"steps": 2, "batch_size": 16, "micro_batch_size": 16, "prompts": 2, "start": "sft", **phase}
     result = dg.materialize(
-        [*stand_ins(rows), sft_checkpoint, grpo_checkpoint], instance=instance,
-        resources={"training": grpo_training(steps=2, batch_size=16, micro_batch_size=16, prompts=2, start="sft"),
-                   "base_llm": LLMResource(model=char_base), "sandbox": sandbox,
+        [*stand_ins(rows), sft_checkpoint, grpo_checkpoint], instance=instance, raise_on_error=False,
+        resources={"training": grpo_training(**settings), "base_llm": LLMResource(model=base), "sandbox": sandbox,
                    "io_manager": ParquetIOManager(base_dir=str(tmp_path / "assets")),
                    "checkpoint_io_manager": CheckpointIOManager(base_dir=str(tmp_path / "checkpoints"))})
+    return result, [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+
+
+def test_the_checkpoint_asset_trains_on_rl_prompts_and_warns_when_non_answers_earn_the_reward(
+        char_base, sandbox, tmp_path):
+    result, warnings = materialize_grpo(rl_rows(SHORT, n=4, probe=True), char_base, sandbox, tmp_path)
     assert result.success
     meta = {k: v.value for k, v in result.asset_materializations_for_node("grpo_checkpoint")[0].metadata.items()}
     assert (meta["prompts"], meta["probe_prompts"], meta["steps"]) == (2, 2, 2)
     assert meta["answers_judged"] + meta["answers_cut_off"] == 32
     # the random policy's answers are a few letters: every rewarded one is a non-answer
     assert meta["tripwire_steps_over"] >= 1
-    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
     assert any("trip-wire prompts are degenerate" in w for w in warnings)
     for plot in ("reward_curve", "kl_curve", "tripwire_curve", "loss_curve"):
         assert meta[plot].startswith("![")
@@ -178,3 +183,16 @@ def test_the_checkpoint_asset_trains_on_rl_prompts_and_warns_when_non_answers_ea
     assert checkpoint.manifest["kind"] == "grpo" and checkpoint.manifest["start"]["from"] == "sft_checkpoint"
     assert checkpoint.manifest["data"]["rows"] == 2
     assert checkpoint.manifest["rewards"]["completions"] == 32
+
+
+def test_grpo_without_trip_wire_prompts_trains_on_the_rest_or_says_none_is_left(char_base, sandbox, tmp_path):
+    rest = [{**r, "prompt_id": f"prm-x{i}"} for i, r in enumerate(rl_rows(LOWERCASE, n=2))]
+    result, _ = materialize_grpo([*rl_rows(SHORT, n=2, probe=True), *rest], char_base, sandbox, tmp_path,
+                                 steps=1, drop_probes=True)
+    assert result.success
+    checkpoint = latest_checkpoint(tmp_path / "checkpoints" / "grpo_checkpoint", "grpo_checkpoint")
+    assert sorted(checkpoint.manifest["data"]["ids"]) == ["prm-x0", "prm-x1"]
+    result, _ = materialize_grpo(rl_rows(SHORT, n=2, probe=True), char_base, sandbox, tmp_path / "again", steps=1,
+                                 drop_probes=True)
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "every RL prompt is a trip-wire prompt" in failure.step_failure_data.error.cause.message

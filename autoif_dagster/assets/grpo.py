@@ -33,6 +33,11 @@ def grpo_checkpoint(context: dg.AssetExecutionContext, training: TrainingResourc
     RL prompts, rewarded by their verifiers in the sandbox; rewards, KL, pass rates and the
     trip-wire per step as plots."""
     cfg = training.grpo
+    if cfg.drop_probes:
+        rl_prompts = rl_prompts.filter(~pl.col("probe"))
+        if rl_prompts.is_empty():
+            raise method.TrainingDataError("GRPO: every RL prompt is a trip-wire prompt (a non-answer earns its "
+                                           "reward) and training.grpo.drop_probes is set: nothing left to train on")
     ids = rl_prompts["prompt_id"].to_list()
     chosen = set(sample_for("grpo", ids, cfg.prompts or len(ids), training.seed))
     prompts = rl_prompts.filter(pl.col("prompt_id").is_in(sorted(chosen))).sort("prompt_id")

@@ -101,6 +101,9 @@ class GRPOPhase(Phase):
     beta: float = Field(0.04, ge=0.0, description="KL penalty to the starting policy (0: none, and no KL is "
                         "logged). 0.04: the GRPO paper's (DeepSeekMath).")
     start: Literal["sft", "base"] = Field("sft", description="The policy to start from: the SFT checkpoint or the base.")
+    drop_probes: bool = Field(
+        False, description="Train without the trip-wire prompts (rl_prompts.probe: a non-answer earns their "
+        "reward). Kept by default: their instructions are real ones, and the trip-wire watches them.")
     tripwire_warn: float = Field(
         0.5, ge=0.0, le=1.0, description="Warn when more than this share of the rewarded answers to trip-wire "
         "prompts (whose verifiers a degenerate answer passes) is degenerate: the policy is gaming them.")

@@ -89,7 +89,7 @@ class VerifierReward:
                     uses.setdefault(source, []).append(i)
         jobs = [VerifierJob(source, [texts[i] for i in rows]) for source, rows in uses.items()]
         verdicts: list[list] = [[] for _ in texts]
-        for (source, rows), results in zip(uses.items(), self.sandbox.judge(jobs)):
+        for rows, results in zip(uses.values(), self.sandbox.judge(jobs)):
             for i, verdict in zip(rows, results):
                 verdicts[i].append(verdict)
         rewards = []

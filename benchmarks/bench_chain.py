@@ -32,44 +32,37 @@ def report(home: Path, resamples: int = 2000) -> None:
     import polars as pl
 
     from autoif_dagster import evaluation
+    from autoif_dagster.assets.reporting import md_table
 
     assets = home / "assets"
     scored = {m: pl.read_parquet(assets / f"{m}_benchmark_scores.parquet").to_dicts()
               for m in MODELS if (assets / f"{m}_benchmark_scores.parquet").exists()}
     covered = {(r["benchmark"], r["checker"])
                for r in pl.read_parquet(assets / "covered_instruction_types.parquet").to_dicts()}
-    print(f"\ncovered instruction types ({len(covered)}): {', '.join(sorted(c for _, c in covered))}")
+    print(f"\ncovered instruction types ({len(covered)}): {', '.join(sorted(c for _, c in covered))}\n")
+    scores = [{"model": model, "benchmark": benchmark, "prompts": len(part),
+               **{m: e.text() for m, e in evaluation.bootstrap(part, resamples=resamples).items()}}
+              for model, rows in scored.items() for benchmark, part in evaluation.by_benchmark(rows).items()]
+    print(md_table(scores, ["model", "benchmark", "prompts", *evaluation.METRICS]))
     base = scored.get("base")
-    print("\n| model | benchmark | prompts | prompt strict | prompt loose | instruction strict | instruction loose |")
-    print("|---|---|---|---|---|---|---|")
-    for model, rows in scored.items():
-        for benchmark, part in evaluation.by_benchmark(rows).items():
-            est = evaluation.bootstrap(part, resamples=resamples)
-            print(f"| {model} | {benchmark} | {len(part)} | "
-                  + " | ".join(est[m].text() for m in evaluation.METRICS) + " |")
-    if base is None:
+    checkpoints = {model: rows for model, rows in scored.items() if model != "base"}
+    if base is None or not checkpoints:
         return
+    deltas = {}
+    for model, rows in checkpoints.items():
+        for r in evaluation.against_base(base, rows, resamples=resamples):
+            deltas.setdefault((model, r["benchmark"]), {"model": model, "benchmark": r["benchmark"]})[r["metric"]] = (
+                evaluation.Estimate(r["delta"], r["delta_low"], r["delta_high"]).text(signed=True))
     print("\nDifference to the base (paired over the same prompts; 95% interval):\n")
-    print("| model | benchmark | prompt strict | prompt loose | instruction strict | instruction loose |")
-    print("|---|---|---|---|---|---|")
-    for model, rows in scored.items():
-        if model == "base":
-            continue
-        for benchmark, part in evaluation.by_benchmark(rows).items():
-            base_part = [r for r in base if r["benchmark"] == benchmark]
-            est = evaluation.paired_bootstrap(base_part, part, resamples=resamples)
-            print(f"| {model} | {benchmark} | " + " | ".join(est[m].text(signed=True) for m in evaluation.METRICS)
-                  + " |")
+    print(md_table(list(deltas.values()), ["model", "benchmark", *evaluation.METRICS]))
+    covered_rows = [{"model": model, "types": f"{r['types']} ({r['n_types']})", "instructions": r["instructions"],
+                     "strict": r["strict"].text(), "loose": r["loose"].text(),
+                     "loose - base": r["delta_loose"].text(signed=True)}
+                    for model, rows in checkpoints.items()
+                    for r in evaluation.covered_summary(rows, covered, base, resamples=resamples)
+                    if r["benchmark"] == "all"]
     print("\nInstruction-level accuracy on the covered types and the rest, both benchmarks pooled:\n")
-    print("| model | types | instructions | strict | loose | loose - base |")
-    print("|---|---|---|---|---|---|")
-    for model, rows in scored.items():
-        if model == "base":
-            continue
-        for row in evaluation.covered_summary(rows, covered, base, resamples=resamples):
-            if row["benchmark"] == "all":
-                print(f"| {model} | {row['types']} ({row['n_types']}) | {row['instructions']} | "
-                      f"{row['strict'].text()} | {row['loose'].text()} | {row['delta_loose'].text(signed=True)} |")
+    print(md_table(covered_rows, ["model", "types", "instructions", "strict", "loose", "loose - base"]))
 
 
 def main() -> int:

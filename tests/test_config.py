@@ -2,7 +2,7 @@ import dagster as dg
 import pytest
 from pydantic import ValidationError
 
-from autoif_dagster.config import AutoIFConfig, CrossValConfig, DPOConfig, QueryConfig
+from autoif_dagster.config import AutoIFConfig, CrossValConfig, DPOConfig, QueryConfig, VerifierConfig
 from autoif_dagster.resources.llm import LLMResource
 
 
@@ -18,6 +18,8 @@ def test_demo_default_and_paper_profile():
     [
         (lambda: CrossValConfig(function_min_accuracy=1.5), "function_min_accuracy"),
         (lambda: QueryConfig(min_chars=400, max_chars=300), "min_chars"),
+        (lambda: VerifierConfig(samples_per_instruction=2, samples_per_wave=4), "samples_per_wave"),
+        (lambda: VerifierConfig(samples_budget=0), "samples_budget"),
         (lambda: DPOConfig(chosen_min_pass_rate=0.2, rejected_max_pass_rate=0.5), "rejected_max_pass_rate"),
         (lambda: LLMResource(gpu_memory_utilization=0), "gpu_memory_utilization"),
         (lambda: LLMResource(backend="tgi"), "backend"),

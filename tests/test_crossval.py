@@ -2,7 +2,7 @@
 
 import re
 
-from autoif_dagster.method.crossval import cross_validate, probe_counts
+from autoif_dagster.method.crossval import cross_validate, pool_candidates, probe_counts, settled
 from autoif_dagster.sandbox.protocol import Verdict
 
 P, F = Verdict("pass"), Verdict("fail")
@@ -115,3 +115,34 @@ def test_a_wrong_function_whose_own_cases_agree_with_it_falls_once_independent_g
     result = cross_validate([label for _, label in pooled], verdicts([wrong, right, also_right], pooled), **default)
     assert [f for f, _ in result.kept_functions] == [1, 2]
     assert result.function_drops == {"below_accuracy": 1}
+
+
+def test_pools_merge_an_instructions_generations_and_keep_first_seen_order():
+    def row(cid, iid, func, *cases):
+        return {"candidate_id": cid, "instruction_id": iid, "func": func,
+                "cases": [{"input": i, "output": o} for i, o in cases]}
+
+    pools = pool_candidates([row("c1", "a", "f", ("x", True), ("y", False)), row("c2", "b", "g", ("x", True)),
+                             row("c3", "a", "f", ("y", False), ("z", True)), row("c4", "a", "h")])
+    assert list(pools) == ["a", "b"]
+    assert pools["a"].funcs == {"f": ["c1", "c3"], "h": ["c4"]}  # one source, both candidates that wrote it
+    assert list(pools["a"].cases) == [("x", True), ("y", False), ("z", True)]
+
+
+def test_an_instruction_is_settled_only_when_its_functions_judge_every_case_alike():
+    labels = [True, False, True, False]
+    alike = [[P, F, P, F], [P, F, P, F]]
+    assert settled(cross_validate(labels, alike, **PAPER), alike)
+    # a case both functions get wrong is dropped as the case's fault: still settled
+    wrong_case = [[P, F, P, P], [P, F, P, P]]
+    assert settled(cross_validate(labels, wrong_case, **PAPER), wrong_case)
+    # two functions that differ on one case: that case drops (1 of 2 is no majority) and both
+    # look perfect on the rest, but they disagree, so the instruction asks for more
+    differ = [[P, F, P, F], [P, F, P, P]]
+    result = cross_validate(labels, differ, **PAPER)
+    assert result.kept_functions == [(0, 1.0), (1, 1.0)] and not settled(result, differ)
+    broken = [[P, F, P, F], [COMPILE] * 4]
+    result = cross_validate(labels, broken, **PAPER)
+    assert result.kept_functions == [(0, 1.0)] and not settled(result, broken)  # not every function kept
+    one_label = [[P, P]]
+    assert not settled(cross_validate([True, True], one_label, **PAPER), one_label)  # dropped: no failing case

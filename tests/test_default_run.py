@@ -14,8 +14,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from autoif_dagster.config import AutoIFConfig
+from autoif_dagster.assets.verifiers import cross_validate_pool, judge_pools
+from autoif_dagster.config import AutoIFConfig, VerifierConfig
 from autoif_dagster.definitions import all_assets
+from autoif_dagster.method.crossval import pool_candidates, settled
 from autoif_dagster.method.selection import pass_rate
 from autoif_dagster.replay import replay_resources
 from autoif_dagster.resources.io_manager import read_artifact
@@ -40,18 +42,18 @@ def replayed(tmp_path_factory, sandbox):
 
 def test_the_default_run_yields_training_data_past_the_papers_bars(replayed):
     """The default run's real completions through today's code, with the paper's thresholds.
-    The recording (round 2026-11-01, bf16 on an AMD EPYC Zen 4; the consistency judge on the
-    supervisor's probabilities and the lexical rules, 8 augmentation requests, 4 verifier
-    generations, 6 queries per instruction; recorded cold on 2026-12-06, made again warm on
-    2026-12-07 when augmentation doubled: the new requests went to the engine) gives 85 SFT rows
-    from 9 instructions and 56 DPO pairs (issue #22 asks 30 from 8, and 15; at 4 augmentation
-    requests 55 from 6 and 43; the analysis-first quality judge kept 42 rows and 27 pairs). The
-    same completions always give the same rows, so anything else is a change of the code's: a
-    drop is a regression; a gain is written down here once it is understood."""
+    The recording (round 2026-11-01, bf16 on an AMD EPYC Zen 4: recorded cold on 2026-12-06,
+    made again warm on 2026-12-07 twice, the new requests going to the engine: when augmentation
+    doubled, then when verifier generations came in waves and augmentation grew to 20 requests
+    with 3 queries per instruction and 4 answers each) gives 46 SFT rows from 9 instructions and
+    33 DPO pairs (issue #22 asks 30 from 8, and 15; with 8 augmentation requests and 6 queries
+    of 5 answers, 85 from 9 and 56; with 4 requests 55 from 6 and 43). The same completions always
+    give the same rows, so anything else is a change of the code's: a drop is a regression; a
+    gain is written down here once it is understood."""
     _, frames, metadata, _ = replayed
     assert sum(m.get("ledger_misses", 0) for m in metadata.values()) == 0  # every answer was recorded
     sft, pairs = frames["sft_dataset"], frames["dpo_pairs"]
-    assert (sft.height, sft["instruction_id"].n_unique(), pairs.height) == (85, 9, 56)
+    assert (sft.height, sft["instruction_id"].n_unique(), pairs.height) == (46, 9, 33)
     assert (sft["score"] >= AutoIFConfig().scoring.min_score).all() and (sft["pass_rate"] > 0.5).all()
     assert (pairs["chosen_pass_rate"] >= 0.5).all() and (pairs["rejected_pass_rate"] == 0).all()
 
@@ -114,3 +116,64 @@ def test_the_hardened_sandbox_judges_the_default_runs_verifiers_as_exec_does(rep
                 assert verdict.kind == expected, (job.source, verdict)
                 compared += 1
     assert compared >= 100
+
+
+def _settled_after_first_wave(frames: dict, sandbox) -> tuple[set[str], set[str]]:
+    """(settled, open) instructions of the recorded candidates, judged again on their first wave
+    (an instruction none of whose first generations parsed is open: it is in no pool)."""
+    candidates = frames["verifier_candidates"]
+    config = AutoIFConfig()
+    first = pool_candidates(candidates.filter(pl.col("sample_index") < config.verifiers.samples_per_wave)
+                            .iter_rows(named=True))
+    probed, _ = judge_pools(sandbox, first)
+    done = {iid for iid, pool in first.items()
+            if settled(cross_validate_pool(config.crossval, pool, probed[iid]), [row[:-1] for row in probed[iid]])}
+    return done, set(frames["augmented_instructions"]["instruction_id"]) - done
+
+
+def test_verifier_generations_stop_where_an_instructions_functions_already_agree(replayed):
+    _, frames, metadata, sandbox = replayed
+    cfg, meta = AutoIFConfig().verifiers, metadata["verifier_candidates"]
+    candidates, n = frames["verifier_candidates"], frames["augmented_instructions"].height
+    spread = {int(k): v for k, v in meta["instructions_by_generations"].items()}
+    assert sum(spread.values()) == n and sum(k * v for k, v in spread.items()) == meta["rows_in"] <= meta["budget"]
+    done, still_open = _settled_after_first_wave(frames, sandbox)
+    asked_again = set(candidates.filter(pl.col("sample_index") >= cfg.samples_per_wave)["instruction_id"])
+    assert done and asked_again and not done & asked_again and asked_again <= still_open
+    # every open instruction got a second wave of 2 but those the budget left out (the last ones)
+    starved = len(still_open) - (meta["rows_in"] - cfg.samples_per_wave * n) // cfg.samples_per_wave
+    assert spread[cfg.samples_per_wave] == len(done) + starved and 0 <= starved < len(still_open) // 10
+
+
+def _candidates_under(tmp_path, sandbox, verifiers: VerifierConfig) -> tuple[pl.DataFrame, dict]:
+    """verifier_candidates of the recorded round again, from the recording, under other settings."""
+    resources = {**replay_resources(tmp_path, sandbox), "autoif": AutoIFConfig(verifiers=verifiers)}
+    result = dg.materialize(all_assets, partition_key=ROUND, resources=resources,
+                            selection=["seed_instructions", "augmented_instructions", "verifier_candidates"])
+    event = next(e for e in result.get_asset_materialization_events()
+                 if e.asset_key.to_user_string() == "verifier_candidates")
+    return (read_artifact(tmp_path / "assets", "verifier_candidates"),
+            {k: v.value for k, v in event.materialization.metadata.items()})
+
+
+def test_a_short_budget_spends_the_rest_on_the_first_open_instructions(replayed, tmp_path):
+    _, frames, _, sandbox = replayed
+    instructions = frames["augmented_instructions"]["instruction_id"].to_list()
+    n = len(instructions)
+    short, meta = _candidates_under(tmp_path, sandbox, VerifierConfig(samples_budget=2.5))
+    assert meta["rows_in"] == meta["budget"] == int(2.5 * n)
+    # what is left after every instruction's first wave buys second waves of 2, in frame order
+    given_more = -(-(meta["budget"] - 2 * n) // 2)
+    _, still_open = _settled_after_first_wave(frames, sandbox)
+    first_open = [iid for iid in instructions if iid in still_open][:given_more]
+    again = set(short.filter(pl.col("sample_index") >= 2)["instruction_id"])
+    assert again and again <= set(first_open)
+
+
+def test_one_wave_asks_every_instruction_for_every_sample(replayed, tmp_path):
+    _, frames, _, sandbox = replayed
+    n = frames["augmented_instructions"].height
+    # two samples each: the recording holds every instruction's first two
+    _, meta = _candidates_under(tmp_path, sandbox, VerifierConfig(samples_per_instruction=2, samples_per_wave=2))
+    assert meta["instructions_by_generations"] == {"2": n} and meta["rows_in"] == 2 * n
+    assert meta["waves"].count("\n") == 2  # header, rule, one wave

@@ -340,7 +340,7 @@ def test_the_reward_gives_the_pipelines_own_pass_rate_for_every_recorded_respons
     run again in the sandbox (no ledger): exactly response_verdicts' pass rate, every one."""
     _, frames = recorded
     judged = _judged(frames)
-    assert len(judged) == frames["response_verdicts"].height > 250
+    assert len(judged) == frames["response_verdicts"].height > 150
     assert all(r["verifiers"] for r in judged)  # every response's prompt is an RL prompt
     reward = VerifierReward(sandbox)
     found = reward.score([r["response"] for r in judged], [r["verifiers"] for r in judged])

@@ -80,7 +80,50 @@ def test_a_back_translation_stating_plainly_another_requirement_is_told_apart():
     assert units_named("Do not use the word 'line'") == {"word"}  # a quoted word is content, not a unit
 
 
+def test_a_scope_said_with_only_is_a_scope_but_a_count_or_a_whole_response_rule_is_not():
+    # real pair (round 2026-12-07): `response[0].lower() in 'aeiou'` for every word
+    assert other_requirement("Use only words that start with a vowel", "Start the response with a vowel") == "drops_the_scope"
+    assert other_requirement("Use only sentences ending with '?'", "End the response with '?'") == "drops_the_scope"
+    for same in [("Use only words that start with a vowel", "Every word begins with a vowel"),
+                 ("Include only two numbers", "Include exactly two numbers"),
+                 ("Use only ASCII characters", "The response contains ASCII only"),
+                 ("Use only uppercase words for all instruction headings", "The response is entirely uppercase"),
+                 ("Use only one letter", "The response is one uppercase or lowercase letter")]:
+        assert other_requirement(*same) is None, same
+
+
+def test_a_back_translation_that_names_no_unit_for_a_counted_one_is_told_apart():
+    # real pairs (round 2026-11-01): `response.endswith('.')` for one sentence, `response == 'Yes'` for a word
+    assert other_requirement("Provide your answer in one sentence", "End the response with a period") == "drops_the_count"
+    assert other_requirement("Answer with a single word", "The response should be exactly 'Yes'") == "drops_the_count"
+    for same in [("Answer in exactly three sentences", "The response has three sentences"),
+                 ("Include at least one special character", "Include '!' or '?'"),  # a kind of character, not a length
+                 ("Include the phrase 'one word'", "Include 'one word' in the response")]:
+        assert other_requirement(*same) is None, same
+
+
+def test_a_back_translation_that_drops_where_the_instruction_puts_something_is_told_apart():
+    # real pair (round 2026-11-12): `'Yes' in response or 'No' in response` for "at the end"
+    yes_no = "Include the phrase 'Yes' or 'No' at the end of your answer"
+    assert other_requirement(yes_no, "Include the words 'Yes' or 'No' in the response") == "drops_the_position"
+    assert other_requirement("Start your response with 'Dear'", "Include 'Dear'") == "drops_the_position"
+    assert other_requirement("Make the last sentence a question", "Include a question mark") == "drops_the_position"
+    # any word of place in the back-translation keeps the position; quoted text is no place
+    for same in [(yes_no, "End the response with either 'Yes' or 'No'"),
+                 ("Finish with a question", "The response ends with '?'"),
+                 ("Put a title in double angle brackets at the top, like <<My Title>>", "Start with '<<'"),
+                 ("Start your answer with the word 'Certainly'", "The first word is 'Certainly'"),
+                 ("Include the word 'end'", "Include the word 'end' in the response"),
+                 ("Conclude with a question", "The response's last character is '?'")]:  # "response's" opens no quote
+        assert other_requirement(*same) is None, same
+    assert other_requirement("Write the word 'end' at the top", "Include the word 'end'") == "drops_the_position"
+    assert other_requirement("Include the word 'at the end'", "Include the word 'at the end'") is None
+
+
 def test_the_rules_flag_no_labelled_pair_that_is_the_same_requirement():
-    pairs = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "consistency_pairs.jsonl").open()]
-    flagged = [p for p in pairs if other_requirement(p["instruction"], p["back_translation"])]
-    assert len(flagged) >= 5 and not [p for p in flagged if p["same"]]
+    root = Path(__file__).parent.parent
+    for path, least in [(root / "tests" / "fixtures" / "consistency_pairs.jsonl", 5),
+                        (root / "benchmarks" / "data" / "consistency_heldout.jsonl", 20)]:
+        pairs = [json.loads(line) for line in path.open()]
+        flagged = [p for p in pairs if other_requirement(p["instruction"], p["back_translation"])]
+        assert len(flagged) >= least and not [p for p in flagged if p["same"]], path

@@ -9,6 +9,7 @@ from typing import Any
 from ..config import Sampling
 from ..method.parsing import ParseError
 from ..method.stages import Stage
+from ..resources.generation import GenerationStats
 from ..resources.llm import Completion, LLMResource
 
 
@@ -21,9 +22,19 @@ class Parsed:
 
 @dataclass
 class StageRun:
-    parsed: list[Parsed]
+    parsed: list[Parsed] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)
-    metadata: dict[str, Any] = field(default_factory=dict)  # the LLM call's stats, for the asset
+    stats: GenerationStats = field(default_factory=GenerationStats)
+    model: str = ""
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The LLM call's stats, for the asset."""
+        return self.stats.as_metadata(self.model)
+
+    def __add__(self, other: "StageRun") -> "StageRun":
+        return StageRun(self.parsed + other.parsed, self.dropped + other.dropped, self.stats + other.stats,
+                        self.model or other.model)
 
 
 def run_stage(
@@ -39,7 +50,7 @@ def run_stage(
     requests = [sampling.request(stage.prompt(*args), seed=seed, json_schema=schema, top_logprobs=stage.top_logprobs)
                 for _, args, seed in items]
     result = llm.chat(requests, context=context)
-    run = StageRun([], metadata=result.metadata())
+    run = StageRun(stats=result.stats, model=result.model)
     for (item, _, _), completion in zip(items, result.completions):
         if completion.finish_reason == "error":
             run.dropped["llm_error"] += 1

@@ -1,23 +1,54 @@
 """Stage 3-4: verifier candidates, then cross-validation by execution in the sandbox."""
 
-from collections import Counter, defaultdict
+from collections import Counter
 
 import dagster as dg
 import polars as pl
 
 from .. import pools
-from ..config import AutoIFConfig
+from ..config import AutoIFConfig, CrossValConfig, VerifierConfig
 from ..method import stages
-from ..method.crossval import cross_validate, probe_counts
+from ..method.crossval import CrossValResult, Pool, cross_validate, pool_candidates, probe_counts, settled
 from ..resources.llm import LLMResource
 from ..resources.sandbox import SandboxResource, VerifierJob
+from ..sandbox.protocol import Verdict
 from ..rounds import PARTITIONED, per_round
 from ..schemas import content_id, frame
-from .llm_stage import run_stage
+from .llm_stage import StageRun, run_stage
 from ..versions import output
-from .reporting import funnel
+from .reporting import funnel, md_table
 
 GROUP = "verifiers"
+
+
+def judge_pools(sandbox: SandboxResource, pools: dict[str, Pool], progress: bool = False):
+    """Every function of each pool on every case of its pool and on "" (last: the probe behind
+    the accepts-anything counts), in the sandbox -> (instruction id -> verdict rows, stats)."""
+    jobs = [VerifierJob(source, [inp for inp, _ in pool.cases] + [""])
+            for pool in pools.values() for source in pool.funcs]
+    judged, sandbox_calls = sandbox.judge_with_stats(jobs, progress=progress)
+    rows = iter(judged)
+    return {iid: [next(rows) for _ in pool.funcs] for iid, pool in pools.items()}, sandbox_calls
+
+
+def cross_validate_pool(cfg: CrossValConfig, pool: Pool, probed: list[list[Verdict]]) -> CrossValResult:
+    return cross_validate(
+        [label for _, label in pool.cases], [row[:-1] for row in probed],
+        min_functions=cfg.min_functions, min_cases=cfg.min_cases,
+        case_agreement_above=cfg.case_agreement_above, function_min_accuracy=cfg.function_min_accuracy,
+    )
+
+
+def _next_wave(open_ids: list[str], given: Counter, cfg: VerifierConfig, budget: int) -> dict[str, range]:
+    """The sample indices each open instruction gets next: a wave each, the fewest-sampled first
+    when the budget runs short."""
+    wave: dict[str, range] = {}
+    for iid in sorted(open_ids, key=lambda i: given[i]):  # stable: frame order among equals
+        n = min(cfg.samples_per_wave, cfg.samples_per_instruction - given[iid], budget)
+        if n > 0:
+            wave[iid] = range(given[iid], given[iid] + n)
+            budget -= n
+    return wave
 
 
 @dg.asset(group_name=GROUP, kinds={"polars", "vllm"}, pool=pools.GPU, **PARTITIONED)
@@ -26,32 +57,59 @@ def verifier_candidates(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig,
     supervisor_llm: LLMResource,
+    sandbox: SandboxResource,
     augmented_instructions: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
-    """K generations per instruction of `evaluate(response)` plus test cases, parsed from JSON
-    (the raw generation is kept beside the parsed function and cases)."""
+    """Generations of `evaluate(response)` plus test cases per instruction, parsed from JSON (the
+    raw generation is kept beside the parsed function and cases), asked in waves: every
+    instruction gets one; one whose functions do not yet all agree on its pooled cases (judged
+    in the sandbox as cross-validation will) gets another, up to samples_per_instruction and
+    within the round's budget. Sample k is always asked with the same seed, so a run with
+    other wave settings reuses what the ledger holds."""
     cfg = autoif.verifiers
-    items = [((row, k), (row["instruction"],), autoif.seed + k)
-             for row in augmented_instructions.to_dicts() for k in range(cfg.samples_per_instruction)]
-    run = run_stage(context, supervisor_llm, stages.VERIFIER, items, cfg.sampling, schema_args=(cfg.cases_per_sample,))
-    rows = []
-    bad_cases = 0
-    for p in run.parsed:
-        (row, k), sample, completion = p.item, p.value, p.completion
-        bad_cases += sample.bad_cases
-        rows.append(
-            {
-                "candidate_id": content_id("candidate", row["instruction_id"], completion.generation_id),
-                "instruction_id": row["instruction_id"],
-                "sample_index": k,
-                "generation_id": completion.generation_id,
-                "raw": completion.text,
-                "func": sample.func,
-                "cases": [{"input": i, "output": o} for i, o in sample.cases],
-            }
-        )
+    instructions = {row["instruction_id"]: row for row in augmented_instructions.to_dicts()}
+    budget = int(cfg.samples_budget * len(instructions))
+    given: Counter = Counter()
+    open_ids = list(instructions)
+    run, rows, bad_cases, waves = StageRun(), [], 0, []
+    while open_ids and (wave := _next_wave(open_ids, given, cfg, budget - sum(given.values()))):
+        items = [((instructions[iid], k), (instructions[iid]["instruction"],), autoif.seed + k)
+                 for iid, ks in wave.items() for k in ks]
+        given.update({iid: len(ks) for iid, ks in wave.items()})
+        wave_run = run_stage(context, supervisor_llm, stages.VERIFIER, items, cfg.sampling,
+                             schema_args=(cfg.cases_per_sample,))
+        run += wave_run
+        for p in wave_run.parsed:
+            (row, k), sample, completion = p.item, p.value, p.completion
+            bad_cases += sample.bad_cases
+            rows.append(
+                {
+                    "candidate_id": content_id("candidate", row["instruction_id"], completion.generation_id),
+                    "instruction_id": row["instruction_id"],
+                    "sample_index": k,
+                    "generation_id": completion.generation_id,
+                    "raw": completion.text,
+                    "func": sample.func,
+                    "cases": [{"input": i, "output": o} for i, o in sample.cases],
+                }
+            )
+        pools = pool_candidates(r for r in rows if r["instruction_id"] in set(open_ids))
+        probed, _ = judge_pools(sandbox, pools)
+        done = {iid for iid, pool in pools.items()
+                if settled(cross_validate_pool(autoif.crossval, pool, probed[iid]), [row[:-1] for row in probed[iid]])}
+        waves.append({"wave": len(waves) + 1, "instructions": len(wave), "generations": len(items),
+                      "settled": len(done)})
+        open_ids = [iid for iid in open_ids if iid not in done and given[iid] < cfg.samples_per_instruction]
+        context.log.info(f"verifier wave {len(waves)}: {len(items)} generations for {len(wave)} instructions, "
+                         f"{len(done)} settled, {len(open_ids)} open")
     df = frame("verifier_candidates", rows)
-    return output(df, funnel(len(items), df, run.dropped, malformed_cases_dropped=bad_cases, **run.metadata))
+    spread = Counter(given[iid] for iid in instructions)
+    return output(df, funnel(
+        sum(given.values()), df, run.dropped, malformed_cases_dropped=bad_cases,
+        waves=dg.MetadataValue.md(md_table(waves, ["wave", "instructions", "generations", "settled"])),
+        budget=budget,
+        instructions_by_generations=dg.MetadataValue.json({str(k): spread[k] for k in sorted(spread)}),
+        **run.metadata))
 
 
 @dg.multi_asset(
@@ -74,23 +132,10 @@ def cross_validation(
 ):
     """Pool each instruction's distinct functions and cases, run every function on every case
     in the sandbox, keep the cases the functions agree on and the functions accurate on them."""
-    cfg = autoif.crossval
-    funcs: dict[str, dict[str, list[str]]] = defaultdict(dict)  # instruction -> source -> candidate ids
-    cases: dict[str, dict[tuple[str, bool], None]] = defaultdict(dict)  # ordered set per instruction
-    for row in verifier_candidates.iter_rows(named=True):
-        funcs[row["instruction_id"]].setdefault(row["func"], []).append(row["candidate_id"])
-        for case in row["cases"]:
-            cases[row["instruction_id"]][(case["input"], case["output"])] = None
-
-    order = list(funcs)
-    # every function also judges "" (last): the probe behind the accepts-anything counts
-    sandbox_jobs = [
-        VerifierJob(source, [inp for inp, _ in cases[iid]] + [""]) for iid in order for source in funcs[iid]
-    ]
-    judged, sandbox_calls = sandbox.judge_with_stats(sandbox_jobs, progress=True)
+    pools = pool_candidates(verifier_candidates.iter_rows(named=True))
+    probed_by_instruction, sandbox_calls = judge_pools(sandbox, pools, progress=True)
     # pass, fail and each way of failing to judge (exception, timeout, memory, crash...)
-    verdict_kinds = Counter(v.kind for row in judged for v in row)
-    verdicts = iter(judged)
+    verdict_kinds = Counter(v.kind for rows in probed_by_instruction.values() for row in rows for v in row)
 
     instruction_drops: Counter = Counter()
     function_drops: Counter = Counter()
@@ -99,17 +144,12 @@ def cross_validation(
     # each function's verdicts on its instruction's inputs and on "": all functions, kept ones
     probes: tuple[list, list] = ([], [])
     kept_probes: tuple[list, list] = ([], [])
-    for iid in order:
-        sources, pooled = list(funcs[iid]), list(cases[iid])
-        probed = [next(verdicts) for _ in sources]
+    for iid, pool in pools.items():
+        sources, pooled, probed = list(pool.funcs), list(pool.cases), probed_by_instruction[iid]
         matrix = [row[:-1] for row in probed]
         probes[0].extend(matrix)
         probes[1].extend(row[-1] for row in probed)
-        result = cross_validate(
-            [label for _, label in pooled], matrix,
-            min_functions=cfg.min_functions, min_cases=cfg.min_cases,
-            case_agreement_above=cfg.case_agreement_above, function_min_accuracy=cfg.function_min_accuracy,
-        )
+        result = cross_validate_pool(autoif.crossval, pool, probed)
         function_drops.update(result.function_drops)
         if result.drop_reason:
             instruction_drops[result.drop_reason] += 1
@@ -122,7 +162,7 @@ def cross_validation(
             kept_probes[1].append(probed[f][-1])
             verifier_rows.append(
                 {"verifier_id": content_id("verifier", iid, sources[f]), "instruction_id": iid,
-                 "candidate_ids": funcs[iid][sources[f]], "func": sources[f], "accuracy": accuracy}
+                 "candidate_ids": pool.funcs[sources[f]], "func": sources[f], "accuracy": accuracy}
             )
         for c, agreement in result.kept_cases:
             inp, label = pooled[c]
@@ -131,14 +171,14 @@ def cross_validation(
                  "input": inp, "output": label, "agreement": agreement}
             )
     verifiers, test_cases = frame("verifiers", verifier_rows), frame("test_cases", case_rows)
-    n_funcs = sum(len(v) for v in funcs.values())
-    n_cases = sum(len(v) for v in cases.values())
+    n_funcs = sum(len(pool.funcs) for pool in pools.values())
+    n_cases = sum(len(pool.cases) for pool in pools.values())
     yield output(
         verifiers,
         output_name="verifiers",
         metadata=funnel(
             n_funcs, verifiers, function_drops,
-            instructions_in=len(order),
+            instructions_in=len(pools),
             instructions_kept=verifiers["instruction_id"].n_unique(),
             instructions_dropped=dg.MetadataValue.json(dict(instruction_drops)),
             probes_all_functions=dg.MetadataValue.json(probe_counts(*probes)),

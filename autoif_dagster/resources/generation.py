@@ -3,6 +3,7 @@ interface a backend implements (resources/llm.py picks one by name)."""
 
 import math
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,18 @@ class GenerationStats:
     hits_by_run: dict[str, int] = field(default_factory=dict)  # where the hits came from
     engine_start_seconds: float | None = None  # set when this call started the engine
     engine_dtype: str | None = None  # the dtype the vLLM engine that generated runs in (vllm backend)
+
+    def __add__(self, other: "GenerationStats") -> "GenerationStats":
+        """Two calls of one stage (a stage that asks in waves) as one."""
+        return GenerationStats(
+            requests=self.requests + other.requests, tokens=self.tokens + other.tokens,
+            seconds=self.seconds + other.seconds,
+            by_finish_reason=dict(Counter(self.by_finish_reason) + Counter(other.by_finish_reason)),
+            ledger_hits=self.ledger_hits + other.ledger_hits, ledger_misses=self.ledger_misses + other.ledger_misses,
+            hits_by_run=dict(Counter(self.hits_by_run) + Counter(other.hits_by_run)),
+            engine_start_seconds=self.engine_start_seconds or other.engine_start_seconds,
+            engine_dtype=self.engine_dtype or other.engine_dtype,
+        )
 
     def as_metadata(self, model: str) -> dict[str, Any]:
         rate = self.tokens / self.seconds if self.seconds else 0.0

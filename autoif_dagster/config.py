@@ -106,9 +106,16 @@ class QueryConfig(dg.Config):
     pool_size: int = Field(
         2000, ge=1, description="Queries sampled from the source into the `queries` asset."
     )
-    per_instruction: int = Field(3, ge=1, description="Queries paired per instruction. Paper: 16. At 6 (and 5 "
-                                 "samples each), answers were 43% of a 22-minute run; 3 pays for 2.5 times the new "
-                                 "instructions.")
+    per_instruction: int = Field(6, ge=1, description="The most queries paired per instruction. Paper: 16.")
+    prompts_per_round: int | None = Field(
+        54, ge=1, description="The round's prompt budget, spread over its consistent instructions: each gets "
+        "prompts_per_round // instructions queries (at least 1, at most per_instruction), so answering takes "
+        "about as long whether 9 or 18 instructions survive. None: per_instruction each (the paper).")
+
+    def queries_per_instruction(self, instructions: int) -> int:
+        if self.prompts_per_round is None or not instructions:
+            return self.per_instruction
+        return max(1, min(self.per_instruction, self.prompts_per_round // instructions))
 
     @model_validator(mode="after")
     def _range(self) -> "QueryConfig":
@@ -118,8 +125,7 @@ class QueryConfig(dg.Config):
 
 
 class ResponseConfig(dg.Config):
-    samples_per_prompt: int = Field(4, ge=1, description="Responses sampled per prompt. Paper: 8. (At 5 with 6 "
-                                    "queries per instruction, answers were 43% of a 22-minute run.)")
+    samples_per_prompt: int = Field(5, ge=1, description="Responses sampled per prompt. Paper: 8.")
     pass_rate_above: float = Field(
         0.5,
         ge=0.0,
@@ -192,7 +198,7 @@ class AutoIFConfig(dg.ConfigurableResource):
             augment=AugmentConfig(rounds=100, max_instructions=100_000),
             verifiers=VerifierConfig(samples_per_instruction=8, samples_per_wave=8, samples_budget=8.0),
             crossval=CrossValConfig(min_functions=3, min_cases=10, function_min_accuracy=0.51),
-            queries=QueryConfig(pool_size=200_000, per_instruction=16),
+            queries=QueryConfig(pool_size=200_000, per_instruction=16, prompts_per_round=None),
             responses=ResponseConfig(samples_per_prompt=8, query_only_samples=0),
             **overrides,
         )

@@ -148,12 +148,31 @@ def test_instruction_prompts_pair_each_instruction_with_k_queries():
     consistent = frame("consistent_instructions", [
         {"instruction_id": f"i{n}", "instruction": f"Instruction {n}", "n_verifiers": 1} for n in range(3)])
     queries = frame("queries", [{"query_id": f"q{n}", "query": f"Query number {n}?", "source": "t"} for n in range(10)])
-    out = instruction_prompts(context(), AutoIFConfig(queries=QueryConfig(per_instruction=4)), consistent, queries).value
+    out = instruction_prompts(context(), AutoIFConfig(queries=QueryConfig(per_instruction=4, prompts_per_round=None)), consistent, queries).value
     assert out.height == 12
     assert out.group_by("instruction_id").len()["len"].to_list() == [4, 4, 4]
     row = out.row(0, named=True)
     assert row["query"] in row["prompt"] and row["instruction"] in row["prompt"]
     assert row["prompt_id"] == content_id("prompt", row["instruction_id"], row["query_id"])
+
+
+def test_the_rounds_prompt_budget_is_spread_over_the_instructions_it_has():
+    queries = frame("queries", [{"query_id": f"q{n}", "query": f"Query number {n}?", "source": "t"} for n in range(10)])
+
+    def prompts(instructions: int, **config) -> pl.DataFrame:
+        consistent = frame("consistent_instructions", [
+            {"instruction_id": f"i{n}", "instruction": f"Instruction {n}", "n_verifiers": 1} for n in range(instructions)])
+        return instruction_prompts(context(), AutoIFConfig(queries=QueryConfig(**config)), consistent, queries).value
+
+    budget = dict(per_instruction=6, prompts_per_round=12)
+    assert prompts(2, **budget).group_by("instruction_id").len()["len"].to_list() == [6, 6]  # capped
+    assert prompts(4, **budget).group_by("instruction_id").len()["len"].to_list() == [3, 3, 3, 3]
+    assert prompts(5, **budget).height == 10  # 12 // 5 = 2 each
+    assert prompts(20, **budget).height == 20  # at least one each
+    assert prompts(4, per_instruction=6, prompts_per_round=None).height == 24  # the paper: K each
+    # fewer queries for an instruction are the first of its own order: the ledger answers them again
+    few, many = prompts(4, **budget), prompts(2, **budget)
+    assert set(few.filter(pl.col("instruction_id") == "i0")["query_id"]) < set(many.filter(pl.col("instruction_id") == "i0")["query_id"])
 
 
 def test_rerun_of_cross_validation_executes_nothing_with_a_ledger(sandbox, tmp_path):

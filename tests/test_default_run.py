@@ -44,16 +44,16 @@ def test_the_default_run_yields_training_data_past_the_papers_bars(replayed):
     """The default run's real completions through today's code, with the paper's thresholds.
     The recording (round 2026-11-01, bf16 on an AMD EPYC Zen 4: recorded cold on 2026-12-06,
     made again warm on 2026-12-07 twice, the new requests going to the engine: when augmentation
-    doubled, then when verifier generations came in waves and augmentation grew to 20 requests
-    with 3 queries per instruction and 4 answers each) gives 46 SFT rows from 9 instructions and
-    33 DPO pairs (issue #22 asks 30 from 8, and 15; with 8 augmentation requests and 6 queries
+    doubled, then when verifier generations came in waves, augmentation grew to 20 requests and
+    a round's 54 prompts were spread over its instructions: 3 queries each here) gives 56 SFT rows
+    from 10 instructions and 41 DPO pairs (issue #22 asks 30 from 8, and 15; with 8 augmentation requests and 6 queries
     of 5 answers, 85 from 9 and 56; with 4 requests 55 from 6 and 43). The same completions always
     give the same rows, so anything else is a change of the code's: a drop is a regression; a
     gain is written down here once it is understood."""
     _, frames, metadata, _ = replayed
     assert sum(m.get("ledger_misses", 0) for m in metadata.values()) == 0  # every answer was recorded
     sft, pairs = frames["sft_dataset"], frames["dpo_pairs"]
-    assert (sft.height, sft["instruction_id"].n_unique(), pairs.height) == (46, 9, 33)
+    assert (sft.height, sft["instruction_id"].n_unique(), pairs.height) == (56, 10, 41)
     assert (sft["score"] >= AutoIFConfig().scoring.min_score).all() and (sft["pass_rate"] > 0.5).all()
     assert (pairs["chosen_pass_rate"] >= 0.5).all() and (pairs["rejected_pass_rate"] == 0).all()
 

@@ -50,12 +50,14 @@ def instruction_prompts(
     context: dg.AssetExecutionContext,
     autoif: AutoIFConfig, consistent_instructions: pl.DataFrame, queries: pl.DataFrame
 ) -> dg.Output[pl.DataFrame]:
-    """Each consistent instruction paired with K queries: "answer strictly following it"."""
+    """Each consistent instruction paired with K queries: "answer strictly following it". K
+    spreads the round's prompt budget over the instructions it has (queries.prompts_per_round)."""
     text = dict(zip(queries["query_id"].to_list(), queries["query"].to_list()))
     pool = list(text)
+    k = autoif.queries.queries_per_instruction(consistent_instructions.height)
     rows = []
     for inst in consistent_instructions.iter_rows(named=True):
-        for qid in sample_for(inst["instruction_id"], pool, autoif.queries.per_instruction, autoif.seed):
+        for qid in sample_for(inst["instruction_id"], pool, k, autoif.seed):
             rows.append(
                 {"prompt_id": content_id("prompt", inst["instruction_id"], qid),
                  "instruction_id": inst["instruction_id"], "query_id": qid,
@@ -63,4 +65,4 @@ def instruction_prompts(
                  "prompt": instruction_query_prompt(inst["instruction"], text[qid])}
             )
     df = frame("instruction_prompts", rows)
-    return output(df, funnel(consistent_instructions.height, df, Counter()))
+    return output(df, funnel(consistent_instructions.height, df, Counter(), queries_per_instruction=k))

@@ -102,6 +102,18 @@ def test_a_back_translation_that_names_no_unit_for_a_counted_one_is_told_apart()
         assert other_requirement(*same) is None, same
 
 
+def test_a_back_translation_that_states_other_numbers_is_told_apart():
+    # real pairs: `any(c in response for c in '😊')` for two emojis; `len(response.split()) <= 4` for one word
+    assert other_requirement("Use at least two emojis in your answer, like 😊",
+                             "Include at least one emoji in the response") == "states_other_numbers"
+    assert other_requirement("Use only one word for each instruction",
+                             "Do not have more than four words in the response") == "states_other_numbers"
+    for same in [("Include the word 'code' at least three times", "Include 'code' 3 times or more"),
+                 ("Include the word 'code' at least three times", "Count the occurrences of 'code'"),  # no number: the judge's
+                 ("Use the number '7' in your answer", "Include '7' once")]:  # quoted numbers are content
+        assert other_requirement(*same) is None, same
+
+
 def test_a_back_translation_that_drops_where_the_instruction_puts_something_is_told_apart():
     # real pair (round 2026-11-12): `'Yes' in response or 'No' in response` for "at the end"
     yes_no = "Include the phrase 'Yes' or 'No' at the end of your answer"

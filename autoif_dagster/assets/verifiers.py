@@ -93,7 +93,8 @@ def verifier_candidates(
                     "cases": [{"input": i, "output": o} for i, o in sample.cases],
                 }
             )
-        pools = pool_candidates(r for r in rows if r["instruction_id"] in set(open_ids))
+        asked = set(open_ids)
+        pools = pool_candidates(r for r in rows if r["instruction_id"] in asked)
         probed, _ = judge_pools(sandbox, pools)
         done = {iid for iid, pool in pools.items()
                 if settled(cross_validate_pool(autoif.crossval, pool, probed[iid]), [row[:-1] for row in probed[iid]])}

@@ -77,6 +77,16 @@ _COUNT = re.compile(r"\b(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|
                     r"(?:word|sentence|line|paragraph)s?\b", re.IGNORECASE)
 
 
+# Numbers a requirement states, in digits or words ("at least two emojis", "under 40 words")
+_NUMBER_WORDS = {"one": 1, "single": 1, "once": 1, "two": 2, "twice": 2, "three": 3, "thrice": 3, "four": 4,
+                 "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+_NUMBER = re.compile(r"\b(\d+|" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECASE)
+
+
+def numbers_named(text: str) -> set[int]:
+    return {int(m) if m.isdigit() else _NUMBER_WORDS[m.lower()] for m in _NUMBER.findall(_QUOTED.sub(" ", text))}
+
+
 # Where in the response an instruction puts something: "at the end", "start your answer with",
 # "the last sentence". A back-translation keeps the position if it says any word of place at
 # all (start/end/first/last/...), so only one that names none is taken to have dropped it.
@@ -100,6 +110,8 @@ def other_requirement(instruction: str, back_translation: str) -> str | None:
     - "drops_the_count": the instruction counts words, sentences, lines or paragraphs and the
       back-translation names no unit at all ("Provide your answer in one sentence" / "End the
       response with a period"; "Answer with a single word" / "The response should be exactly 'Yes'");
+    - "states_other_numbers": both state numbers and share none ("Use at least two emojis" / "Include
+      at least one emoji"; "Answer in at least 120 words" / "at least two words");
     - "drops_the_position": the instruction puts something at a place in the response (at the
       end, "start your answer with", the last sentence) and the back-translation names no place
       at all ("Include the phrase 'Yes' or 'No' at the end of your answer" / "Include the words
@@ -114,7 +126,9 @@ def other_requirement(instruction: str, back_translation: str) -> str | None:
     34 (was 33: a title "at the top" checked as `response.strip() == '<<My Title>>'`); each a
     wrong verifier by reading, none of the 68 labelled the same requirement. The count rule adds 6
     labelled pairs (none the same), one pair of those rounds and four of 2026-11-01's, each a wrong
-    verifier by reading ("Answer in exactly three sentences" / "Start the response with 'I'")."""
+    verifier by reading ("Answer in exactly three sentences" / "Start the response with 'I'"). The
+    number rule flags 1 labelled pair (not the same) and 6 of 287 distinct pairs of six earlier homes, each a
+    wrong verifier by reading; none of the recorded round's."""
     named, back = units_named(instruction), units_named(back_translation)
     if named and back and not named & back:
         return "counts_other_units"
@@ -123,6 +137,9 @@ def other_requirement(instruction: str, back_translation: str) -> str | None:
         return "drops_the_scope"
     if not back and _COUNT.search(_QUOTED.sub(" ", instruction)):
         return "drops_the_count"
+    stated, restated = numbers_named(instruction), numbers_named(back_translation)
+    if stated and restated and not stated & restated:
+        return "states_other_numbers"
     if _POSITION.search(_QUOTED.sub(" ", instruction)) and not _PLACE.search(_QUOTED.sub(" ", back_translation)):
         return "drops_the_position"
     return None

@@ -71,7 +71,7 @@ def verifier_candidates(
     budget = int(cfg.samples_budget * len(instructions))
     given: Counter = Counter()
     open_ids = list(instructions)
-    run, rows, bad_cases, waves = StageRun(), [], 0, []
+    run, rows, bad_cases, waves, sandbox_calls = StageRun(), [], 0, [], Counter()
     while open_ids and (wave := _next_wave(open_ids, given, cfg, budget - sum(given.values()))):
         items = [((instructions[iid], k), (instructions[iid]["instruction"],), autoif.seed + k)
                  for iid, ks in wave.items() for k in ks]
@@ -95,7 +95,8 @@ def verifier_candidates(
             )
         asked = set(open_ids)
         pools = pool_candidates(r for r in rows if r["instruction_id"] in asked)
-        probed, _ = judge_pools(sandbox, pools)
+        probed, calls = judge_pools(sandbox, pools)
+        sandbox_calls.update(calls)
         done = {iid for iid, pool in pools.items()
                 if settled(cross_validate_pool(autoif.crossval, pool, probed[iid]), [row[:-1] for row in probed[iid]])}
         waves.append({"wave": len(waves) + 1, "instructions": len(wave), "generations": len(items),
@@ -108,7 +109,7 @@ def verifier_candidates(
     return output(df, funnel(
         sum(given.values()), df, run.dropped, malformed_cases_dropped=bad_cases,
         waves=dg.MetadataValue.md(md_table(waves, ["wave", "instructions", "generations", "settled"])),
-        budget=budget,
+        budget=budget, **({"sandbox_calls": dg.MetadataValue.json(dict(sandbox_calls))} if sandbox_calls else {}),
         instructions_by_generations=dg.MetadataValue.json({str(k): spread[k] for k in sorted(spread)}),
         **run.metadata))
 

@@ -133,6 +133,10 @@ def test_instruction_lines_are_normalised_and_filtered():
         "Use only the words listed in your instruction\n"
         "Include the word 'python' twice\n"
         "3. Avoid using the word 'but'\n"
+        "Always answer 'yes' if the question is about programming\n"
+        "Include code examples when needed\n"
+        "Do not use the word 'and', even if it is necessary\n"
+        "End with 'Let me know if you need more'\n"
     )
     parsed, reasons = [], []
     for line in split_lines(raw):
@@ -146,8 +150,11 @@ def test_instruction_lines_are_normalised_and_filtered():
         "Use no more than three commas",
         "Include the word 'python' twice",  # quoted: a word the answer holds
         "Avoid using the word 'but'",  # its closing quote stays
+        "Do not use the word 'and', even if it is necessary",  # "even if" leaves no condition
+        "End with 'Let me know if you need more'",  # the quoted "if" is what the answer says
     ]
-    assert reasons == ["not_an_instruction", "bad_length", "bad_length", "about_the_task", "about_the_task"]
+    assert reasons == ["not_an_instruction", "bad_length", "bad_length", "about_the_task", "about_the_task",
+                       "conditional", "conditional"]
 
 
 def test_back_translation_skips_lead_in_and_fences():

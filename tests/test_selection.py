@@ -2,7 +2,8 @@ import json
 from pathlib import Path
 
 from autoif_dagster.method.selection import (
-    dedupe_key, dpo_pairs, is_consistent, other_requirement, pass_rate, restates_the_query, sample_for, units_named,
+    asks_back, dedupe_key, dpo_pairs, is_consistent, not_an_answer, other_requirement, pass_rate, restates_the_query,
+    sample_for, units_named,
 )
 from autoif_dagster.sandbox.protocol import Verdict
 
@@ -62,6 +63,29 @@ def test_an_answer_made_of_the_querys_words_restates_it():
     assert not restates_the_query("Use `terraform init`, then declare an aws_instance resource with an AMI.",
                                   "Create a Terraform module to provision an aws ec2 instance", "")
     assert not restates_the_query("", query, "")
+
+
+def test_hashtags_and_misspelt_query_words_are_the_querys_words():
+    epc = "What are the stages of an EPC project in the energy and chemicals industry?"
+    assert restates_the_query("#StagesOfEPCProject #EnergyAndChemicalsIndustry", epc, "Use exactly two hashtags")
+    assert not restates_the_query("#Engineering #Procurement #Construction #Commissioning", epc, "")
+    # the query's typos ("dumbell", "alrgias") corrected are not new words; short words must match exactly
+    assert restates_the_query("Isotropic hard core dumbbell fluid", "isotropic hard core dumbell fluid?", "")
+    assert not restates_the_query("Yes, it is a hard core", "is it a hard cure", "")
+
+
+def test_an_answer_that_is_one_question_asks_back():
+    assert asks_back("¿Cómo se relaciona la combinación de harina de garbanzo con las alergias alimentarias?")
+    assert asks_back("  What did the interpreter offer to help you with, and when?\n")
+    assert not asks_back("Chickpea flour is a legume. Can it cause allergies? Yes, in people allergic to legumes.")
+    assert not asks_back("Which one? The second.")
+    assert not asks_back("Two lines:\nwhat next?")
+    assert not asks_back("No, it is fine.")
+    query, instruction = "coneccion entre harina de garbanzo y alrgias alimentarias", "Include a question mark"
+    assert not_an_answer("harina de garbanzo y alergias alimentarias?", query, instruction) == "restates_the_query"
+    assert not_an_answer("¿Cómo se relaciona la harina de garbanzo con las alergias?", query, instruction) == "asks_a_question"
+    assert not_an_answer("Sí: la harina de garbanzo puede causar alergias en personas alérgicas a las legumbres.",
+                         query, instruction) is None
 
 
 def test_a_back_translation_stating_plainly_another_requirement_is_told_apart():

@@ -10,7 +10,7 @@ from ..config import AutoIFConfig, ResponseConfig
 from ..method import stages
 from ..method.parsing import expected_score
 from ..method.prompts import SCORE_MAX
-from ..method.selection import pass_rate, restates_the_query
+from ..method.selection import not_an_answer, pass_rate
 from ..resources.llm import LLMResource
 from ..resources.sandbox import SandboxResource, VerifierJob
 from ..sandbox.protocol import Verdict
@@ -138,7 +138,7 @@ def quality_scores(
     instruction_prompts: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """The supervisor's 0-9 score of whether each passing response answers its query (one that
-    only restates the query is dropped unscored, so it is never chosen): the digit
+    only restates the query or asks a question back is dropped unscored, so it is never chosen): the digit
     it wrote, and the score expected under its probabilities for each digit (which separates a
     confident 7 from a hesitant one, where the sampled digit is mostly the same)."""
     cfg = autoif.scoring
@@ -147,12 +147,18 @@ def quality_scores(
         .join(responses.select("response_id", "response"), on="response_id")
         .join(instruction_prompts.select("prompt_id", "instruction", "query"), on="prompt_id")
     )
-    rows_in = [r for r in passing.to_dicts() if not restates_the_query(r["response"], r["query"], r["instruction"])]
+    rows_in, not_answers = [], Counter()
+    for r in passing.iter_rows(named=True):
+        why = not_an_answer(r["response"], r["query"], r["instruction"])
+        if why:
+            not_answers[why] += 1
+        else:
+            rows_in.append(r)
     run = run_stage(context, supervisor_llm, stages.QUALITY,
                     [(r, (r["instruction"], r["query"], r["response"]), autoif.seed) for r in rows_in], cfg.sampling)
     dropped = run.dropped
     dropped["below_pass_rate"] = response_verdicts.height - passing.height
-    dropped["restates_the_query"] = passing.height - len(rows_in)
+    dropped.update(not_answers)
     rows = [{"response_id": p.item["response_id"], "prompt_id": p.item["prompt_id"],
              "generation_id": p.completion.generation_id, "score": p.value,
              "expected_score": expected_score(p.completion.top_logprobs), "raw": p.completion.text}

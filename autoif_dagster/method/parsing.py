@@ -44,6 +44,11 @@ def normalise_instruction(line: str) -> str:
 _ABOUT_THE_TASK = re.compile(
     r"\b(functions?|python|argument|parameters?|returns?|inputs?|(?:this|the|your) instructions?)\b", re.I)
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`")
+# A requirement that holds only under a condition the response alone does not show ("Always answer
+# 'yes' if the question is about programming", "Include code examples if needed", "Use
+# contractions when you can"): no function of the response can check it, and the one kept for
+# the first became `response.lower() == 'yes'`. "even if" keeps the requirement unconditional.
+_CONDITIONAL = re.compile(r"(?<!\beven )\b(?:if|when|whenever|unless|depending on)\b", re.I)
 
 
 def parse_instruction_line(line: str) -> str:
@@ -55,8 +60,11 @@ def parse_instruction_line(line: str) -> str:
         raise ParseError("bad_length", text[:80])
     if text.endswith((":", "?")) or not re.search(r"[A-Za-z]{3}", text):
         raise ParseError("not_an_instruction", text[:80])
-    if _ABOUT_THE_TASK.search(_QUOTED.sub("", text)):  # a quoted word is what the answer holds
+    unquoted = _QUOTED.sub("", text)  # a quoted word is what the answer holds
+    if _ABOUT_THE_TASK.search(unquoted):
         raise ParseError("about_the_task", text[:80])
+    if _CONDITIONAL.search(unquoted):
+        raise ParseError("conditional", text[:80])
     return text
 
 

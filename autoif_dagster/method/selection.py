@@ -2,6 +2,7 @@
 
 import re
 from collections.abc import Iterable, Sequence
+from difflib import get_close_matches
 from itertools import product
 
 from ..schemas import stable_hash
@@ -32,17 +33,58 @@ def _stem(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
+# A hashtag runs its words together ("#StagesOfEPCProject"): split at each capital that starts a word
+_HASHTAG = re.compile(r"#\w+")
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def _words(text: str) -> list[str]:
+    text = _HASHTAG.sub(lambda m: _CAMEL.sub(" ", m.group()), text)
+    return [_stem(w) for w in _WORD.findall(text.casefold())]
+
+
+def _misspelt(word: str, given: list[str]) -> bool:
+    """One of `given` with a letter or two wrong ("dumbell" for "dumbbell"): ShareGPT queries are
+    typed fast, and an answer that spells the query right says nothing new by it."""
+    return len(word) >= 5 and bool(get_close_matches(word, given, n=1, cutoff=0.85))
+
+
 def restates_the_query(response: str, query: str, instruction: str, new_share_max: float = 0.2) -> bool:
     """An answer made of the query's own words (and the instruction's, such as an end phrase it
     asks for): at most `new_share_max` of its words are in neither. The quality judge scored
     such answers 8 of 9 ("Since the interpreter had the same experience, he offered to help me?");
     without the plurals folded, "Student fees and fee types are related to pricing." passed as an
-    answer to "...student fee and fee type. Each fee type could be related to a pricing."."""
-    words = [_stem(w) for w in _WORD.findall(response.casefold())]
-    if not words:
-        return False
-    given = {_stem(w) for w in _WORD.findall(query.casefold()) + _WORD.findall(instruction.casefold())}
-    return sum(w not in given for w in words) <= new_share_max * len(words)
+    answer to "...student fee and fee type. Each fee type could be related to a pricing.", and
+    without hashtags split "#StagesOfEPCProject #EnergyAndChemicalsIndustry" passed as an answer
+    to "What are the stages of an EPC project in the energy and chemicals industry?" (6.96)."""
+    words = _words(response)
+    given = set(_words(query) + _words(instruction))
+    spellings = sorted(given)
+    new, most = 0, new_share_max * len(words)
+    for word in words:
+        new += word not in given and not _misspelt(word, spellings)
+        if new > most:  # a real answer stops here after a few words
+            return False
+    return bool(words)
+
+
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
+
+
+def asks_back(response: str) -> bool:
+    """The whole answer is one question: the query asked again, in its words or in another
+    language ("¿Cómo se relaciona la combinación de harina de garbanzo con las alergias
+    alimentarias?" to "coneccion entre harina de garbanzo y alrgias alimentarias", 6.83), or a
+    question back to the user. On the 90 labelled answers it flags 5 non-answers and no answer."""
+    text = response.strip()
+    return text.endswith("?") and "\n" not in text and len(_SENTENCE_END.findall(text)) == 1
+
+
+def not_an_answer(response: str, query: str, instruction: str) -> str | None:
+    """Why a response that passes its verifiers still does not answer its query, if it does not."""
+    if restates_the_query(response, query, instruction):
+        return "restates_the_query"
+    return "asks_a_question" if asks_back(response) else None
 
 
 # The units a length or scope instruction counts, by the words that name them ("letters" are

@@ -2,7 +2,7 @@ import json
 from pathlib import Path
 
 from autoif_dagster.method.selection import (
-    asks_back, dedupe_key, dpo_pairs, is_consistent, not_an_answer, other_requirement, pass_rate, restates_the_query,
+    asks_back, bounds_named, dedupe_key, dpo_pairs, is_consistent, not_an_answer, other_requirement, pass_rate, restates_the_query,
     sample_for, units_named,
 )
 from autoif_dagster.sandbox.protocol import Verdict
@@ -136,6 +136,21 @@ def test_a_back_translation_that_states_other_numbers_is_told_apart():
                  ("Include the word 'code' at least three times", "Count the occurrences of 'code'"),  # no number: the judge's
                  ("Use the number '7' in your answer", "Include '7' once")]:  # quoted numbers are content
         assert other_requirement(*same) is None, same
+
+
+def test_a_back_translation_that_bounds_the_other_side_of_its_number_is_told_apart():
+    # real pairs (2026-11-04, 2026-11-23): exactly two '**' is one bold phrase; exactly two for "at least twice"
+    assert other_requirement("Highlight at least two phrases with markdown bold, like **this**",
+                             "Include exactly two '**' symbols in the response") == "bounds_the_other_side"
+    assert other_requirement("Include the keyword 'python' at least twice",
+                             "Count exactly two occurrences of the word 'python' in the response") == "bounds_the_other_side"
+    assert other_requirement("Use fewer than 3 commas", "The response should not exceed three commas") is None
+    assert bounds_named("The response should not exceed 3 characters") == {"at_most"}  # negated, the side flips
+    assert bounds_named("It shouldn't be over 100 words") == {"at_most"}
+    assert bounds_named("Use more than 2 commas") == {"at_least"}
+    assert bounds_named("Include a caption above each paragraph") == set()  # no number: a place, not a bound
+    # "under" and "no more than" are one side (labelled the same requirement)
+    assert other_requirement("Keep your answer under 7 words", "Do not have more than seven words") is None
 
 
 def test_a_back_translation_that_drops_where_the_instruction_puts_something_is_told_apart():

@@ -129,6 +129,27 @@ def numbers_named(text: str) -> set[int]:
     return {int(m) if m.isdigit() else _NUMBER_WORDS[m.lower()] for m in _NUMBER.findall(_QUOTED.sub(" ", text))}
 
 
+# Which side of a number a requirement bounds: "under 40 words", "at least two", "exactly 3";
+# negated, the side flips ("do not have more than seven words" is at most seven)
+_NUM = r"(?:\d+|" + "|".join(_NUMBER_WORDS) + r")"
+_BOUND_WORDS = {"at_most": r"under|fewer than|less than|below|at most|up to|maximum of",
+                "at_least": r"at least|more than|over|above|minimum of|exceed(?:s|ing)?",
+                "exactly": r"exactly|precisely"}
+_BOUND = re.compile("|".join(rf"(?P<{side}>\b(?:{words})\s+{_NUM}\b)" for side, words in _BOUND_WORDS.items()),
+                    re.IGNORECASE)
+_NEGATED = re.compile(r"\b(?:no|not|never)\s+(?:\w+\s+)?$|n't\s+(?:\w+\s+)?$", re.IGNORECASE)
+_FLIP = {"at_most": "at_least", "at_least": "at_most", "exactly": "exactly"}
+
+
+def bounds_named(text: str) -> set[str]:
+    text = _QUOTED.sub(" ", text)
+    sides = set()
+    for m in _BOUND.finditer(text):
+        side = m.lastgroup
+        sides.add(_FLIP[side] if _NEGATED.search(text[:m.start()]) else side)
+    return sides
+
+
 # Where in the response an instruction puts something: "at the end", "start your answer with",
 # "the last sentence". A back-translation keeps the position if it says any word of place at
 # all (start/end/first/last/...), so only one that names none is taken to have dropped it.
@@ -154,6 +175,9 @@ def other_requirement(instruction: str, back_translation: str) -> str | None:
       response with a period"; "Answer with a single word" / "The response should be exactly 'Yes'");
     - "states_other_numbers": both state numbers and share none ("Use at least two emojis" / "Include
       at least one emoji"; "Answer in at least 120 words" / "at least two words");
+    - "bounds_the_other_side": both bound a number, on no common side ("Highlight at least two
+      phrases with markdown bold" / "Use exactly two '**' characters"; "under" and "at most" are
+      one side: "under 7 words" / "no more than seven words" is labelled the same requirement);
     - "drops_the_position": the instruction puts something at a place in the response (at the
       end, "start your answer with", the last sentence) and the back-translation names no place
       at all ("Include the phrase 'Yes' or 'No' at the end of your answer" / "Include the words
@@ -182,6 +206,9 @@ def other_requirement(instruction: str, back_translation: str) -> str | None:
     stated, restated = numbers_named(instruction), numbers_named(back_translation)
     if stated and restated and not stated & restated:
         return "states_other_numbers"
+    bound, rebound = bounds_named(instruction), bounds_named(back_translation)
+    if bound and rebound and not bound & rebound:
+        return "bounds_the_other_side"
     if _POSITION.search(_QUOTED.sub(" ", instruction)) and not _PLACE.search(_QUOTED.sub(" ", back_translation)):
         return "drops_the_position"
     return None

@@ -26,16 +26,19 @@ class Sampling(dg.Config):
 
 
 class AugmentConfig(dg.Config):
-    rounds: int = Field(20, ge=0, description="Self-instruct requests to the supervisor. Paper: K=100. At 4, "
+    rounds: int = Field(30, ge=0, description="Self-instruct requests to the supervisor. Paper: K=100. At 4, "
                         "three untuned rounds kept 6-8 instructions through the consistency judge; at 8, 8-10; "
-                        "at 16, round 2026-12-07 kept 14 (8 of them new) where 8 had kept 10.")
+                        "at 16, round 2026-12-07 kept 14 (8 of them new) where 8 had kept 10; at 20, three "
+                        "rounds kept 6-14 verifiers of new instructions through the judge, too few to tell "
+                        "their precision by.")
     examples_per_round: int = Field(
         8, ge=1, description="Seed instructions shown as worked examples in each request."
     )
     new_per_round: int = Field(4, ge=1, description="New instructions asked for per request.")
     max_instructions: int = Field(
-        120, ge=1, description="Cap on seeds + new instructions kept (demo only; paper: no cap). At 30, 9 "
-        "instructions reached the answers and 7 the SFT data; 120 leaves room for 20 rounds' new ones."
+        160, ge=1, description="Cap on seeds + new instructions kept (demo only; paper: no cap). At 30, 9 "
+        "instructions reached the answers and 7 the SFT data; 160 leaves room for 30 rounds' new ones "
+        "(about 4 each) and bounds the verifier stage's time on a round that writes more."
     )
     sampling: Sampling = Sampling(temperature=0.9, max_tokens=160)
 

@@ -112,13 +112,16 @@ class QueryConfig(dg.Config):
     per_instruction: int = Field(6, ge=1, description="The most queries paired per instruction. Paper: 16.")
     prompts_per_round: int | None = Field(
         54, ge=1, description="The round's prompt budget, spread over its consistent instructions: each gets "
-        "prompts_per_round // instructions queries (at least 1, at most per_instruction), so answering takes "
-        "about as long whether 9 or 18 instructions survive. None: per_instruction each (the paper).")
+        "prompts_per_round // instructions queries, the first prompts_per_round % instructions one more (at "
+        "least 1, at most per_instruction), so answering takes about as long whether 9 or 18 instructions "
+        "survive. None: per_instruction each (the paper).")
 
-    def queries_per_instruction(self, instructions: int) -> int:
-        if self.prompts_per_round is None or not instructions:
-            return self.per_instruction
-        return max(1, min(self.per_instruction, self.prompts_per_round // instructions))
+    def queries_per_instruction(self, instructions: int) -> list[int]:
+        """How many queries each of `instructions` instructions gets, in their order."""
+        if self.prompts_per_round is None:
+            return [self.per_instruction] * instructions
+        each, extra = divmod(self.prompts_per_round, max(instructions, 1))
+        return [max(1, min(self.per_instruction, each + (i < extra))) for i in range(instructions)]
 
     @model_validator(mode="after")
     def _range(self) -> "QueryConfig":

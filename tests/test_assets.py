@@ -167,7 +167,8 @@ def test_the_rounds_prompt_budget_is_spread_over_the_instructions_it_has():
     budget = dict(per_instruction=6, prompts_per_round=12)
     assert prompts(2, **budget).group_by("instruction_id").len()["len"].to_list() == [6, 6]  # capped
     assert prompts(4, **budget).group_by("instruction_id").len()["len"].to_list() == [3, 3, 3, 3]
-    assert prompts(5, **budget).height == 10  # 12 // 5 = 2 each
+    # 12 over 5: 2 each, the first two one more; the whole budget is asked
+    assert prompts(5, **budget).group_by("instruction_id", maintain_order=True).len()["len"].to_list() == [3, 3, 2, 2, 2]
     assert prompts(20, **budget).height == 20  # at least one each
     assert prompts(4, per_instruction=6, prompts_per_round=None).height == 24  # the paper: K each
     # fewer queries for an instruction are the first of its own order: the ledger answers them again

@@ -54,9 +54,9 @@ def instruction_prompts(
     spreads the round's prompt budget over the instructions it has (queries.prompts_per_round)."""
     text = dict(zip(queries["query_id"].to_list(), queries["query"].to_list()))
     pool = list(text)
-    k = autoif.queries.queries_per_instruction(consistent_instructions.height)
+    ks = autoif.queries.queries_per_instruction(consistent_instructions.height)
     rows = []
-    for inst in consistent_instructions.iter_rows(named=True):
+    for inst, k in zip(consistent_instructions.iter_rows(named=True), ks):
         for qid in sample_for(inst["instruction_id"], pool, k, autoif.seed):
             rows.append(
                 {"prompt_id": content_id("prompt", inst["instruction_id"], qid),
@@ -65,4 +65,5 @@ def instruction_prompts(
                  "prompt": instruction_query_prompt(inst["instruction"], text[qid])}
             )
     df = frame("instruction_prompts", rows)
-    return output(df, funnel(consistent_instructions.height, df, Counter(), queries_per_instruction=k))
+    return output(df, funnel(consistent_instructions.height, df, Counter(),
+                             queries_per_instruction=dg.MetadataValue.json(dict(sorted(Counter(ks).items())))))

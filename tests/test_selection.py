@@ -3,7 +3,7 @@ from pathlib import Path
 
 from autoif_dagster.method.selection import (
     asks_back, bounds_named, dedupe_key, dpo_pairs, is_consistent, not_an_answer, other_requirement, pass_rate, restates_the_query,
-    sample_for, units_named,
+    sample_for, texts_named, units_named,
 )
 from autoif_dagster.sandbox.protocol import Verdict
 
@@ -151,6 +151,21 @@ def test_a_back_translation_that_bounds_the_other_side_of_its_number_is_told_apa
     assert bounds_named("Include a caption above each paragraph") == set()  # no number: a place, not a bound
     # "under" and "no more than" are one side (labelled the same requirement)
     assert other_requirement("Keep your answer under 7 words", "Do not have more than seven words") is None
+
+
+def test_a_back_translation_that_names_text_its_instruction_never_gave_is_told_apart():
+    # real pairs (2026-11-04, 2026-11-28): a fixed string or one emoji where the instruction asks for a kind
+    assert other_requirement("Start with an introductory sentence",
+                             "Start the response with 'Hello, world!'") == "names_other_text"
+    assert other_requirement("Do not use any emojis or emoticons", "Do not use the emojis 😊 or 😄 anywhere") == "names_other_text"
+    for same in [("Add the phrase 'please' at the beginning", "Start the response with 'Please'"),  # case aside
+                 ("End your answer with the exact phrase 'Is there anything else?'",
+                  'End the response with "Is there anything else??"'),  # the closing mark doubled
+                 ("Use at least one emoji, like 😊", "Include 😊"),
+                 ("End your answer with a question mark", "End the response with '?'"),  # a mark, said in words
+                 ("Put a title in double angle brackets, like <<My Title>>", "Start with '<<'")]:
+        assert other_requirement(*same) is None, same
+    assert texts_named("Include 'python', \"**this**\" and 🥳, not '?'") == {"python", "**this**", "🥳"}
 
 
 def test_a_back_translation_that_drops_where_the_instruction_puts_something_is_told_apart():

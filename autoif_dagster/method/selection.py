@@ -1,6 +1,7 @@
 """Thresholds, deduplication, query sampling and DPO pairing."""
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from difflib import get_close_matches
 from itertools import product
@@ -162,6 +163,16 @@ _PLACE = re.compile(r"\b(?:start|begin|end|finish|conclu|first|last|final|top|bo
                     r"append|prepend|precede|follow|after|before|open|clos)\w*", re.IGNORECASE)
 
 
+# Text a requirement quotes (with two word characters at least: "'?'" or "'<<'" name a mark, which
+# an instruction says in words), and symbols beyond ASCII it names (emoji)
+_QUOTES = re.compile(r"(?<!\w)'([^']+)'|\"([^\"]+)\"")
+
+
+def texts_named(text: str) -> set[str]:
+    quoted = {a or b for a, b in _QUOTES.findall(text)}
+    return {t for t in quoted if re.search(r"\w\w", t)} | {c for c in text if ord(c) > 0x2000 and unicodedata.category(c).startswith("S")}
+
+
 def other_requirement(instruction: str, back_translation: str) -> str | None:
     """Why a back-translation plainly states another requirement than its instruction, or None:
     - "counts_other_units": both name units of text and share none ("Answer in fewer than 40
@@ -181,7 +192,12 @@ def other_requirement(instruction: str, back_translation: str) -> str | None:
     - "drops_the_position": the instruction puts something at a place in the response (at the
       end, "start your answer with", the last sentence) and the back-translation names no place
       at all ("Include the phrase 'Yes' or 'No' at the end of your answer" / "Include the words
-      'Yes' or 'No' in the response", `'Yes' in response or 'No' in response`).
+      'Yes' or 'No' in the response", `'Yes' in response or 'No' in response`);
+    - "names_other_text": the back-translation quotes text or names an emoji the instruction does not
+      ("Insert at least one emoji" / "Include 😊 or 😂"; "Start with an introductory sentence" /
+      "Start the response with 'Hello, world!'"): the function checks a fixed string the
+      instruction never gave. On the labelled pairs it flags 4 more, none the same; of 735 real
+      pairs of earlier rounds 46, every one a wrong verifier by reading.
     The 1.5B judge called such pairs the same requirement with P(yes) 0.77-0.84; asked which unit
     an instruction counts, it answered "words" for "under 40 characters". Of 210 real pairs from
     nine rounds the first two rules flagged 45 (15 other units, 30 a dropped scope), by reading
@@ -211,6 +227,9 @@ def other_requirement(instruction: str, back_translation: str) -> str | None:
         return "bounds_the_other_side"
     if _POSITION.search(_QUOTED.sub(" ", instruction)) and not _PLACE.search(_QUOTED.sub(" ", back_translation)):
         return "drops_the_position"
+    said = instruction.casefold()  # a closing mark doubled in the quote ("anything else??") is the same text
+    if any(text.casefold().strip().rstrip(".!?,;: ") not in said for text in texts_named(back_translation)):
+        return "names_other_text"
     return None
 
 

@@ -26,18 +26,18 @@ class Sampling(dg.Config):
 
 
 class AugmentConfig(dg.Config):
-    rounds: int = Field(30, ge=0, description="Self-instruct requests to the supervisor. Paper: K=100. At 4, "
+    rounds: int = Field(26, ge=0, description="Self-instruct requests to the supervisor. Paper: K=100. At 4, "
                         "three untuned rounds kept 6-8 instructions through the consistency judge; at 8, 8-10; "
                         "at 16, round 2026-12-07 kept 14 (8 of them new) where 8 had kept 10; at 20, three "
                         "rounds kept 6-14 verifiers of new instructions through the judge, too few to tell "
-                        "their precision by.")
+                        "their precision by; at 30, round 2026-11-30 kept 35 (116 new instructions).")
     examples_per_round: int = Field(
         8, ge=1, description="Seed instructions shown as worked examples in each request."
     )
     new_per_round: int = Field(4, ge=1, description="New instructions asked for per request.")
     max_instructions: int = Field(
-        160, ge=1, description="Cap on seeds + new instructions kept (demo only; paper: no cap). At 30, 9 "
-        "instructions reached the answers and 7 the SFT data; 160 leaves room for 30 rounds' new ones "
+        150, ge=1, description="Cap on seeds + new instructions kept (demo only; paper: no cap). At 30, 9 "
+        "instructions reached the answers and 7 the SFT data; 150 leaves room for 26 rounds' new ones "
         "(about 4 each) and bounds the verifier stage's time on a round that writes more."
     )
     sampling: Sampling = Sampling(temperature=0.9, max_tokens=160)
@@ -54,8 +54,10 @@ class VerifierConfig(dg.Config):
         "another, up to samples_per_instruction. Equal to samples_per_instruction: one wave, no early stop."
     )
     samples_budget: float = Field(
-        3.5, gt=0.0, description="The round's budget: at most this many generations per instruction on average. "
-        "When a wave would exceed it, the instructions with the fewest generations get theirs first."
+        2.5, gt=0.0, description="The round's budget: at most this many generations per instruction on average. "
+        "When a wave would exceed it, the instructions with the fewest generations get theirs first. At 3.5, "
+        "round 2026-11-30 (152 instructions) spent 214 of its 532 generations on a second wave for 107, which "
+        "kept 3 more consistent instructions; the first wave's 304 kept 26."
     )
     cases_per_sample: int = Field(
         4, ge=2, description="Test cases asked for per sample, half following and half breaking "

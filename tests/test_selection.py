@@ -91,6 +91,8 @@ def test_an_answer_that_is_one_question_asks_back():
 def test_a_back_translation_stating_plainly_another_requirement_is_told_apart():
     assert other_requirement("Answer in fewer than 40 words", "Keep the response under 40 characters") == "counts_other_units"
     assert other_requirement("Use no more than 5 lines", "Write no more than five words") == "counts_other_units"
+    assert other_requirement("Use only words that end with 'ly'", "End with the word 'ly'") == "drops_the_scope"  # one word
+    assert other_requirement("Use only words that end with 'ly'", "Make sure the words end with 'ly'") is None
     assert other_requirement("Ensure all words start with the letter 'a'", "Start the response with 'a'") == "drops_the_scope"
     assert other_requirement("Make every sentence shorter than 12 words", "Write fewer than 12 words") == "drops_the_scope"
     # same unit and scope, a synonym of it, or no unit named on one side: left to the judge

@@ -114,6 +114,15 @@ def scopes_named(text: str) -> set[str]:
     return {"".join(m).lower() for m in _SCOPE.findall(_QUOTED.sub(" ", text))}
 
 
+_PLURAL_UNIT = re.compile(r"\b(word|sentence|line|paragraph)s\b", re.IGNORECASE)
+
+
+def scopes_kept(text: str) -> set[str]:
+    """The units a back-translation still speaks of all of: with every/each/all/only, or in the
+    plural ("the words end with 'ly'"); "End with the word 'ly'" speaks of one."""
+    return scopes_named(text) | {m.lower() for m in _PLURAL_UNIT.findall(_QUOTED.sub(" ", text))}
+
+
 # "in one sentence", "a single word", "at least 3 paragraphs": a count of units of the text
 # (characters are left out: "one special character" is a kind, not a length)
 _COUNT = re.compile(r"\b(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|single)\s+(?:\w+\s+)?"
@@ -178,7 +187,9 @@ def other_requirement(instruction: str, back_translation: str) -> str | None:
     - "counts_other_units": both name units of text and share none ("Answer in fewer than 40
       words" / "Keep the response under 40 characters", `len(response) < 40`);
     - "drops_the_scope": the instruction rules every word, sentence, line or paragraph (said with
-      every/each/all, or "only words that...") and the back-translation names none of them
+      every/each/all, or "only words that...") and the back-translation speaks of none of them all
+      (names none in the plural or with every/each/all/only: "Use only words that end with 'ly'" /
+      "End with the word 'ly'")
       ("Ensure all words start with the letter 'a'" / "Start the response with 'a'"; "Use only
       words that start with a vowel" / "Start the response with a vowel");
     - "drops_the_count": the instruction counts words, sentences, lines or paragraphs and the
@@ -215,7 +226,7 @@ def other_requirement(instruction: str, back_translation: str) -> str | None:
     if named and back and not named & back:
         return "counts_other_units"
     scope = scopes_named(instruction)
-    if scope and not scope & back:
+    if scope and not scope & scopes_kept(back_translation):
         return "drops_the_scope"
     if not back and _COUNT.search(_QUOTED.sub(" ", instruction)):
         return "drops_the_count"

@@ -49,7 +49,7 @@ def tiny_config(queries_file):
     return AutoIFConfig(
         queries_path=queries_file,
         augment=AugmentConfig(rounds=1, max_instructions=4),
-        verifiers=VerifierConfig(samples_per_instruction=3, samples_per_wave=3),  # one wave: counts stay exact
+        verifiers=VerifierConfig(samples_per_instruction=3, samples_per_wave=3, samples_budget=3.0),  # one wave, whole: counts stay exact
         crossval=CrossValConfig(min_functions=1, min_cases=1, case_agreement_above=0.0, function_min_accuracy=0.5),
         queries=QueryConfig(pool_size=6, per_instruction=1),
         responses=ResponseConfig(samples_per_prompt=2, pass_rate_above=0.0),

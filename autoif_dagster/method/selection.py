@@ -132,7 +132,8 @@ _COUNT = re.compile(r"\b(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|
 # Numbers a requirement states, in digits or words ("at least two emojis", "under 40 words")
 _NUMBER_WORDS = {"one": 1, "single": 1, "once": 1, "two": 2, "twice": 2, "three": 3, "thrice": 3, "four": 4,
                  "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
-_NUMBER = re.compile(r"\b(\d+|" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECASE)
+_NUM = r"(?:\d+|" + "|".join(_NUMBER_WORDS) + r")"
+_NUMBER = re.compile(rf"\b({_NUM})\b", re.IGNORECASE)
 
 
 def numbers_named(text: str) -> set[int]:
@@ -141,7 +142,6 @@ def numbers_named(text: str) -> set[int]:
 
 # Which side of a number a requirement bounds: "under 40 words", "at least two", "exactly 3";
 # negated, the side flips ("do not have more than seven words" is at most seven)
-_NUM = r"(?:\d+|" + "|".join(_NUMBER_WORDS) + r")"
 _BOUND_WORDS = {"at_most": r"under|fewer than|less than|below|at most|up to|maximum of",
                 "at_least": r"at least|more than|over|above|minimum of|exceed(?:s|ing)?",
                 "exactly": r"exactly|precisely"}
@@ -172,14 +172,12 @@ _PLACE = re.compile(r"\b(?:start|begin|end|finish|conclu|first|last|final|top|bo
                     r"append|prepend|precede|follow|after|before|open|clos)\w*", re.IGNORECASE)
 
 
-# Text a requirement quotes (with two word characters at least: "'?'" or "'<<'" name a mark, which
-# an instruction says in words), and symbols beyond ASCII it names (emoji)
-_QUOTES = re.compile(r"(?<!\w)'([^']+)'|\"([^\"]+)\"")
-
-
 def texts_named(text: str) -> set[str]:
-    quoted = {a or b for a, b in _QUOTES.findall(text)}
-    return {t for t in quoted if re.search(r"\w\w", t)} | {c for c in text if ord(c) > 0x2000 and unicodedata.category(c).startswith("S")}
+    """Text a requirement quotes (with two word characters at least: "'?'" or "'<<'" name a mark,
+    which an instruction says in words), and the symbols beyond ASCII it names (emoji)."""
+    quoted = {m.group()[1:-1] for m in _QUOTED.finditer(text) if not m.group().startswith("<<")}
+    symbols = {c for c in text if ord(c) > 0x2000 and unicodedata.category(c).startswith("S")}
+    return {t for t in quoted if re.search(r"\w\w", t)} | symbols
 
 
 def other_requirement(instruction: str, back_translation: str) -> str | None:
@@ -187,11 +185,10 @@ def other_requirement(instruction: str, back_translation: str) -> str | None:
     - "counts_other_units": both name units of text and share none ("Answer in fewer than 40
       words" / "Keep the response under 40 characters", `len(response) < 40`);
     - "drops_the_scope": the instruction rules every word, sentence, line or paragraph (said with
-      every/each/all, or "only words that...") and the back-translation speaks of none of them all
-      (names none in the plural or with every/each/all/only: "Use only words that end with 'ly'" /
-      "End with the word 'ly'")
-      ("Ensure all words start with the letter 'a'" / "Start the response with 'a'"; "Use only
-      words that start with a vowel" / "Start the response with a vowel");
+      every/each/all, or "only words that...") and the back-translation speaks of none of them all,
+      naming none in the plural or with every/each/all/only ("Ensure all words start with the
+      letter 'a'" / "Start the response with 'a'"; "Use only words that start with a vowel" /
+      "Start the response with a vowel"; "Use only words that end with 'ly'" / "End with the word 'ly'");
     - "drops_the_count": the instruction counts words, sentences, lines or paragraphs and the
       back-translation names no unit at all ("Provide your answer in one sentence" / "End the
       response with a period"; "Answer with a single word" / "The response should be exactly 'Yes'");

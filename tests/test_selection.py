@@ -2,8 +2,8 @@ import json
 from pathlib import Path
 
 from autoif_dagster.method.selection import (
-    asks_back, bounds_named, dedupe_key, dpo_pairs, is_consistent, not_an_answer, other_requirement, pass_rate, restates_the_query,
-    sample_for, texts_named, units_named,
+    asks_back, bounds_named, dedupe_key, dpo_pairs, is_consistent, not_an_answer, other_requirement, pass_rate, plainly_wrong,
+    repeats_a_check, restates_the_query, sample_for, texts_named, units_named,
 )
 from autoif_dagster.sandbox.protocol import Verdict
 
@@ -138,6 +138,30 @@ def test_a_back_translation_that_states_other_numbers_is_told_apart():
                  ("Include the word 'code' at least three times", "Count the occurrences of 'code'"),  # no number: the judge's
                  ("Use the number '7' in your answer", "Include '7' once")]:  # quoted numbers are content
         assert other_requirement(*same) is None, same
+
+
+def test_a_back_translation_that_drops_the_number_asked_for_is_told_apart():
+    # real pairs (2026-12-07, and the issue's): the word once for "at least twice"
+    assert other_requirement("Include the word 'programming' at least twice",
+                             "Include the word 'programming' in the response") == "drops_the_number"
+    assert other_requirement("Use exactly two hashtags, like #topic", "Include a '#' character") == "drops_the_number"
+    for same in [("Include the word 'code' at least three times", "Count the occurrences of 'code'"),  # counting, said
+                 ("Include at least one question mark in your answer", "Include a question mark"),  # one is "a"
+                 ("Use the number '7' twice", "Include '7' two times")]:
+        assert other_requirement(*same) is None, same
+
+
+def test_a_function_that_repeats_a_check_is_plainly_wrong():
+    # real functions (2026-12-07, the issue's): meant to count, each checks once
+    assert repeats_a_check("def evaluate(response):\n    return 'python' in response and 'python' in response")
+    assert repeats_a_check("def evaluate(response):\n    return '*' in response and '*' in response and '*' in response")
+    assert repeats_a_check("def evaluate(r):\n    return r == ',' or (len(r) > 2 and r == ',')") is False  # nested: not one chain
+    assert not repeats_a_check("def evaluate(response):\n    return 'very' not in response and 'really' not in response")
+    assert not repeats_a_check("def evaluate(response: return")  # does not parse: cross-validation's business
+    twice = "def evaluate(response):\n    return 'python' in response and 'python' in response"
+    assert plainly_wrong("Include the keyword 'python' at least twice", "Include 'python' two times",
+                         twice) == "repeats_a_check"
+    assert plainly_wrong("Use no commas", "Include a comma", "def evaluate(r):\n    return ',' in r") is None
 
 
 def test_a_back_translation_that_bounds_the_other_side_of_its_number_is_told_apart():

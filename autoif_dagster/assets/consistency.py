@@ -10,7 +10,7 @@ from .. import pools
 from ..config import AutoIFConfig
 from ..method import prompts
 from ..method import stages
-from ..method.selection import dedupe_key, is_consistent, other_requirement
+from ..method.selection import dedupe_key, is_consistent, plainly_wrong
 from ..resources.llm import LLMResource
 from ..resources.nli import NLIResource
 from ..rounds import PARTITIONED, per_round
@@ -70,13 +70,13 @@ def nli_verdicts(
     back_translations: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """The consistency judge's label of each back-translated function: whether it checks what
-    its instruction says (resources/nli.py), with the judge's score. A back-translation that
-    plainly states another requirement (other units: characters for words; the whole response
-    for every sentence) is a contradiction without asking the judge (score None)."""
+    its instruction says (resources/nli.py), with the judge's score. A function that repeats a
+    check, or whose back-translation plainly states another requirement (other units: characters
+    for words; the whole response for every sentence), is a contradiction without asking the judge (score None)."""
     pairs = (back_translations.join(augmented_instructions.select("instruction_id", "instruction"), on="instruction_id")
              .join(verifiers.select("verifier_id", "func"), on="verifier_id"))
     triples = list(zip(pairs["instruction"].to_list(), pairs["back_translation"].to_list(), pairs["func"].to_list()))
-    plainly_other = [other_requirement(instruction, back) for instruction, back, _ in triples]
+    plainly_other = [plainly_wrong(*triple) for triple in triples]
     asked, stats = nli.judge([t for t, other in zip(triples, plainly_other) if not other],
                              supervisor_llm, seed=autoif.seed, context=context)
     answers = iter(asked)

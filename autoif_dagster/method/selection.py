@@ -1,5 +1,6 @@
 """Thresholds, deduplication, query sampling and DPO pairing."""
 
+import ast
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -151,6 +152,10 @@ _NEGATED = re.compile(r"\b(?:no|not|never)\s+(?:\w+\s+)?$|n't\s+(?:\w+\s+)?$", r
 _FLIP = {"at_most": "at_least", "at_least": "at_most", "exactly": "exactly"}
 
 
+# A back-translation that speaks of counting keeps a count it does not say ("Count the occurrences of 'code'")
+_COUNTING = re.compile(r"\b(?:count\w*|times|occurrences?|number of|several|multiple|many)\b", re.IGNORECASE)
+
+
 def bounds_named(text: str) -> set[str]:
     text = _QUOTED.sub(" ", text)
     sides = set()
@@ -194,6 +199,10 @@ def other_requirement(instruction: str, back_translation: str) -> str | None:
       response with a period"; "Answer with a single word" / "The response should be exactly 'Yes'");
     - "states_other_numbers": both state numbers and share none ("Use at least two emojis" / "Include
       at least one emoji"; "Answer in at least 120 words" / "at least two words");
+    - "drops_the_number": the instruction asks for two or more of something and the back-translation
+      states no number and speaks of no counting ("Include the word 'programming' at least twice" /
+      "Include the word 'programming' in the response"; "Use exactly two hashtags" / "Include a '#'
+      character"): 8 labelled pairs, none the same requirement;
     - "bounds_the_other_side": both bound a number, on no common side ("Highlight at least two
       phrases with markdown bold" / "Use exactly two '**' characters"; "under" and "at most" are
       one side: "under 7 words" / "no more than seven words" is labelled the same requirement);
@@ -230,6 +239,8 @@ def other_requirement(instruction: str, back_translation: str) -> str | None:
     stated, restated = numbers_named(instruction), numbers_named(back_translation)
     if stated and restated and not stated & restated:
         return "states_other_numbers"
+    if stated and max(stated) >= 2 and not restated and not _COUNTING.search(_QUOTED.sub(" ", back_translation)):
+        return "drops_the_number"
     bound, rebound = bounds_named(instruction), bounds_named(back_translation)
     if bound and rebound and not bound & rebound:
         return "bounds_the_other_side"
@@ -239,6 +250,25 @@ def other_requirement(instruction: str, back_translation: str) -> str | None:
     if any(text.casefold().strip().rstrip(".!?,;: ") not in said for text in texts_named(back_translation)):
         return "names_other_text"
     return None
+
+
+def repeats_a_check(func: str) -> bool:
+    """The function joins a condition to itself with and/or: `'python' in response and 'python' in
+    response` for "at least twice" (the issue's example), three `'*' in response` for "exactly three
+    asterisks" (2026-12-07). Meant to count, it checks once; every such function in the labelled
+    verifiers is wrong (3 of 3)."""
+    try:
+        tree = ast.parse(func)
+    except SyntaxError:
+        return False
+    return any(isinstance(node, ast.BoolOp) and len({ast.dump(v) for v in node.values}) < len(node.values)
+               for node in ast.walk(tree))
+
+
+def plainly_wrong(instruction: str, back_translation: str, func: str) -> str | None:
+    """Why a kept function plainly checks something other than its instruction (no judge
+    needed), or None: its back-translation states another requirement, or it repeats a check."""
+    return other_requirement(instruction, back_translation) or ("repeats_a_check" if repeats_a_check(func) else None)
 
 
 def is_consistent(nli_labels: Iterable[str]) -> bool:

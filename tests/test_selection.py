@@ -164,6 +164,17 @@ def test_a_function_that_repeats_a_check_is_plainly_wrong():
     assert plainly_wrong("Use no commas", "Include a comma", "def evaluate(r):\n    return ',' in r") is None
 
 
+def test_a_function_naming_an_emoji_its_instruction_never_gave_is_plainly_wrong():
+    # real functions (2026-11-23, -28, -30): one emoji stands for every emoji
+    one = "def evaluate(response):\n    return any(char in response for char in '😊😂')"
+    assert plainly_wrong("Insert at least one emoji in your answer", "Include at least one emoji", one) == "names_other_symbols"
+    assert plainly_wrong("Do not use any emojis", "Do not use any emojis",
+                         "def evaluate(r):\n    return '😊' not in r") == "names_other_symbols"
+    assert plainly_wrong("Use at least one emoji, like 😊", "Include 😊", "def evaluate(r):\n    return '😊' in r") is None
+    ranges = "def evaluate(r):\n    return any(0x1F600 <= ord(c) <= 0x1F64F for c in r)"  # a range names no symbol
+    assert plainly_wrong("Insert at least one emoji", "Include at least one emoji", ranges) is None
+
+
 def test_a_back_translation_that_bounds_the_other_side_of_its_number_is_told_apart():
     # real pairs (2026-11-04, 2026-11-23): exactly two '**' is one bold phrase; exactly two for "at least twice"
     assert other_requirement("Highlight at least two phrases with markdown bold, like **this**",

@@ -177,12 +177,16 @@ _PLACE = re.compile(r"\b(?:start|begin|end|finish|conclu|first|last|final|top|bo
                     r"append|prepend|precede|follow|after|before|open|clos)\w*", re.IGNORECASE)
 
 
+def symbols_named(text: str) -> set[str]:
+    """The symbols beyond ASCII a text names (emoji, arrows)."""
+    return {c for c in text if ord(c) > 0x2000 and unicodedata.category(c).startswith("S")}
+
+
 def texts_named(text: str) -> set[str]:
     """Text a requirement quotes (with two word characters at least: "'?'" or "'<<'" name a mark,
     which an instruction says in words), and the symbols beyond ASCII it names (emoji)."""
     quoted = {m.group()[1:-1] for m in _QUOTED.finditer(text) if not m.group().startswith("<<")}
-    symbols = {c for c in text if ord(c) > 0x2000 and unicodedata.category(c).startswith("S")}
-    return {t for t in quoted if re.search(r"\w\w", t)} | symbols
+    return {t for t in quoted if re.search(r"\w\w", t)} | symbols_named(text)
 
 
 def other_requirement(instruction: str, back_translation: str) -> str | None:
@@ -267,8 +271,15 @@ def repeats_a_check(func: str) -> bool:
 
 def plainly_wrong(instruction: str, back_translation: str, func: str) -> str | None:
     """Why a kept function plainly checks something other than its instruction (no judge
-    needed), or None: its back-translation states another requirement, or it repeats a check."""
-    return other_requirement(instruction, back_translation) or ("repeats_a_check" if repeats_a_check(func) else None)
+    needed), or None: its back-translation states another requirement, it repeats a check, or
+    it names an emoji the instruction never gave (`'😊' in response` for "at least one emoji",
+    `'😊' not in response` for "no emojis": 7 labelled verifiers, all wrong, 2 of them kept by
+    the judge when their back-translations said "at least one emoji")."""
+    if reason := other_requirement(instruction, back_translation):
+        return reason
+    if repeats_a_check(func):
+        return "repeats_a_check"
+    return "names_other_symbols" if symbols_named(func) - symbols_named(instruction) else None
 
 
 def is_consistent(nli_labels: Iterable[str]) -> bool:

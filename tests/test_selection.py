@@ -72,6 +72,15 @@ def test_hashtags_and_misspelt_query_words_are_the_querys_words():
     # the query's typos ("dumbell", "alrgias") corrected are not new words; short words must match exactly
     assert restates_the_query("Isotropic hard core dumbbell fluid", "isotropic hard core dumbell fluid?", "")
     assert not restates_the_query("Yes, it is a hard core", "is it a hard cure", "")
+    # an ending added or taken off, words run together (rounds 2026-11-13, 2026-11-01)
+    homeless = "Tell me about homelessness and potential solutions"
+    assert restates_the_query("HOMELESS AND POTENTIAL SOLUTIONS", homeless, "Write your answer in all capital letters")
+    assert not restates_the_query("Housing first, rent support and health care reduce it.", homeless, "")
+    team = "What’s a funny name for my Rec league basketball team?"
+    assert restates_the_query("funnynameforrecleaguebasketballteam", team, "Use all lowercase letters")
+    market = "can you propose a name for real estate market place?"
+    assert restates_the_query("RealEstateMarketPlace", market, "")
+    assert not restates_the_query('"MarketPlacePro"', market, "")  # "pro" is new; "market" + 8 letters is no ending
 
 
 def test_an_answer_that_is_one_question_asks_back():

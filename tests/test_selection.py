@@ -2,7 +2,7 @@ import json
 from pathlib import Path
 
 from autoif_dagster.method.selection import (
-    asks_back, bounds_named, dedupe_key, dpo_pairs, is_consistent, not_an_answer, other_requirement, pass_rate, plainly_wrong,
+    asks_back, bounds_named, dedupe_key, dpo_pairs, is_consistent, is_title, not_an_answer, other_requirement, pass_rate, plainly_wrong,
     repeats_a_check, restates_the_query, sample_for, texts_named, units_named,
 )
 from autoif_dagster.sandbox.protocol import Verdict
@@ -81,6 +81,21 @@ def test_hashtags_and_misspelt_query_words_are_the_querys_words():
     market = "can you propose a name for real estate market place?"
     assert restates_the_query("RealEstateMarketPlace", market, "")
     assert not restates_the_query('"MarketPlacePro"', market, "")  # "pro" is new; "market" + 8 letters is no ending
+
+
+def test_a_title_made_of_the_querys_words_restates_it():
+    # real answers (round 2026-11-27), each scored above the quality bar
+    plan = "Help me plan my afternoon"
+    assert not_an_answer("PLANNING MY AFTERNOON", plan, "Write the answer in all capital letters") == "restates_as_a_title"
+    kinetochore = "Where do specialized kinetochore proteins attach to chromosomes?"
+    assert not_an_answer("CHROMOSOME ATTACHMENT SITE OF SPECIALIZED KINETOCHORE PROTEINS", kinetochore,
+                         "") == "restates_as_a_title"
+    # a sentence with a verb states something; a query asking for a name or a list is answered by one
+    assert is_title("**Chromatin STRUCTURE**") and is_title("Soul Herder Not Shaman")
+    assert not is_title("Megan worked 20 hours, Kelly worked 40 hours") and not is_title("It binds the centromere.")
+    assert not is_title("Two lines\nof text") and not is_title("")
+    assert not_an_answer("Kinetochores bind the centromere", kinetochore, "") is None
+    assert not_an_answer("Real Estate Market Finder", "can you propose a name for real estate market place?", "") is None
 
 
 def test_an_answer_that_is_one_question_asks_back():

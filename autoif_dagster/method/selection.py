@@ -5,6 +5,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from difflib import get_close_matches
+from functools import cache
 from itertools import product
 
 from ..schemas import stable_hash
@@ -107,10 +108,46 @@ def asks_back(response: str) -> bool:
     return text.endswith("?") and "\n" not in text and len(_SENTENCE_END.findall(text)) == 1
 
 
+@cache
+def _pos_tag():
+    from .. import nltk_data
+
+    nltk_data.ensure()  # NLTK's tagger, built at install from a PyPI wheel (never downloaded)
+    from nltk import pos_tag
+
+    return pos_tag
+
+
+_FINITE_VERB = {"VB", "VBD", "VBP", "VBZ", "MD"}
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def is_title(response: str) -> bool:
+    """One short line that states nothing: no closing mark and no finite verb ("CHROMOSOME
+    ATTACHMENT SITE OF SPECIALIZED KINETOCHORE PROTEINS"; not "Megan worked 20 hours"). Tagged
+    lower-cased: in capitals every word reads as a proper noun."""
+    text = response.strip().strip("*#").strip()
+    if not text or "\n" in text or text.endswith((".", "!", "?")) or len(text.split()) > 12:
+        return False
+    return not any(tag in _FINITE_VERB for _, tag in _pos_tag()(_TOKEN.findall(text.lower())))
+
+
+# A query that asks for a name, a title or a list is answered by a title
+_ASKS_FOR_A_TITLE = re.compile(r"\b(?:names?|titles?|slogans?|taglines?|headlines?|ideas?|list)\b", re.IGNORECASE)
+
+
 def not_an_answer(response: str, query: str, instruction: str) -> str | None:
-    """Why a response that passes its verifiers still does not answer its query, if it does not."""
+    """Why a response that passes its verifiers still does not answer its query, if it does not.
+    A title made mostly of the query's words restates it too (`restates_as_a_title`: at most 45%
+    new words, where a sentence may have 20%): "PLANNING MY AFTERNOON" to "Help me plan my
+    afternoon", "CHROMOSOME ATTACHMENT SITE OF SPECIALIZED KINETOCHORE PROTEINS" to "Where do
+    specialized kinetochore proteins attach to chromosomes?" (6.90-7.03, round 2026-11-27). Of
+    the 1,077 answers of four rounds it flags 6 more, each such a title, and no labelled answer."""
     if restates_the_query(response, query, instruction):
         return "restates_the_query"
+    if (is_title(response) and not _ASKS_FOR_A_TITLE.search(query)
+            and restates_the_query(response, query, instruction, new_share_max=0.45)):
+        return "restates_as_a_title"
     return "asks_a_question" if asks_back(response) else None
 
 

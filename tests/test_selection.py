@@ -199,6 +199,19 @@ def test_a_function_naming_an_emoji_its_instruction_never_gave_is_plainly_wrong(
     assert plainly_wrong("Insert at least one emoji", "Include at least one emoji", ranges) is None
 
 
+def test_a_function_holding_the_response_equal_to_other_text_is_plainly_wrong():
+    # real function (2026-11-27); the back-translation said "Write a paragraph"
+    fixed = "def evaluate(response): return response.strip() == 'I will write a paragraph.'"
+    assert plainly_wrong("Write your answer in one paragraph", "Write a paragraph", fixed) == "compares_to_other_text"
+    assert plainly_wrong("Answer with a single word", "The response is one word",
+                         "def evaluate(response):\n    return response == 'Yes'") == "compares_to_other_text"
+    # text the instruction gave, a mark, or a comparison that is not of the response
+    assert plainly_wrong("Start your answer with the word 'Certainly'", "The first word is 'Certainly'",
+                         "def evaluate(response):\n    return response.split()[0] == 'Certainly'") is None
+    assert plainly_wrong("Add a period at the end", "End with a period", "def evaluate(r):\n    return r[-1] == '.'") is None
+    assert plainly_wrong("Use no commas", "No commas", "def evaluate(response):\n    x = 'ab'\n    return x == 'ab' and ',' not in response") is None
+
+
 def test_a_back_translation_that_bounds_the_other_side_of_its_number_is_told_apart():
     # real pairs (2026-11-04, 2026-11-23): exactly two '**' is one bold phrase; exactly two for "at least twice"
     assert other_requirement("Highlight at least two phrases with markdown bold, like **this**",

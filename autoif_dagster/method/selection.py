@@ -331,17 +331,40 @@ def repeats_a_check(func: str) -> bool:
                for node in ast.walk(tree))
 
 
+def texts_compared(func: str) -> set[str]:
+    """The texts (two word characters at least) a function holds the response, or something
+    made of it, equal to: `response.strip() == 'I will write a paragraph.'`."""
+    try:
+        tree = ast.parse(func)
+    except SyntaxError:
+        return set()
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and all(isinstance(op, ast.Eq) for op in node.ops):
+            sides = [node.left, *node.comparators]
+            texts = {s.value for s in sides if isinstance(s, ast.Constant) and isinstance(s.value, str)}
+            if any(isinstance(n, ast.Name) and n.id == "response" for s in sides for n in ast.walk(s)):
+                out |= {t for t in texts if re.search(r"\w\w", t)}
+    return out
+
+
 def plainly_wrong(instruction: str, back_translation: str, func: str) -> str | None:
     """Why a kept function plainly checks something other than its instruction (no judge
     needed), or None: its back-translation states another requirement, it repeats a check, or
     it names an emoji the instruction never gave (`'😊' in response` for "at least one emoji",
     `'😊' not in response` for "no emojis": 7 labelled verifiers, all wrong, 2 of them kept by
-    the judge when their back-translations said "at least one emoji")."""
+    the judge when their back-translations said "at least one emoji"), or it holds the response
+    equal to a text the instruction never gave (`response.strip() == 'I will write a paragraph.'`
+    for "Write your answer in one paragraph", 2026-11-27: 14 labelled verifiers and 9 labelled
+    pairs, all wrong)."""
     if reason := other_requirement(instruction, back_translation):
         return reason
     if repeats_a_check(func):
         return "repeats_a_check"
-    return "names_other_symbols" if symbols_named(func) - symbols_named(instruction) else None
+    if symbols_named(func) - symbols_named(instruction):
+        return "names_other_symbols"
+    said = instruction.casefold()
+    return "compares_to_other_text" if any(t.casefold().strip() not in said for t in texts_compared(func)) else None
 
 
 def is_consistent(nli_labels: Iterable[str]) -> bool:

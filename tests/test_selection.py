@@ -98,6 +98,19 @@ def test_a_title_made_of_the_querys_words_restates_it():
     assert not_an_answer("Real Estate Market Finder", "can you propose a name for real estate market place?", "") is None
 
 
+def test_an_answer_announced_and_never_given_is_not_an_answer():
+    # real answers (rounds 2026-11-27, 2026-12-07)
+    networks = "I'll ask you some questions regarding computer networks and security. Explains in details"
+    assert not_an_answer("Certainly! Here's a detailed explanation of computer networks and security in simple terms "
+                         "with examples.", networks, "Do not use the word 'the'") == "announces_an_answer"
+    assert not_an_answer("Sure, here's how to do it with RealestateMall.", "could you teach how to do this with "
+                         "RealestateMall", "") == "announces_an_answer"
+    # the answer follows the announcement
+    assert not_an_answer("Sure, here's how: open Settings, then pick RealestateMall.", "how do I do this", "") is None
+    assert not_an_answer("Here is the query: `SELECT * FROM t`.", "how to query t", "") is None
+    assert not_an_answer("Sure, here's how.\n1. Open Settings.\n2. Pick it.", "how do I do this", "") is None
+
+
 def test_an_answer_that_is_one_question_asks_back():
     assert asks_back("¿Cómo se relaciona la combinación de harina de garbanzo con las alergias alimentarias?")
     assert asks_back("  What did the interpreter offer to help you with, and when?\n")

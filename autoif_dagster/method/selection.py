@@ -137,7 +137,9 @@ _ASKS_FOR_A_TITLE = re.compile(r"\b(?:names?|titles?|slogans?|taglines?|headline
 
 
 def not_an_answer(response: str, query: str, instruction: str) -> str | None:
-    """Why a response that passes its verifiers still does not answer its query, if it does not.
+    """Why a response that passes its verifiers still does not answer its query, if it does not
+    (it restates the query, as words or as a title; it announces an answer it never gives; it
+    asks a question back).
     A title made mostly of the query's words restates it too (`restates_as_a_title`: at most 45%
     new words, where a sentence may have 20%): "PLANNING MY AFTERNOON" to "Help me plan my
     afternoon", "CHROMOSOME ATTACHMENT SITE OF SPECIALIZED KINETOCHORE PROTEINS" to "Where do
@@ -148,7 +150,25 @@ def not_an_answer(response: str, query: str, instruction: str) -> str | None:
     if (is_title(response) and not _ASKS_FOR_A_TITLE.search(query)
             and restates_the_query(response, query, instruction, new_share_max=0.45)):
         return "restates_as_a_title"
+    if announces_only(response):
+        return "announces_an_answer"
     return "asks_a_question" if asks_back(response) else None
+
+
+_ANNOUNCES = re.compile(r"\b(?:here's|here is|here are|below is|below are)\b", re.IGNORECASE)
+
+
+def announces_only(response: str) -> bool:
+    """The answer is announced and never given: "Certainly! Here's a detailed explanation of
+    computer networks and security in simple terms with examples." (7.26, round 2026-11-27), "Sure,
+    here's how to do it with RealestateMall." One line, and after "here is" one sentence with no
+    colon or code: of the 1,077 answers of four rounds it flags those two, and no labelled answer."""
+    text = response.strip()
+    found = _ANNOUNCES.search(text)
+    if not found or "\n" in text:
+        return False
+    rest = text[found.end():]
+    return ":" not in rest and "`" not in rest and len(_SENTENCE_END.findall(rest)) <= 1
 
 
 # The units a length or scope instruction counts, by the words that name them ("letters" are

@@ -70,9 +70,10 @@ def nli_verdicts(
     back_translations: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """The consistency judge's label of each back-translated function: whether it checks what
-    its instruction says (resources/nli.py), with the judge's score. A function that repeats a
-    check, or whose back-translation plainly states another requirement (other units: characters
-    for words; the whole response for every sentence), is a contradiction without asking the judge (score None)."""
+    its instruction says (resources/nli.py), with the judge's score. A function that plainly checks
+    something else (selection.plainly_wrong: its back-translation states other units, drops the
+    scope...; it repeats a check; it names text or an emoji the instruction never gave) is a
+    contradiction without asking the judge (score None)."""
     pairs = (back_translations.join(augmented_instructions.select("instruction_id", "instruction"), on="instruction_id")
              .join(verifiers.select("verifier_id", "func"), on="verifier_id"))
     triples = list(zip(pairs["instruction"].to_list(), pairs["back_translation"].to_list(), pairs["func"].to_list()))

@@ -111,6 +111,10 @@ class QueryConfig(dg.Config):
     pool_size: int = Field(
         2000, ge=1, description="Queries sampled from the source into the `queries` asset."
     )
+    openings_only: bool = Field(
+        True, description="Keep only a ShareGPT conversation's opening turn. The source splits long "
+        "conversations into segments (ids ending _1, _2, ...) whose first turn goes on from turns the pool "
+        "lacks (\"Combine all 11 bullet points\", \"Please continue\"): answers to them restate or ask back.")
     per_instruction: int = Field(6, ge=1, description="The most queries paired per instruction. Paper: 16.")
     prompts_per_round: int | None = Field(
         54, ge=1, description="The round's prompt budget, spread over its consistent instructions: each gets "

@@ -121,9 +121,10 @@ def _reference(value: object, source: str) -> str | None:
 
 
 def load_queries(path: str | None = None) -> list[tuple[str, str]]:
-    """(source id, query text) pairs. Without a path: the first user turn of every ShareGPT
-    conversation (the paper's source). A user file needs a 'query' column and may have an
-    'id' column, whose values must be unique (they are lineage keys)."""
+    """(source id, query text) pairs. Without a path: the first user turn of every segment of a
+    ShareGPT conversation (the paper's source; see continues_a_conversation). A user file needs
+    a 'query' column and may have an 'id' column, whose values must be unique (they are lineage
+    keys)."""
     if path is None:
         return _sharegpt_queries()
     p = Path(path).expanduser()
@@ -133,6 +134,13 @@ def load_queries(path: str | None = None) -> list[tuple[str, str]]:
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise InputError(f"query file {p} has duplicate ids: {dupes[:5]}")
     return [(i, r["query"]) for i, r in zip(ids, rows)]
+
+
+def continues_a_conversation(source: str) -> bool:
+    """Whether a query is a ShareGPT segment after the first: ids are `<conversation>_<segment>`,
+    and a later segment's first human turn answers turns of the conversation that precede it."""
+    conv, _, segment = source.removeprefix("sharegpt:").rpartition("_")
+    return source.startswith("sharegpt:") and bool(conv) and segment != "0"
 
 
 def _sharegpt_queries() -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ from autoif_dagster.assets.verifiers import cross_validation
 from autoif_dagster.config import AutoIFConfig, CrossValConfig, QueryConfig, ResponseConfig
 from autoif_dagster.resources.sandbox import SandboxResource
 from autoif_dagster.schemas import conform, content_id
+from autoif_dagster.sources import load_queries
 from tests.rounds import context, frame
 
 NO_E = "def evaluate(response):\n    return 'e' not in response.lower()"
@@ -142,6 +143,19 @@ def test_queries_keep_20_to_300_characters_after_strip_and_the_first_of_each_dup
     sampled = queries(dg.build_asset_context(), AutoIFConfig(queries_path=str(path), queries=QueryConfig(pool_size=3)))
     assert sampled.value.height == 3 and set(sampled.value["query_id"]) < set(out.value["query_id"])
     assert sampled.metadata["dropped"].value == {"too_short": 1, "too_long": 1, "duplicate": 2, "not_sampled": 1}
+
+
+def test_the_default_pool_keeps_only_the_turns_that_open_a_conversation():
+    """ShareGPT splits long conversations into segments; a later segment's first turn goes on
+    from turns the pool lacks, and answers to it restate it or ask back."""
+    loaded = dict(load_queries())
+    assert loaded["sharegpt:5qLXIDz_19"].startswith("Combine all 11 bullet points")
+    out = queries(dg.build_asset_context(), AutoIFConfig())
+    assert out.value.height == 2000 and all(s.endswith("_0") for s in out.value["source"])
+    assert out.metadata["dropped"].value["continues_a_conversation"] == sum(not s.endswith("_0") for s in loaded) > 5000
+    every_turn = queries(dg.build_asset_context(), AutoIFConfig(queries=QueryConfig(openings_only=False)))
+    assert "continues_a_conversation" not in every_turn.metadata["dropped"].value
+    assert not all(s.endswith("_0") for s in every_turn.value["source"])
 
 
 def test_instruction_prompts_pair_each_instruction_with_k_queries():

@@ -5,7 +5,14 @@ import json
 import polars as pl
 import pytest
 
-from autoif_dagster.sources import InputError, iter_json_array, load_queries, load_seed_rows, load_seeds
+from autoif_dagster.sources import (
+    InputError,
+    continues_a_conversation,
+    iter_json_array,
+    load_queries,
+    load_seed_rows,
+    load_seeds,
+)
 
 
 def test_packaged_seeds_are_unique_format_constraints():
@@ -103,3 +110,10 @@ def test_sharegpt_queries_are_first_user_turns():
     assert len(queries) > 10_000
     source, text = queries[0]
     assert source.startswith("sharegpt:") and text.strip()
+
+
+def test_a_sharegpt_segment_after_the_first_continues_a_conversation():
+    assert not continues_a_conversation("sharegpt:QWJhYvA_0")
+    assert continues_a_conversation("sharegpt:hRPPgZT_11")
+    # a user file's ids are its own: an underscore means nothing there
+    assert not continues_a_conversation("mine_3") and not continues_a_conversation("queries.jsonl:2")

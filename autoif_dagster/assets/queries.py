@@ -10,7 +10,7 @@ from ..method.prompts import instruction_query_prompt
 from ..method.selection import dedupe_key, sample_for
 from ..rounds import PARTITIONED, per_round
 from ..schemas import content_id, frame
-from ..sources import load_queries
+from ..sources import continues_a_conversation, load_queries
 from ..versions import output
 from .reporting import funnel
 
@@ -19,7 +19,8 @@ GROUP = "queries"
 
 @dg.asset(group_name=GROUP, kinds={"polars"})
 def queries(context: dg.AssetExecutionContext, autoif: AutoIFConfig) -> dg.Output[pl.DataFrame]:
-    """A seeded sample of the source's queries within the method's length bounds."""
+    """A seeded sample of the source's queries that open a conversation, within the method's length
+    bounds."""
     cfg = autoif.queries
     loaded = load_queries(autoif.queries_path)
     dropped: Counter = Counter()
@@ -27,7 +28,9 @@ def queries(context: dg.AssetExecutionContext, autoif: AutoIFConfig) -> dg.Outpu
     kept: dict[str, dict] = {}
     for source, text in loaded:
         text = text.strip()
-        if len(text) < cfg.min_chars:
+        if cfg.openings_only and continues_a_conversation(source):
+            dropped["continues_a_conversation"] += 1
+        elif len(text) < cfg.min_chars:
             dropped["too_short"] += 1
         elif len(text) > cfg.max_chars:
             dropped["too_long"] += 1

@@ -43,11 +43,13 @@ def replayed(tmp_path_factory, sandbox):
 def test_the_default_run_yields_training_data_past_the_papers_bars(replayed):
     """The default run's real completions through today's code, with the paper's thresholds.
     The recording (round 2026-11-01, bf16 on an AMD EPYC Zen 4: recorded cold on 2026-12-06,
-    made again warm on 2026-12-07 twice, the new requests going to the engine: when augmentation
+    made again warm on 2026-12-07 three times, the new requests going to the engine: when augmentation
     doubled, then when verifier generations came in waves, augmentation grew to 20 requests and
     a round's 54 prompts were spread over its instructions; then for 26 augmentation requests and
-    2.5 verifier generations per instruction: 133 instructions, 15 consistent, 3-4 queries each)
-    gives 70 SFT rows from 9 instructions and 44 DPO pairs (issue #22 asks 30 from 8, and 15; 71
+    2.5 verifier generations per instruction: 133 instructions, 15 consistent, 3-4 queries each;
+    then for a query pool of conversation openings only, 250 new answers and scores) gives 89 SFT
+    rows from 13 instructions and 61 DPO pairs (issue #22 asks 30 from 8, and 15; 70 from 9 and 44
+    with every ShareGPT segment's first turn in the pool; 71
     and 45 before a name run together from the query's words, "RealEstateMarketPlace", counted as
     restating it; with 20 requests and 3.5 generations, 56 from 10 and 41; with 8 requests and 6 queries of 5 answers,
     85 from 9 and 56; with 4 requests 55 from 6 and 43). The same completions always
@@ -56,7 +58,7 @@ def test_the_default_run_yields_training_data_past_the_papers_bars(replayed):
     _, frames, metadata, _ = replayed
     assert sum(m.get("ledger_misses", 0) for m in metadata.values()) == 0  # every answer was recorded
     sft, pairs = frames["sft_dataset"], frames["dpo_pairs"]
-    assert (sft.height, sft["instruction_id"].n_unique(), pairs.height) == (70, 9, 44)
+    assert (sft.height, sft["instruction_id"].n_unique(), pairs.height) == (89, 13, 61)
     assert (sft["score"] >= AutoIFConfig().scoring.min_score).all() and (sft["pass_rate"] > 0.5).all()
     assert (pairs["chosen_pass_rate"] >= 0.5).all() and (pairs["rejected_pass_rate"] == 0).all()
 

@@ -131,6 +131,7 @@ def test_instruction_lines_are_normalised_and_filtered():
         "ok\n"
         "The function should take a single argument: the user's answer\n"
         "Use only the words listed in your instruction\n"
+        "Ensure each instruction begins with a capital letter\n"
         "Include the word 'python' twice\n"
         "3. Avoid using the word 'but'\n"
         "Always answer 'yes' if the question is about programming\n"
@@ -154,7 +155,7 @@ def test_instruction_lines_are_normalised_and_filtered():
         "End with 'Let me know if you need more'",  # the quoted "if" is what the answer says
     ]
     assert reasons == ["not_an_instruction", "bad_length", "bad_length", "about_the_task", "about_the_task",
-                       "conditional", "conditional"]
+                       "about_the_task", "conditional", "conditional"]
 
 
 def test_back_translation_skips_lead_in_and_fences():

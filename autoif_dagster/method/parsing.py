@@ -40,9 +40,10 @@ def normalise_instruction(line: str) -> str:
 
 # Words of a line about the checker or the prompt rather than the answer ("The function should
 # take a single argument", "Use only the words listed in your instruction"): augmentation wrote
-# these, they passed cross-validation and NLI, and their SFT rows answered "Correct".
-_ABOUT_THE_TASK = re.compile(
-    r"\b(functions?|python|argument|parameters?|returns?|inputs?|(?:this|the|your) instructions?)\b", re.I)
+# these, they passed cross-validation and NLI, and their SFT rows answered "Correct". Any
+# "instruction" is the task's: "Ensure each instruction begins with a capital letter" (26 such
+# lines in seven rounds, none a rule for an answer) was kept with `response[0].isupper()`.
+_ABOUT_THE_TASK = re.compile(r"\b(functions?|python|argument|parameters?|returns?|inputs?|instructions?)\b", re.I)
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`")
 # A requirement that holds only under a condition the response alone does not show ("Always answer
 # 'yes' if the question is about programming", "Include code examples if needed", "Use

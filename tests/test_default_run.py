@@ -47,9 +47,10 @@ def test_the_default_run_yields_training_data_past_the_papers_bars(replayed):
     doubled, then when verifier generations came in waves, augmentation grew to 20 requests and
     a round's 54 prompts were spread over its instructions; then for 26 augmentation requests and
     2.5 verifier generations per instruction: 133 instructions, 15 consistent, 3-4 queries each;
-    then for a query pool of conversation openings only, 250 new answers and scores) gives 89 SFT
-    rows from 13 instructions and 61 DPO pairs (issue #22 asks 30 from 8, and 15; 70 from 9 and 44
-    with every ShareGPT segment's first turn in the pool; 71
+    then for a query pool of conversation openings only, 250 new answers and scores) gives 88 SFT
+    rows from 13 instructions and 61 DPO pairs (issue #22 asks 30 from 8, and 15; 89 before "KNOWLEDGE
+    IS POWER." for "write a song about knowledge" counted as one sentence for a piece; 70 from 9 and
+    44 with every ShareGPT segment's first turn in the pool; 71
     and 45 before a name run together from the query's words, "RealEstateMarketPlace", counted as
     restating it; with 20 requests and 3.5 generations, 56 from 10 and 41; with 8 requests and 6 queries of 5 answers,
     85 from 9 and 56; with 4 requests 55 from 6 and 43). The same completions always
@@ -58,7 +59,7 @@ def test_the_default_run_yields_training_data_past_the_papers_bars(replayed):
     _, frames, metadata, _ = replayed
     assert sum(m.get("ledger_misses", 0) for m in metadata.values()) == 0  # every answer was recorded
     sft, pairs = frames["sft_dataset"], frames["dpo_pairs"]
-    assert (sft.height, sft["instruction_id"].n_unique(), pairs.height) == (89, 13, 61)
+    assert (sft.height, sft["instruction_id"].n_unique(), pairs.height) == (88, 13, 61)
     assert (sft["score"] >= AutoIFConfig().scoring.min_score).all() and (sft["pass_rate"] > 0.5).all()
     assert (pairs["chosen_pass_rate"] >= 0.5).all() and (pairs["rejected_pass_rate"] == 0).all()
 

@@ -98,6 +98,25 @@ def test_a_title_made_of_the_querys_words_restates_it():
     assert not_an_answer("Real Estate Market Finder", "can you propose a name for real estate market place?", "") is None
 
 
+def test_one_sentence_where_a_piece_of_writing_was_asked_is_not_an_answer():
+    # real answers (rounds 2026-11-09, -11-19), scored above the quality bar or next to it
+    heart = "Can you re-write a modern version of the tell tale heart but the heart is a cellphone?"
+    assert not_an_answer("A modern version of the tell tale heart where the heart is a cellphone, showcasing the complex "
+                         "emotional journey of a person who is torn between their love and their duty.", heart,
+                         "Do not use the word 'about' in your answer") == "one_sentence_for_a_piece"
+    essay = "write me an essay on if equality is good or bad based off of harris bergeron"
+    assert not_an_answer("The essay should address whether equality is good or bad based on Harris Bergeron's "
+                         "perspective on the subject.", essay, "") == "one_sentence_for_a_piece"
+    # the piece written; a question how to write one; a count that asks for one sentence; code
+    story = "A man buys a phone. It beats under his floorboards.\nHe confesses."
+    assert not_an_answer(story, heart, "") is None
+    assert not_an_answer("Start with a hook, then state the topic.", "How to write a blog intro", "") is None
+    assert not_an_answer("The phone rang under the floor.", "Write a one sentence story", "") is None
+    assert not_an_answer("The phone rang under the floor.", heart, "Answer in fewer than 12 words") is None
+    assert not_an_answer("function first(o) { return Object.entries(o)[0]; }",
+                         "Write me a typescript function that returns an object's first key", "") is None
+
+
 def test_an_answer_announced_and_never_given_is_not_an_answer():
     # real answers (rounds 2026-11-27, 2026-12-07)
     networks = "I'll ask you some questions regarding computer networks and security. Explains in details"

@@ -150,9 +150,33 @@ def not_an_answer(response: str, query: str, instruction: str) -> str | None:
     if (is_title(response) and not _ASKS_FOR_A_TITLE.search(query)
             and restates_the_query(response, query, instruction, new_share_max=0.45)):
         return "restates_as_a_title"
+    if one_sentence_for_a_piece(response, query, instruction):
+        return "one_sentence_for_a_piece"
     if announces_only(response):
         return "announces_an_answer"
     return "asks_a_question" if asks_back(response) else None
+
+
+# A request for a piece of writing ("write me an essay on...", "can you re-write a modern version
+# of the tell tale heart"); "how to write a blog intro" asks how, and code may take one line.
+_ASKS_FOR_A_PIECE = re.compile(
+    r"(?<!\bhow to )\b(?:write|re-?write|compose|draft|create)\b(?:\W+\w+){0,8}?\W+"
+    r"(?:stor(?:y|ies)|essays?|articles?|patents?|letters?|e-?mails?|blog|speech|songs?|poems?|lyrics|reports?"
+    r"|chapters?|scenes?|novel|version)\b",
+    re.IGNORECASE)
+
+
+def one_sentence_for_a_piece(response: str, query: str, instruction: str) -> bool:
+    """Asked for a piece of writing, the answer is one sentence: it describes the piece ("A modern
+    version of the tell tale heart where the heart is a cellphone, showcasing...", 7.05, round
+    2026-11-09; "The essay should address whether equality is good or bad..."), titles it or
+    declines it instead of writing it. Unless the query or the instruction counts words or
+    sentences ("Limit the length of the answer to 5 words or fewer"). Of the 2,188 answers of
+    eight rounds it flags 11, each such a non-answer (two "songs" of the recording: "KNOWLEDGE IS
+    POWER."), and no labelled answer."""
+    text = response.strip()
+    return (bool(_ASKS_FOR_A_PIECE.search(query)) and "\n" not in text and len(_SENTENCE_END.findall(text)) <= 1
+            and not _COUNT.search(query) and not _COUNT.search(instruction))
 
 
 _ANNOUNCES = re.compile(r"\b(?:here's|here is|here are|below is|below are)\b", re.IGNORECASE)

@@ -5,7 +5,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from difflib import get_close_matches
-from functools import cache
+from functools import cache, lru_cache
 from itertools import product
 
 from ..schemas import stable_hash
@@ -105,7 +105,12 @@ def asks_back(response: str) -> bool:
     alimentarias?" to "coneccion entre harina de garbanzo y alrgias alimentarias", 6.83), or a
     question back to the user. On the 90 labelled answers it flags 5 non-answers and no answer."""
     text = response.strip()
-    return text.endswith("?") and "\n" not in text and len(_SENTENCE_END.findall(text)) == 1
+    return text.endswith("?") and _one_sentence(text)
+
+
+def _one_sentence(text: str) -> bool:
+    """One line with at most one sentence end."""
+    return "\n" not in text and len(_SENTENCE_END.findall(text)) <= 1
 
 
 @cache
@@ -174,8 +179,7 @@ def one_sentence_for_a_piece(response: str, query: str, instruction: str) -> boo
     sentences ("Limit the length of the answer to 5 words or fewer"). Of the 2,188 answers of
     eight rounds it flags 11, each such a non-answer (two "songs" of the recording: "KNOWLEDGE IS
     POWER."), and no labelled answer."""
-    text = response.strip()
-    return (bool(_ASKS_FOR_A_PIECE.search(query)) and "\n" not in text and len(_SENTENCE_END.findall(text)) <= 1
+    return (bool(_ASKS_FOR_A_PIECE.search(query)) and _one_sentence(response.strip())
             and not _COUNT.search(query) and not _COUNT.search(instruction))
 
 
@@ -362,25 +366,31 @@ def other_requirement(instruction: str, back_translation: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
+def _syntax(func: str) -> ast.Module | None:
+    """A verifier's syntax tree (None if it does not parse), read once for the rules below."""
+    try:
+        return ast.parse(func)
+    except SyntaxError:
+        return None
+
+
 def repeats_a_check(func: str) -> bool:
     """The function joins a condition to itself with and/or: `'python' in response and 'python' in
     response` for "at least twice" (the issue's example), three `'*' in response` for "exactly three
     asterisks" (2026-12-07). Meant to count, it checks once; every such function in the labelled
     verifiers is wrong (3 of 3)."""
-    try:
-        tree = ast.parse(func)
-    except SyntaxError:
-        return False
-    return any(isinstance(node, ast.BoolOp) and len({ast.dump(v) for v in node.values}) < len(node.values)
-               for node in ast.walk(tree))
+    tree = _syntax(func)
+    return tree is not None and any(
+        isinstance(node, ast.BoolOp) and len({ast.dump(v) for v in node.values}) < len(node.values)
+        for node in ast.walk(tree))
 
 
 def texts_compared(func: str) -> set[str]:
     """The texts (two word characters at least) a function holds the response, or something
     made of it, equal to: `response.strip() == 'I will write a paragraph.'`."""
-    try:
-        tree = ast.parse(func)
-    except SyntaxError:
+    tree = _syntax(func)
+    if tree is None:
         return set()
     out = set()
     for node in ast.walk(tree):
